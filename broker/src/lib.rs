@@ -1,0 +1,7 @@
+//! The Rivulet broker.
+//!
+//! - [`log`]: the partition log — segments of Kafka v2 record batches on disk,
+//!   sparse indexes, crash recovery, the leader-epoch cache, retention and
+//!   group-committed fsyncs.
+
+pub mod log;

@@ -1,0 +1,248 @@
+//! The partition log: a durable, ordered, append-only sequence of Kafka v2
+//! record batches, one per partition replica.
+//!
+//! ```text
+//!  <data-dir>/<topic>-<partition>/
+//!     00000000000000000000.log        batches [0, 5000)        \
+//!     00000000000000000000.index      offset -> position        | one segment
+//!     00000000000000000000.timeindex  max timestamp -> offset  /
+//!     00000000000000005000.log        batches [5000, LEO)       <- active segment, appends go here
+//!     ...
+//!     leader-epoch-checkpoint         epoch -> first offset (KIP-101)
+//!     high-watermark-checkpoint       last checkpointed HW
+//!     log-start-offset-checkpoint     first offset retention kept
+//! ```
+//!
+//! Two implementations share one contract, [`PartitionLog`], checked by one
+//! conformance suite: [`FileLog`] (segments on disk, crash recovery, group
+//! commit) and [`MemoryLog`] (a `Vec`, for tests of the layers above).
+//!
+//! Invariants every implementation keeps:
+//! - offsets are dense: batches cover `[log_start_offset, log_end_offset)`
+//!   without gaps, and a leader append gets the next offsets in order;
+//! - `log_start_offset <= high_watermark <= log_end_offset`;
+//! - reads return whole batches only, never beyond the requested bound;
+//! - leader epochs in the log never decrease, and the epoch cache agrees with
+//!   the batches' stamped epochs;
+//! - with [`FlushPolicy::Always`], an append returns only once its bytes are
+//!   fsynced (one fsync serves every append that arrived meanwhile).
+
+pub mod batch;
+mod checkpoint;
+mod epoch;
+mod error;
+mod file;
+mod index;
+mod memory;
+mod segment;
+
+#[cfg(test)]
+mod conformance;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use batch::{AppendOrigin, RecordInput};
+pub use error::LogError;
+pub use file::FileLog;
+pub use memory::MemoryLog;
+
+/// When appended bytes are fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Before an append returns (group commit: concurrent appends share an fsync).
+    Always,
+    /// At most this long after an append (by the appender that finds it due, or
+    /// by whoever calls [`PartitionLog::flush`]).
+    Interval(Duration),
+    /// Never explicitly: the page cache decides (segment rolls still fsync).
+    Never,
+}
+
+impl std::str::FromStr for FlushPolicy {
+    type Err = LogError;
+
+    /// `always`, `never`, or `interval:<ms>`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            _ => s
+                .strip_prefix("interval:")
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .map(|ms| Self::Interval(Duration::from_millis(ms)))
+                .ok_or_else(|| {
+                    LogError::InvalidConfig(format!(
+                        "flush policy {s:?}: expected always, never or interval:<ms>"
+                    ))
+                }),
+        }
+    }
+}
+
+/// Storage settings of one partition log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment before one would exceed this size.
+    pub segment_bytes: u64,
+    /// Roll a segment whose first batch is older than this (ms); `None`: never.
+    pub segment_ms: Option<i64>,
+    /// Bytes of log between two sparse index entries.
+    pub index_interval_bytes: u64,
+    /// Largest batch accepted (Kafka's `max.message.bytes`).
+    pub max_batch_bytes: usize,
+    /// When appends are fsynced.
+    pub flush: FlushPolicy,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: Some(7 * 24 * 3600 * 1000),
+            index_interval_bytes: 4096,
+            max_batch_bytes: 1_048_588,
+            flush: FlushPolicy::Always,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks ranges; index positions are 32-bit, so segments stay below 2 GiB.
+    pub fn validate(&self) -> Result<(), LogError> {
+        let bad = |m: String| Err(LogError::InvalidConfig(m));
+        if self.segment_bytes < 1024 || self.segment_bytes > i32::MAX as u64 {
+            return bad(format!(
+                "segment.bytes {} must be between 1024 and {}",
+                self.segment_bytes,
+                i32::MAX
+            ));
+        }
+        if self.segment_ms.is_some_and(|ms| ms < 1) {
+            return bad("segment.ms must be at least 1".into());
+        }
+        if self.index_interval_bytes == 0 {
+            return bad("index.interval.bytes must be at least 1".into());
+        }
+        if self.max_batch_bytes < batch::HEADER_LEN {
+            return bad(format!(
+                "max.message.bytes {} is smaller than a batch header",
+                self.max_batch_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What retention removes: whole segments older or beyond these limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Delete segments whose newest record is older than this (ms).
+    pub retention_ms: Option<i64>,
+    /// Delete the oldest segments while the log is larger than this.
+    pub retention_bytes: Option<u64>,
+}
+
+/// What one retention pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    /// Segments deleted.
+    pub segments_deleted: usize,
+    /// Bytes freed.
+    pub bytes_deleted: u64,
+    /// The log start offset after the pass.
+    pub log_start_offset: u64,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record appended.
+    pub base_offset: u64,
+    /// Offset of the last record appended.
+    pub last_offset: u64,
+    /// Largest record timestamp appended.
+    pub max_timestamp: i64,
+    /// Bytes appended.
+    pub size_bytes: usize,
+}
+
+/// The log's offsets at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOffsets {
+    /// First offset still in the log.
+    pub log_start_offset: u64,
+    /// Offset the next record will get.
+    pub log_end_offset: u64,
+    /// Offsets below this are committed (replicated to the ISR).
+    pub high_watermark: u64,
+}
+
+/// How far a read may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadBound {
+    /// Consumers: committed records only.
+    HighWatermark,
+    /// Followers replicating the log: everything.
+    LogEnd,
+}
+
+/// A partition replica's log. Safe to share between threads; every method
+/// takes `&self`. Blocking: call from a blocking thread, not an async task.
+pub trait PartitionLog: Send + Sync + std::fmt::Debug {
+    /// Appends one or more whole batches. A leader append gets offsets from the
+    /// log end and its epoch stamped in; a replica append must continue the log.
+    fn append(&self, batches: &mut [u8], origin: AppendOrigin) -> Result<AppendInfo, LogError>;
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes` (at least
+    /// one batch if any is readable) and never past `bound`. Empty at the bound.
+    fn read(&self, offset: u64, max_bytes: usize, bound: ReadBound) -> Result<Bytes, LogError>;
+
+    /// The first offset whose record timestamp is `>= timestamp_ms`, if any.
+    fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>, LogError>;
+
+    /// Removes every batch whose last offset is `>= offset` (a batch is never
+    /// split, so the new end may be below `offset`). Refused below the log start.
+    fn truncate_to(&self, offset: u64) -> Result<(), LogError>;
+
+    /// Empties the log and restarts it at `offset` (a follower whose leader no
+    /// longer has the follower's offsets).
+    fn truncate_fully_and_start_at(&self, offset: u64) -> Result<(), LogError>;
+
+    /// Start, end and high watermark.
+    fn offsets(&self) -> LogOffsets;
+
+    /// Sets the high watermark (clamped to the log end); persisted by [`Self::checkpoint`].
+    fn set_high_watermark(&self, offset: u64);
+
+    /// Writes the high-watermark checkpoint.
+    fn checkpoint(&self) -> Result<(), LogError>;
+
+    /// Starts a new segment (no-op if the active one is empty).
+    fn roll(&self) -> Result<(), LogError>;
+
+    /// Deletes whole segments below the high watermark that retention no longer keeps.
+    fn apply_retention(
+        &self,
+        policy: &RetentionPolicy,
+        now_ms: i64,
+    ) -> Result<RetentionOutcome, LogError>;
+
+    /// Fsyncs everything appended so far.
+    fn flush(&self) -> Result<(), LogError>;
+
+    /// The newest leader epoch stamped in the log.
+    fn latest_epoch(&self) -> Option<u32>;
+
+    /// For a follower's last fetched `epoch`: the largest epoch `<= epoch` here
+    /// and the offset where it ends (KIP-101). `None` if `epoch` predates the log.
+    fn end_offset_for_epoch(&self, epoch: u32) -> Option<(u32, u64)>;
+}
+
+/// Milliseconds since the Unix epoch, for age-based rolling.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

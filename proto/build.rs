@@ -1,0 +1,18 @@
+//! Generates the tonic/prost code from `proto/`. Uses the `protoc` binary
+//! vendored by `protoc-bin-vendored` unless `PROTOC` is set, so a fresh machine
+//! (or a Docker build) needs no system protobuf compiler.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("PROTOC").is_none() {
+        std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
+    }
+    let protos = ["proto/rivulet/v1/common.proto"];
+    for p in &protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(&protos, &["proto"])?;
+    Ok(())
+}

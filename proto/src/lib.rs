@@ -1,0 +1,10 @@
+//! Rivulet's gRPC API, generated from the `.proto` files under `proto/`.
+//!
+//! This crate holds only the wire contract and the generated tonic/prost code;
+//! conversions to domain types live with the domain (the broker, the metadata
+//! crate, the client).
+
+/// Version 1 of the API, package `rivulet.v1`.
+pub mod v1 {
+    tonic::include_proto!("rivulet.v1");
+}

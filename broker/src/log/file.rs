@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -50,6 +50,10 @@ struct Inner {
     high_watermark: u64,
     /// Epoch → first offset, checkpointed whenever it changes.
     epochs: LeaderEpochCache,
+    /// Wall-clock ms of the first append into the active segment (or of
+    /// opening a non-empty one): age-based rolling counts from here, not from
+    /// record timestamps, which clients choose and may set far in the past.
+    active_since_ms: Option<i64>,
 }
 
 impl Inner {
@@ -112,6 +116,33 @@ pub struct FileLogStats {
     pub appends: AtomicU64,
 }
 
+/// Where a [`FileLog`] reads wall-clock time (ms since the Unix epoch); tests
+/// substitute a manual clock.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self(Arc::new(now_ms))
+    }
+
+    /// A clock that reads `f`.
+    pub fn from_fn(f: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    fn now_ms(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 /// A partition log stored as segment files in one directory.
 #[derive(Debug)]
 pub struct FileLog {
@@ -127,11 +158,22 @@ pub struct FileLog {
     synced: Condvar,
     /// Counters.
     stats: FileLogStats,
+    /// Wall-clock time for age-based rolling.
+    clock: Clock,
 }
 
 impl FileLog {
     /// Opens (creating if needed) the log in `dir`, recovering a damaged tail.
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self, LogError> {
+        Self::open_with_clock(dir, config, Clock::system())
+    }
+
+    /// [`FileLog::open`] with a chosen clock.
+    pub fn open_with_clock(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        clock: Clock,
+    ) -> Result<Self, LogError> {
         config.validate()?;
         let dir = dir.as_ref().to_owned();
         let created = !dir.exists();
@@ -188,7 +230,12 @@ impl FileLog {
         let last = bases.len().saturating_sub(1);
         for (i, &base) in bases.iter().enumerate() {
             let tail = i == last;
-            let (seg, recovery) = LogSegment::open(&dir, base, config.index_interval_bytes, tail)?;
+            let (mut seg, recovery) =
+                LogSegment::open(&dir, base, config.index_interval_bytes, tail)?;
+            if !tail {
+                // Closes index files a rebuild may have opened.
+                seg.seal()?;
+            }
             if recovery.bytes_dropped > 0 {
                 warn!(
                     file = %seg.path().display(),
@@ -219,6 +266,7 @@ impl FileLog {
             log_start_offset: 0,
             high_watermark: 0,
             epochs: LeaderEpochCache::default(),
+            active_since_ms: None,
         };
         let leo = inner.log_end_offset();
         let first_base = *inner.segments.keys().next().unwrap_or(&0);
@@ -270,6 +318,9 @@ impl FileLog {
         let saved_hw = checkpoint::read_u64(&dir.join(HW_CHECKPOINT))?;
         inner.high_watermark = saved_hw.unwrap_or(0).clamp(inner.log_start_offset, leo);
 
+        if inner.active().size() > 0 {
+            inner.active_since_ms = Some(clock.now_ms());
+        }
         // Everything recovered counts as durable from here on.
         inner.active().flush()?;
         debug!(dir = %dir.display(), log_start = inner.log_start_offset, leo, hw = inner.high_watermark, "opened log");
@@ -285,6 +336,7 @@ impl FileLog {
             }),
             synced: Condvar::new(),
             stats: FileLogStats::default(),
+            clock,
         })
     }
 
@@ -339,8 +391,8 @@ impl FileLog {
             return false;
         }
         let too_big = active.size() + incoming as u64 > self.config.segment_bytes;
-        let too_old = match (self.config.segment_ms, active.first_batch_timestamp()) {
-            (Some(ms), Some(first)) => now_ms().saturating_sub(first) > ms,
+        let too_old = match (self.config.segment_ms, inner.active_since_ms) {
+            (Some(ms), Some(since)) => self.clock.now_ms().saturating_sub(since) >= ms,
             _ => false,
         };
         // Index entries hold offsets relative to the base as u32.
@@ -355,11 +407,12 @@ impl FileLog {
         if inner.active().size() == 0 {
             return Ok(());
         }
-        inner.active().flush()?;
+        inner.active_mut().seal()?;
         let seg = LogSegment::create(&self.dir, leo, self.config.index_interval_bytes)?;
         checkpoint::sync_dir(&self.dir)?;
         debug!(dir = %self.dir.display(), base_offset = leo, "rolled segment");
         inner.segments.insert(leo, seg);
+        inner.active_since_ms = None;
         Ok(())
     }
 
@@ -445,6 +498,9 @@ impl PartitionLog for FileLog {
                 self.roll_locked(&mut inner)?;
             }
             inner.active_mut().append(batches, &metas)?;
+            if inner.active_since_ms.is_none() {
+                inner.active_since_ms = Some(self.clock.now_ms());
+            }
             let mut epochs_changed = false;
             for m in &metas {
                 if m.header.leader_epoch >= 0 {

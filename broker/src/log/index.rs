@@ -80,8 +80,10 @@ impl IndexEntry for TimeEntry {
 pub(crate) struct SparseIndex<E: IndexEntry> {
     /// The file entries are written through to.
     path: PathBuf,
-    /// Open for writing at `entries.len() * E::SIZE`.
-    file: File,
+    /// Open for writing at `entries.len() * E::SIZE` while the segment is
+    /// active; closed by [`SparseIndex::seal`] (so a log of many segments
+    /// holds one descriptor per segment, not three) and reopened on demand.
+    file: Option<File>,
     /// All entries, keys strictly increasing.
     entries: Vec<E>,
 }
@@ -98,7 +100,7 @@ impl<E: IndexEntry> SparseIndex<E> {
             .map_err(LogError::io("create index", path))?;
         Ok(Self {
             path: path.to_owned(),
-            file,
+            file: Some(file),
             entries: Vec::new(),
         })
     }
@@ -120,18 +122,33 @@ impl<E: IndexEntry> SparseIndex<E> {
         if !ordered || !entries.iter().all(check) {
             return Ok(None);
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(LogError::io("open index", path))?;
         Ok(Some(Self {
             path: path.to_owned(),
-            file,
+            file: None,
             entries,
         }))
     }
 
+    fn file(&mut self) -> Result<&File, LogError> {
+        if self.file.is_none() {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.path)
+                .map_err(LogError::io("open index", &self.path))?;
+            self.file = Some(f);
+        }
+        Ok(self.file.as_ref().expect("opened above"))
+    }
+
+    /// Fsyncs and closes the file; entries stay in memory for lookups.
+    pub(crate) fn seal(&mut self) -> Result<(), LogError> {
+        self.flush()?;
+        self.file = None;
+        Ok(())
+    }
+
+    #[cfg(test)]
     pub(crate) fn entries(&self) -> &[E] {
         &self.entries
     }
@@ -148,9 +165,10 @@ impl<E: IndexEntry> SparseIndex<E> {
         let mut buf = [0u8; 16];
         entry.encode(&mut buf[..E::SIZE]);
         let at = (self.entries.len() * E::SIZE) as u64;
-        self.file
+        let path = self.path.clone();
+        self.file()?
             .write_all_at(&buf[..E::SIZE], at)
-            .map_err(LogError::io("write index", &self.path))?;
+            .map_err(LogError::io("write index", path))?;
         self.entries.push(entry);
         Ok(())
     }
@@ -174,16 +192,20 @@ impl<E: IndexEntry> SparseIndex<E> {
             return Ok(());
         }
         self.entries.truncate(n);
-        self.file
+        let path = self.path.clone();
+        self.file()?
             .set_len((n * E::SIZE) as u64)
-            .map_err(LogError::io("truncate index", &self.path))
+            .map_err(LogError::io("truncate index", path))
     }
 
     /// Fsyncs the index file.
     pub(crate) fn flush(&self) -> Result<(), LogError> {
-        self.file
-            .sync_data()
-            .map_err(LogError::io("fsync index", &self.path))
+        match &self.file {
+            Some(f) => f
+                .sync_data()
+                .map_err(LogError::io("fsync index", &self.path)),
+            None => Ok(()),
+        }
     }
 }
 

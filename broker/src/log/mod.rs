@@ -38,6 +38,8 @@ mod segment;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod file_tests;
 
 use std::time::Duration;
 
@@ -45,7 +47,7 @@ use bytes::Bytes;
 
 pub use batch::{AppendOrigin, RecordInput};
 pub use error::LogError;
-pub use file::FileLog;
+pub use file::{Clock, FileLog, FileLogStats};
 pub use memory::MemoryLog;
 
 /// When appended bytes are fsynced.
@@ -86,7 +88,7 @@ impl std::str::FromStr for FlushPolicy {
 pub struct LogConfig {
     /// Roll to a new segment before one would exceed this size.
     pub segment_bytes: u64,
-    /// Roll a segment whose first batch is older than this (ms); `None`: never.
+    /// Roll a segment this long (ms) after its first append; `None`: never.
     pub segment_ms: Option<i64>,
     /// Bytes of log between two sparse index entries.
     pub index_interval_bytes: u64,

@@ -44,8 +44,6 @@ pub(crate) struct LogSegment {
     next_offset: u64,
     /// Largest batch max-timestamp (-1 when empty).
     max_timestamp: i64,
-    /// Max timestamp of the first batch: age-based rolling counts from it.
-    first_batch_timestamp: Option<i64>,
     /// Offset → position, one entry per `index_interval_bytes`.
     offset_index: SparseIndex<OffsetEntry>,
     /// Max timestamp so far → offset, added with offset index entries.
@@ -77,7 +75,6 @@ impl LogSegment {
             size: 0,
             next_offset: base_offset,
             max_timestamp: -1,
-            first_batch_timestamp: None,
             offset_index: SparseIndex::create(&dir.join(file_name(base_offset, "index")))?,
             time_index: SparseIndex::create(&dir.join(file_name(base_offset, "timeindex")))?,
             bytes_since_index: 0,
@@ -133,7 +130,6 @@ impl LogSegment {
             size,
             next_offset: base_offset,
             max_timestamp: -1,
-            first_batch_timestamp: None,
             offset_index,
             time_index,
             bytes_since_index: 0,
@@ -155,7 +151,6 @@ impl LogSegment {
         self.size = 0;
         self.next_offset = self.base_offset;
         self.max_timestamp = -1;
-        self.first_batch_timestamp = None;
         self.bytes_since_index = 0;
         let mut pos = 0u64;
         let mut buf = Vec::new();
@@ -218,12 +213,6 @@ impl LogSegment {
         self.next_offset = start_offset;
         self.max_timestamp = self.time_index.last().map_or(-1, |e| e.timestamp_ms);
         self.bytes_since_index = 0;
-        self.first_batch_timestamp = None;
-        if self.size > 0 {
-            if let Ok(h) = self.read_header_at(0, self.size) {
-                self.first_batch_timestamp = Some(h.max_timestamp);
-            }
-        }
         while pos < self.size {
             let Ok(h) = self.read_header_at(pos, self.size) else {
                 break;
@@ -255,7 +244,6 @@ impl LogSegment {
         }
         self.bytes_since_index += h.size as u64;
         self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
-        self.first_batch_timestamp.get_or_insert(h.max_timestamp);
         self.next_offset = h.next_offset();
         Ok(())
     }
@@ -407,6 +395,16 @@ impl LogSegment {
         self.time_index.flush()
     }
 
+    /// Fsyncs everything and closes the index files: the segment is no longer
+    /// appended to (indexes reopen by themselves if it is truncated later).
+    pub(crate) fn seal(&mut self) -> Result<(), LogError> {
+        self.file
+            .sync_data()
+            .map_err(LogError::io("fsync segment", &self.path))?;
+        self.offset_index.seal()?;
+        self.time_index.seal()
+    }
+
     /// Deletes the segment's files.
     pub(crate) fn delete(self) -> Result<(), LogError> {
         let dir = self.path.parent().map(Path::to_owned).unwrap_or_default();
@@ -432,9 +430,6 @@ impl LogSegment {
     }
     pub(crate) fn max_timestamp(&self) -> i64 {
         self.max_timestamp
-    }
-    pub(crate) fn first_batch_timestamp(&self) -> Option<i64> {
-        self.first_batch_timestamp
     }
     pub(crate) fn file(&self) -> &Arc<File> {
         &self.file

@@ -1,0 +1,890 @@
+//! The active controller's decisions, as pure functions: each reads the image
+//! and a request and returns the records to commit plus the response to send,
+//! or a [`ControllerError`]. None of them changes the image.
+//!
+//! Why pure: the same decision code runs in unit tests without Raft or tokio,
+//! and on the active controller, where a thin async layer (a later task)
+//! proposes the records to Raft and answers the caller once they commit. This
+//! is the split of Kafka's `QuorumController` (handlers return
+//! `ControllerResult(records, response)`, state changes only in `replay`).
+//!
+//! ```text
+//!   request ──► decision fn(&MetadataImage, request) ──► Ok(ControllerResult { records, response })
+//!                      ▲                                        │ records
+//!                      │ reads                                  ▼
+//!               MetadataImage ◄──── apply(record) ◄──── Raft log (committed, on every node)
+//! ```
+//!
+//! Invariants of every decision:
+//! - Deterministic: the same image and request give the same records, byte
+//!   for byte (ordered maps only, no clock, no randomness).
+//! - Its records, applied in order to the image it was decided on, all apply
+//!   (none is skipped) and leave every image invariant intact. A decision's
+//!   records should be committed as one Raft entry; even so, their order is
+//!   chosen so that a node applying them one at a time never sees a restarted
+//!   broker lead under its old leader epoch.
+//! - Leadership rules (Kafka's): a new leader comes from the live ISR members,
+//!   in replica order; the ISR never becomes empty (a dead last member stays,
+//!   so the partition can be led cleanly again when it returns); an
+//!   out-of-sync replica leads only if the topic enables unclean election;
+//!   every change of leader bumps the leader epoch, every change at all bumps
+//!   the partition epoch.
+//! - A request that asks for what already is (fence a fenced broker, set the
+//!   current ISR) succeeds with no records.
+
+use std::collections::BTreeMap;
+
+use crate::config::TopicConfig;
+use crate::error::{ControllerError, IsrProblem, PreferredLeaderProblem, TopicNameProblem};
+use crate::ids::{BrokerId, TopicId, TopicPartition};
+use crate::image::{first_duplicate, MetadataImage, PartitionImage, TopicImage};
+use crate::record::Record;
+
+/// The most partitions one topic may have: a bound on the size of one
+/// `CreateTopic` record and of the work one request can cause.
+pub const MAX_PARTITIONS_PER_TOPIC: u32 = 10_000;
+
+/// The longest topic name, Kafka's limit (a partition directory name adds a
+/// `-<partition>` suffix and must fit in 255 bytes).
+pub const MAX_TOPIC_NAME_LENGTH: usize = 249;
+
+/// What a decision produced: the records to commit and the response to send
+/// once they are committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerResult<R> {
+    /// The records, in the order they must be applied. May be empty.
+    pub records: Vec<Record>,
+    /// The answer for the requester.
+    pub response: R,
+}
+
+/// The answer to a broker registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterBrokerResponse {
+    /// The new incarnation's epoch; the broker sends it with its heartbeats.
+    pub broker_epoch: u64,
+    /// Partitions whose leader or ISR changed because an earlier incarnation
+    /// of the broker was replaced.
+    pub changed: Vec<TopicPartition>,
+}
+
+/// The answer to fencing a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FenceBrokerResponse {
+    /// Every partition whose leader or ISR changed.
+    pub changed: Vec<TopicPartition>,
+    /// The partitions left without a leader by this fencing.
+    pub offline: Vec<TopicPartition>,
+}
+
+/// The answer to unfencing a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnfenceBrokerResponse {
+    /// Offline partitions that the broker now leads.
+    pub elected: Vec<TopicPartition>,
+}
+
+/// The answer to a topic creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateTopicResponse {
+    /// The new topic's id.
+    pub topic_id: TopicId,
+    /// For partition `p`, its replicas; the first leads.
+    pub assignments: Vec<Vec<BrokerId>>,
+    /// The topic's full configuration, defaults included.
+    pub config: TopicConfig,
+}
+
+/// The answer to a topic deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteTopicResponse {
+    /// The id of the deleted topic.
+    pub topic_id: TopicId,
+}
+
+/// The answer to a topic config change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterTopicConfigResponse {
+    /// The topic's full configuration after the change.
+    pub config: TopicConfig,
+    /// Offline partitions given a leader because unclean election was just
+    /// enabled.
+    pub elected: Vec<TopicPartition>,
+}
+
+/// A partition leader asks to change the ISR (Kafka's AlterPartition): a
+/// compare-and-set on the epochs it last saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartitionRequest {
+    /// The topic's name.
+    pub topic: String,
+    /// The topic's id as the leader knows it; refused if the topic has been
+    /// re-created since (the epochs of a new topic restart at 0 and could
+    /// match by accident).
+    pub topic_id: TopicId,
+    /// The partition.
+    pub partition: u32,
+    /// The requesting broker, which must be the leader.
+    pub broker_id: BrokerId,
+    /// The leader epoch the requester leads under.
+    pub leader_epoch: u32,
+    /// The partition epoch of the state the requester last saw.
+    pub partition_epoch: u32,
+    /// The proposed ISR.
+    pub new_isr: Vec<BrokerId>,
+}
+
+/// The answer to a preferred-leader election over all partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ElectLeadersResponse {
+    /// The partitions whose leadership moves to their preferred replica.
+    pub elected: Vec<TopicPartition>,
+}
+
+/// The answer to a preferred-leader election for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectLeaderResponse {
+    /// The partition's state after the election.
+    pub partition: PartitionImage,
+    /// False if the preferred replica already led (no records).
+    pub changed: bool,
+}
+
+/// Registers broker `id` (or a new incarnation of it) as unfenced, with a
+/// fresh broker epoch.
+///
+/// Re-registration ends the previous incarnation: if it was unfenced, it is
+/// taken out of every ISR (unless it is the last member) and replaced as
+/// leader, exactly as fencing would; then offline partitions whose last ISR
+/// member is this broker are led by the new incarnation, under a new leader
+/// epoch. A restarted broker may have lost its unflushed tail, so it must not
+/// lead, or count as in sync, under its old epochs.
+pub fn register_broker(
+    image: &MetadataImage,
+    id: BrokerId,
+    address: impl Into<String>,
+    rack: Option<String>,
+) -> ControllerResult<RegisterBrokerResponse> {
+    let broker_epoch = image.next_broker_epoch();
+    let mut records = Vec::new();
+    let mut changed = Vec::new();
+    if let Some(previous) = image.broker(id) {
+        let strip_old_incarnation = !previous.fenced;
+        let without_old = Liveness::with_down(image, id);
+        let with_new = Liveness::with_up(image, id);
+        for (topic, partition) in image.partitions() {
+            let unclean = topic.config.unclean_leader_election_enable;
+            let (leader, isr) = if strip_old_incarnation {
+                without_broker(partition, id, without_old, unclean)
+            } else {
+                (partition.leader, partition.isr.clone())
+            };
+            let (leader, isr) = match leader {
+                None if partition.is_replica(id) => {
+                    match choose_leader(partition, &isr, with_new, unclean) {
+                        Some((leader, isr)) => (Some(leader), isr),
+                        None => (None, isr),
+                    }
+                }
+                _ => (leader, isr),
+            };
+            let restarted_leader = strip_old_incarnation && partition.leader == Some(id);
+            if let Some(new) = finish(partition, leader, isr, restarted_leader) {
+                changed.push(TopicPartition::new(topic.name.clone(), partition.partition));
+                records.push(change_record(topic, new));
+            }
+        }
+    }
+    // After the partition changes: see the module header.
+    records.push(Record::RegisterBroker {
+        id,
+        address: address.into(),
+        rack,
+        broker_epoch,
+    });
+    ControllerResult {
+        records,
+        response: RegisterBrokerResponse {
+            broker_epoch,
+            changed,
+        },
+    }
+}
+
+/// Fences broker `id` (its lease expired): it leaves every ISR it is in,
+/// except as the last member, and every partition it leads gets the first
+/// live ISR member in replica order as leader, or, if there is none, goes
+/// offline, unless the topic enables unclean election and a live replica
+/// exists, which then leads alone. Fencing a fenced broker does nothing.
+pub fn fence_broker(
+    image: &MetadataImage,
+    id: BrokerId,
+) -> Result<ControllerResult<FenceBrokerResponse>, ControllerError> {
+    let registration = image
+        .broker(id)
+        .ok_or(ControllerError::BrokerNotAvailable { broker: id })?;
+    let mut response = FenceBrokerResponse::default();
+    if registration.fenced {
+        return Ok(ControllerResult {
+            records: Vec::new(),
+            response,
+        });
+    }
+    let mut records = vec![Record::FenceBroker {
+        id,
+        broker_epoch: registration.broker_epoch,
+    }];
+    let live = Liveness::with_down(image, id);
+    for (topic, partition) in image.partitions() {
+        let unclean = topic.config.unclean_leader_election_enable;
+        let (leader, isr) = without_broker(partition, id, live, unclean);
+        if let Some(new) = finish(partition, leader, isr, false) {
+            let name = TopicPartition::new(topic.name.clone(), partition.partition);
+            if new.is_offline() && !partition.is_offline() {
+                response.offline.push(name.clone());
+            }
+            response.changed.push(name);
+            records.push(change_record(topic, new));
+        }
+    }
+    Ok(ControllerResult { records, response })
+}
+
+/// Unfences broker `id` (heartbeating again, same incarnation), and gives it
+/// the offline partitions whose last ISR member it is, or, where the topic
+/// enables unclean election, those it merely holds a replica of.
+pub fn unfence_broker(
+    image: &MetadataImage,
+    id: BrokerId,
+    broker_epoch: u64,
+) -> Result<ControllerResult<UnfenceBrokerResponse>, ControllerError> {
+    let registration = image
+        .broker(id)
+        .ok_or(ControllerError::BrokerNotAvailable { broker: id })?;
+    if registration.broker_epoch != broker_epoch {
+        return Err(ControllerError::StaleBrokerEpoch {
+            broker: id,
+            request_epoch: broker_epoch,
+            current_epoch: registration.broker_epoch,
+        });
+    }
+    let mut records = Vec::new();
+    if registration.fenced {
+        records.push(Record::UnfenceBroker { id, broker_epoch });
+    }
+    let mut response = UnfenceBrokerResponse::default();
+    let live = Liveness::with_up(image, id);
+    for (topic, partition) in image.partitions() {
+        if !partition.is_offline() || !partition.is_replica(id) {
+            continue;
+        }
+        let unclean = topic.config.unclean_leader_election_enable;
+        let Some((leader, isr)) = choose_leader(partition, &partition.isr, live, unclean) else {
+            continue;
+        };
+        if let Some(new) = finish(partition, Some(leader), isr, false) {
+            response
+                .elected
+                .push(TopicPartition::new(topic.name.clone(), partition.partition));
+            records.push(change_record(topic, new));
+        }
+    }
+    Ok(ControllerResult { records, response })
+}
+
+/// Creates topic `name` with `partitions` partitions of `replication_factor`
+/// replicas each, configured by Kafka-style `config_pairs` over the defaults.
+///
+/// Placement: the unfenced brokers, sorted by id (interleaved by rack when
+/// racks are configured, so consecutive brokers sit in different racks), are
+/// used round robin: partition `p` gets the `replication_factor` brokers
+/// starting at index `(start + p) % n`, its first replica leading. `start` is
+/// the number of partitions in the cluster, so successive topics continue the
+/// rotation and leadership spreads across topics too.
+pub fn create_topic(
+    image: &MetadataImage,
+    name: &str,
+    partitions: u32,
+    replication_factor: u32,
+    config_pairs: &[(String, String)],
+) -> Result<ControllerResult<CreateTopicResponse>, ControllerError> {
+    let invalid_name = |problem| ControllerError::InvalidTopicName {
+        name: name.to_owned(),
+        problem,
+    };
+    validate_topic_name(name).map_err(invalid_name)?;
+    if image.topic(name).is_some() {
+        return Err(ControllerError::TopicAlreadyExists {
+            name: name.to_owned(),
+        });
+    }
+    if let Some(existing) = colliding_topic(image, name) {
+        return Err(invalid_name(TopicNameProblem::CollidesWith {
+            existing: existing.to_owned(),
+        }));
+    }
+    if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
+        return Err(ControllerError::InvalidPartitionCount {
+            requested: partitions,
+            max: MAX_PARTITIONS_PER_TOPIC,
+        });
+    }
+    if replication_factor == 0 {
+        return Err(ControllerError::ReplicationFactorZero);
+    }
+    let brokers = placement_order(image);
+    let live_brokers = u32::try_from(brokers.len()).unwrap_or(u32::MAX);
+    if replication_factor > live_brokers {
+        return Err(ControllerError::ReplicationFactorTooLarge {
+            requested: replication_factor,
+            live_brokers,
+        });
+    }
+    let invalid_config = |source| ControllerError::InvalidConfig {
+        topic: name.to_owned(),
+        source,
+    };
+    let config = TopicConfig::from_pairs(config_pairs.iter().map(|(k, v)| (k, v)))
+        .map_err(invalid_config)?;
+    config
+        .validate(replication_factor)
+        .map_err(invalid_config)?;
+
+    // `brokers` is not empty: replication_factor >= 1 and <= its length.
+    let start = (image.partition_count() % brokers.len() as u64) as usize;
+    let assignments: Vec<Vec<BrokerId>> = (0..partitions as usize)
+        .map(|p| {
+            brokers
+                .iter()
+                .cycle()
+                .skip((start + p) % brokers.len())
+                .take(replication_factor as usize)
+                .copied()
+                .collect()
+        })
+        .collect();
+
+    let topic_id = new_topic_id(image, name);
+    Ok(ControllerResult {
+        records: vec![Record::CreateTopic {
+            topic_id,
+            name: name.to_owned(),
+            config: config.clone(),
+            assignments: assignments.clone(),
+        }],
+        response: CreateTopicResponse {
+            topic_id,
+            assignments,
+            config,
+        },
+    })
+}
+
+/// Deletes topic `name` and all its partitions.
+pub fn delete_topic(
+    image: &MetadataImage,
+    name: &str,
+) -> Result<ControllerResult<DeleteTopicResponse>, ControllerError> {
+    let topic = lookup_topic(image, name)?;
+    Ok(ControllerResult {
+        records: vec![Record::DeleteTopic {
+            name: name.to_owned(),
+            topic_id: topic.id,
+        }],
+        response: DeleteTopicResponse { topic_id: topic.id },
+    })
+}
+
+/// Sets the Kafka-style `pairs` over topic `name`'s current configuration
+/// (keys not given keep their value). If this enables unclean election,
+/// offline partitions with a live replica get it as leader at once.
+pub fn alter_topic_config(
+    image: &MetadataImage,
+    name: &str,
+    pairs: &[(String, String)],
+) -> Result<ControllerResult<AlterTopicConfigResponse>, ControllerError> {
+    let topic = lookup_topic(image, name)?;
+    let invalid_config = |source| ControllerError::InvalidConfig {
+        topic: name.to_owned(),
+        source,
+    };
+    let config = topic
+        .config
+        .with_pairs(pairs.iter().map(|(k, v)| (k, v)))
+        .map_err(invalid_config)?;
+    config
+        .validate(topic.replication_factor())
+        .map_err(invalid_config)?;
+    let mut response = AlterTopicConfigResponse {
+        config: config.clone(),
+        elected: Vec::new(),
+    };
+    if config == topic.config {
+        return Ok(ControllerResult {
+            records: Vec::new(),
+            response,
+        });
+    }
+    let mut records = vec![Record::AlterTopicConfig {
+        name: name.to_owned(),
+        topic_id: topic.id,
+        config: config.clone(),
+    }];
+    if config.unclean_leader_election_enable && !topic.config.unclean_leader_election_enable {
+        let live = Liveness::of(image);
+        for partition in topic.partitions.iter().filter(|p| p.is_offline()) {
+            let Some((leader, isr)) = choose_leader(partition, &partition.isr, live, true) else {
+                continue;
+            };
+            if let Some(new) = finish(partition, Some(leader), isr, false) {
+                response
+                    .elected
+                    .push(TopicPartition::new(name, partition.partition));
+                records.push(change_record(topic, new));
+            }
+        }
+    }
+    Ok(ControllerResult { records, response })
+}
+
+/// Changes a partition's ISR on its leader's request: a compare-and-set on
+/// the leader epoch and partition epoch the leader last saw. On success the
+/// response is the partition's new state (partition epoch + 1, leader epoch
+/// unchanged); if the ISR is unchanged, the current state with no records.
+pub fn alter_partition(
+    image: &MetadataImage,
+    request: AlterPartitionRequest,
+) -> Result<ControllerResult<PartitionImage>, ControllerError> {
+    let AlterPartitionRequest {
+        topic: topic_name,
+        topic_id,
+        partition: index,
+        broker_id,
+        leader_epoch,
+        partition_epoch,
+        new_isr,
+    } = request;
+    let topic = lookup_topic(image, &topic_name)?;
+    if topic.id != topic_id {
+        return Err(ControllerError::TopicIdMismatch {
+            topic: topic_name,
+            request_id: topic_id,
+            current_id: topic.id,
+        });
+    }
+    let partition = lookup_partition(topic, index)?;
+    // A deposed leader learns it is deposed (FENCED_LEADER_EPOCH) before
+    // anything else, since that is what it must act on.
+    if leader_epoch != partition.leader_epoch {
+        return Err(ControllerError::FencedLeaderEpoch {
+            topic: topic_name,
+            partition: index,
+            request_epoch: leader_epoch,
+            current_epoch: partition.leader_epoch,
+        });
+    }
+    if partition.leader != Some(broker_id) {
+        return Err(ControllerError::NotLeaderOrFollower {
+            topic: topic_name,
+            partition: index,
+            broker: broker_id,
+            leader: partition.leader,
+        });
+    }
+    let outdated = |current_epoch| ControllerError::InvalidUpdateVersion {
+        topic: topic_name.clone(),
+        partition: index,
+        request_epoch: partition_epoch,
+        current_epoch,
+    };
+    if partition_epoch != partition.partition_epoch {
+        return Err(outdated(partition.partition_epoch));
+    }
+    if let Some(problem) = isr_problem(image, partition, broker_id, &new_isr) {
+        return Err(ControllerError::IneligibleReplica {
+            topic: topic_name,
+            partition: index,
+            problem,
+        });
+    }
+    if new_isr == partition.isr {
+        return Ok(ControllerResult {
+            records: Vec::new(),
+            response: partition.clone(),
+        });
+    }
+    // Four billion ISR changes to one partition: refuse rather than wrap.
+    let next_partition_epoch = partition
+        .partition_epoch
+        .checked_add(1)
+        .ok_or_else(|| outdated(partition.partition_epoch))?;
+    let new = PartitionImage {
+        isr: new_isr,
+        partition_epoch: next_partition_epoch,
+        ..partition.clone()
+    };
+    Ok(ControllerResult {
+        records: vec![change_record(topic, new.clone())],
+        response: new,
+    })
+}
+
+/// Moves leadership of every partition to its preferred replica (the first)
+/// where that replica is unfenced, in the ISR and not already leading.
+/// Partitions where it is not possible are left alone.
+pub fn elect_preferred_leaders(image: &MetadataImage) -> ControllerResult<ElectLeadersResponse> {
+    let mut records = Vec::new();
+    let mut response = ElectLeadersResponse::default();
+    for (topic, partition) in image.partitions() {
+        if let Ok(Some(new)) = preferred_leader_change(image, partition) {
+            response
+                .elected
+                .push(TopicPartition::new(topic.name.clone(), partition.partition));
+            records.push(change_record(topic, new));
+        }
+    }
+    ControllerResult { records, response }
+}
+
+/// Moves leadership of one partition to its preferred replica. Succeeds
+/// without records if it already leads; refused if it is fenced or not in
+/// the ISR.
+pub fn elect_leader(
+    image: &MetadataImage,
+    topic: &str,
+    partition: u32,
+) -> Result<ControllerResult<ElectLeaderResponse>, ControllerError> {
+    let topic_image = lookup_topic(image, topic)?;
+    let current = lookup_partition(topic_image, partition)?;
+    match preferred_leader_change(image, current) {
+        Ok(Some(new)) => Ok(ControllerResult {
+            records: vec![change_record(topic_image, new.clone())],
+            response: ElectLeaderResponse {
+                partition: new,
+                changed: true,
+            },
+        }),
+        Ok(None) => Ok(ControllerResult {
+            records: Vec::new(),
+            response: ElectLeaderResponse {
+                partition: current.clone(),
+                changed: false,
+            },
+        }),
+        Err(problem) => Err(ControllerError::PreferredLeaderNotAvailable {
+            topic: topic.to_owned(),
+            partition,
+            problem,
+        }),
+    }
+}
+
+/// Which brokers count as alive while a decision is computed: the image's
+/// unfenced brokers, with one broker overridden either way (the broker being
+/// fenced counts as down; the broker coming back counts as up).
+#[derive(Debug, Clone, Copy)]
+struct Liveness<'a> {
+    /// Whose fencing flags to read.
+    image: &'a MetadataImage,
+    /// A broker to treat as fenced.
+    down: Option<BrokerId>,
+    /// A broker to treat as unfenced.
+    up: Option<BrokerId>,
+}
+
+impl<'a> Liveness<'a> {
+    fn of(image: &'a MetadataImage) -> Self {
+        Liveness {
+            image,
+            down: None,
+            up: None,
+        }
+    }
+
+    fn with_down(image: &'a MetadataImage, broker: BrokerId) -> Self {
+        Liveness {
+            down: Some(broker),
+            ..Liveness::of(image)
+        }
+    }
+
+    fn with_up(image: &'a MetadataImage, broker: BrokerId) -> Self {
+        Liveness {
+            up: Some(broker),
+            ..Liveness::of(image)
+        }
+    }
+
+    fn is_live(&self, broker: BrokerId) -> bool {
+        if self.down == Some(broker) {
+            false
+        } else if self.up == Some(broker) {
+            true
+        } else {
+            self.image.is_live(broker)
+        }
+    }
+}
+
+/// A new leader for `partition` given the ISR `isr`: the first replica (in
+/// replica order) that is live and in `isr`, keeping `isr`; failing that, if
+/// `unclean`, the first live replica, with an ISR of just itself.
+fn choose_leader(
+    partition: &PartitionImage,
+    isr: &[BrokerId],
+    live: Liveness<'_>,
+    unclean: bool,
+) -> Option<(BrokerId, Vec<BrokerId>)> {
+    let clean = partition
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| isr.contains(r) && live.is_live(*r));
+    if let Some(leader) = clean {
+        return Some((leader, isr.to_vec()));
+    }
+    if !unclean {
+        return None;
+    }
+    partition
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| live.is_live(*r))
+        .map(|leader| (leader, vec![leader]))
+}
+
+/// The leader and ISR of `partition` once `broker` is gone: it leaves the
+/// ISR unless it is the last member, and if it led (or nobody did), a new
+/// leader is chosen among the `live` brokers.
+fn without_broker(
+    partition: &PartitionImage,
+    broker: BrokerId,
+    live: Liveness<'_>,
+    unclean: bool,
+) -> (Option<BrokerId>, Vec<BrokerId>) {
+    let led = partition.leader == Some(broker);
+    if !led && !partition.is_in_isr(broker) {
+        return (partition.leader, partition.isr.clone());
+    }
+    let mut isr: Vec<BrokerId> = partition
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| *b != broker)
+        .collect();
+    if isr.is_empty() {
+        // Kafka never empties the ISR: the last member is the only replica
+        // known to hold every acknowledged record.
+        isr.push(broker);
+    }
+    if led || partition.leader.is_none() {
+        match choose_leader(partition, &isr, live, unclean) {
+            Some((leader, isr)) => (Some(leader), isr),
+            None => (None, isr),
+        }
+    } else {
+        (partition.leader, isr)
+    }
+}
+
+/// The new state of `partition` with `leader` and `isr`, epochs bumped, or
+/// `None` if nothing changes. `leader_restarted` forces a new leader epoch
+/// when the same broker keeps leading under a new incarnation. `None` too if
+/// an epoch would overflow (after four billion changes), which leaves the
+/// partition as it is rather than wrapping.
+fn finish(
+    partition: &PartitionImage,
+    leader: Option<BrokerId>,
+    isr: Vec<BrokerId>,
+    leader_restarted: bool,
+) -> Option<PartitionImage> {
+    let leader_changed = leader != partition.leader || leader_restarted;
+    if !leader_changed && isr == partition.isr {
+        return None;
+    }
+    let leader_epoch = if leader_changed {
+        partition.leader_epoch.checked_add(1)?
+    } else {
+        partition.leader_epoch
+    };
+    Some(PartitionImage {
+        partition: partition.partition,
+        replicas: partition.replicas.clone(),
+        isr,
+        leader,
+        leader_epoch,
+        partition_epoch: partition.partition_epoch.checked_add(1)?,
+    })
+}
+
+/// The `PartitionChange` record that sets `partition` of `topic` to `new`.
+fn change_record(topic: &TopicImage, new: PartitionImage) -> Record {
+    Record::PartitionChange {
+        topic: topic.name.clone(),
+        topic_id: topic.id,
+        partition: new.partition,
+        leader: new.leader,
+        isr: new.isr,
+        leader_epoch: new.leader_epoch,
+        partition_epoch: new.partition_epoch,
+    }
+}
+
+/// The new state of `partition` with its preferred replica leading; `None`
+/// if it already leads.
+fn preferred_leader_change(
+    image: &MetadataImage,
+    partition: &PartitionImage,
+) -> Result<Option<PartitionImage>, PreferredLeaderProblem> {
+    let preferred = partition
+        .preferred_leader()
+        .ok_or(PreferredLeaderProblem::NoReplicas)?;
+    if partition.leader == Some(preferred) {
+        return Ok(None);
+    }
+    if !image.is_live(preferred) {
+        return Err(PreferredLeaderProblem::Fenced { broker: preferred });
+    }
+    if !partition.is_in_isr(preferred) {
+        return Err(PreferredLeaderProblem::NotInIsr { broker: preferred });
+    }
+    Ok(finish(
+        partition,
+        Some(preferred),
+        partition.isr.clone(),
+        false,
+    ))
+}
+
+/// What is wrong with `new_isr` as the ISR of `partition` led by `leader`.
+fn isr_problem(
+    image: &MetadataImage,
+    partition: &PartitionImage,
+    leader: BrokerId,
+    new_isr: &[BrokerId],
+) -> Option<IsrProblem> {
+    if new_isr.is_empty() {
+        return Some(IsrProblem::Empty);
+    }
+    if !new_isr.contains(&leader) {
+        return Some(IsrProblem::MissingLeader { leader });
+    }
+    if let Some(broker) = first_duplicate(new_isr) {
+        return Some(IsrProblem::Duplicate { broker });
+    }
+    if let Some(broker) = new_isr.iter().copied().find(|b| !partition.is_replica(*b)) {
+        return Some(IsrProblem::NotAReplica { broker });
+    }
+    new_isr
+        .iter()
+        .copied()
+        .find(|b| !image.is_live(*b))
+        .map(|broker| IsrProblem::Fenced { broker })
+}
+
+fn lookup_topic<'a>(
+    image: &'a MetadataImage,
+    name: &str,
+) -> Result<&'a TopicImage, ControllerError> {
+    image
+        .topic(name)
+        .ok_or_else(|| ControllerError::UnknownTopic {
+            topic: name.to_owned(),
+        })
+}
+
+fn lookup_partition(
+    topic: &TopicImage,
+    partition: u32,
+) -> Result<&PartitionImage, ControllerError> {
+    topic
+        .partition(partition)
+        .ok_or_else(|| ControllerError::UnknownPartition {
+            topic: topic.name.clone(),
+            partition,
+            partition_count: topic.partition_count(),
+        })
+}
+
+/// Kafka's topic name rules: 1 to 249 characters of `[a-zA-Z0-9._-]`, and
+/// neither `.` nor `..`.
+fn validate_topic_name(name: &str) -> Result<(), TopicNameProblem> {
+    if name.is_empty() {
+        return Err(TopicNameProblem::Empty);
+    }
+    if name == "." || name == ".." {
+        return Err(TopicNameProblem::DotOrDotDot);
+    }
+    if let Some(character) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(TopicNameProblem::IllegalCharacter { character });
+    }
+    if name.len() > MAX_TOPIC_NAME_LENGTH {
+        return Err(TopicNameProblem::TooLong {
+            length: name.len(),
+            max: MAX_TOPIC_NAME_LENGTH,
+        });
+    }
+    Ok(())
+}
+
+/// An existing topic whose name equals `name` once `.` and `_` are treated
+/// alike (Kafka refuses such pairs: their metric names would clash).
+fn colliding_topic<'a>(image: &'a MetadataImage, name: &str) -> Option<&'a str> {
+    if !name.contains(['.', '_']) {
+        return None;
+    }
+    let unified = name.replace('.', "_");
+    image
+        .topics()
+        .keys()
+        .find(|existing| existing.as_str() != name && existing.replace('.', "_") == unified)
+        .map(String::as_str)
+}
+
+/// The unfenced brokers in placement order: by id; or, when any of them has
+/// a rack, interleaved by rack (racks in name order, brokers by id within
+/// each rack; brokers without a rack form one more group), so that
+/// consecutive brokers, and so the replicas of a partition, sit in
+/// different racks wherever the racks allow.
+fn placement_order(image: &MetadataImage) -> Vec<BrokerId> {
+    if image.live_brokers().all(|b| b.rack.is_none()) {
+        return image.live_broker_ids();
+    }
+    let mut by_rack: BTreeMap<Option<&str>, Vec<BrokerId>> = BTreeMap::new();
+    for broker in image.live_brokers() {
+        by_rack
+            .entry(broker.rack.as_deref())
+            .or_default()
+            .push(broker.id);
+    }
+    let rounds = by_rack.values().map(Vec::len).max().unwrap_or(0);
+    (0..rounds)
+        .flat_map(|round| {
+            by_rack
+                .values()
+                .filter_map(move |brokers| brokers.get(round).copied())
+        })
+        .collect()
+}
+
+/// A deterministic, non-zero id no live topic has. Derived from the cluster
+/// id, the name and the metadata offset, so a re-created topic gets a new id.
+fn new_topic_id(image: &MetadataImage, name: &str) -> TopicId {
+    let mut salt = 0u64;
+    loop {
+        let id = TopicId::derive(image.cluster_id(), name, image.metadata_offset(), salt);
+        // A 128-bit hash collides with a live topic essentially never; the
+        // loop is there so that "essentially" is not a correctness argument.
+        if !id.is_zero() && image.topic_by_id(id).is_none() {
+            return id;
+        }
+        salt = salt.wrapping_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests;

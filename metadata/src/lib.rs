@@ -1,0 +1,51 @@
+//! Rivulet's cluster metadata: the replicated image, the records that change
+//! it and the controller decisions that produce those records.
+//!
+//! This crate is the pure core of the metadata plane: no I/O, no clock, no
+//! async. A later layer wraps it in an openraft state machine, whose log
+//! entries are serialized [`Record`]s and whose snapshot is a serialized
+//! [`MetadataImage`].
+//!
+//! ```text
+//!   admin / broker request
+//!            │
+//!            ▼
+//!   controller::*(&image, request) ──► (Vec<Record>, response) | ControllerError
+//!            ▲                               │
+//!            │ reads                         ▼ Raft: commit, then on every node
+//!        MetadataImage ◄──────────── image.apply(&record)
+//! ```
+//!
+//! Modules:
+//! - [`image`]: [`MetadataImage`] (brokers, topics, partitions, offsets) and
+//!   [`MetadataImage::apply`], the only way it changes.
+//! - [`record`]: [`Record`], the entries of the metadata log.
+//! - [`config`]: [`TopicConfig`], typed topic configuration parsed from and
+//!   printed as Kafka-style `key=value` pairs.
+//! - [`controller`]: the decisions (register, fence, unfence, create, delete,
+//!   alter config, alter partition, elect leaders), each
+//!   `fn(&MetadataImage, request) -> Result<ControllerResult<_>, ControllerError>`.
+//! - [`error`]: [`ControllerError`] and its stable [`ErrorKind`].
+//! - [`ids`]: [`BrokerId`], [`TopicId`], [`TopicPartition`].
+
+pub mod config;
+pub mod controller;
+pub mod error;
+pub mod ids;
+pub mod image;
+pub mod record;
+
+pub use config::{CleanupPolicy, ConfigError, TopicConfig};
+pub use controller::{
+    alter_partition, alter_topic_config, create_topic, delete_topic, elect_leader,
+    elect_preferred_leaders, fence_broker, register_broker, unfence_broker, AlterPartitionRequest,
+    AlterTopicConfigResponse, ControllerResult, CreateTopicResponse, DeleteTopicResponse,
+    ElectLeaderResponse, ElectLeadersResponse, FenceBrokerResponse, RegisterBrokerResponse,
+    UnfenceBrokerResponse, MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LENGTH,
+};
+pub use error::{ControllerError, ErrorKind, IsrProblem, PreferredLeaderProblem, TopicNameProblem};
+pub use ids::{BrokerId, TopicId, TopicIdParseError, TopicPartition};
+pub use image::{
+    ApplyOutcome, BrokerRegistration, MetadataImage, PartitionImage, SkipReason, TopicImage,
+};
+pub use record::Record;

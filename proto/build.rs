@@ -6,7 +6,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("PROTOC").is_none() {
         std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     }
-    let protos = ["proto/rivulet/v1/common.proto"];
+    let protos = [
+        "proto/rivulet/v1/common.proto",
+        "proto/rivulet/v1/raft.proto",
+        "proto/rivulet/v1/controller.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

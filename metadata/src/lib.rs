@@ -1,10 +1,10 @@
 //! Rivulet's cluster metadata: the replicated image, the records that change
 //! it and the controller decisions that produce those records.
 //!
-//! This crate is the pure core of the metadata plane: no I/O, no clock, no
-//! async. A later layer wraps it in an openraft state machine, whose log
-//! entries are serialized [`Record`]s and whose snapshot is a serialized
-//! [`MetadataImage`].
+//! Most of this crate is the pure core of the metadata plane: no I/O, no
+//! clock, no async. The [`raft`] module wraps it in openraft's storage: a log
+//! whose entries are batches of [`Record`]s and a state machine whose
+//! snapshot is the serialized [`MetadataImage`], kept in sled.
 //!
 //! ```text
 //!   admin / broker request
@@ -26,13 +26,20 @@
 //!   alter config, alter partition, elect leaders), each
 //!   `fn(&MetadataImage, request) -> Result<ControllerResult<_>, ControllerError>`.
 //! - [`error`]: [`ControllerError`] and its stable [`ErrorKind`].
+//! - [`quorum`]: the quorum at run time — Raft over gRPC, proposals by the
+//!   active controller, broker leases and fencing, the Controller service.
 //! - [`ids`]: [`BrokerId`], [`TopicId`], [`TopicPartition`].
+//! - [`raft`]: the Raft storage of the controller quorum: openraft's
+//!   [`LogStore`](raft::LogStore) and [`StateMachine`](raft::StateMachine)
+//!   over a small key-value trait with a sled and an in-memory implementation.
 
 pub mod config;
 pub mod controller;
 pub mod error;
 pub mod ids;
 pub mod image;
+pub mod quorum;
+pub mod raft;
 pub mod record;
 
 pub use config::{CleanupPolicy, ConfigError, TopicConfig};

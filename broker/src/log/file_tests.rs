@@ -50,7 +50,8 @@ impl Rng {
 #[test]
 fn reopen_keeps_data_offsets_epochs_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("orders-0");
+    let path = partition_dir(dir.path(), "orders", 0);
+    assert!(path.ends_with("orders-0"));
     let before;
     {
         let log = open(&path);

@@ -242,6 +242,17 @@ pub trait PartitionLog: Send + Sync + std::fmt::Debug {
     fn end_offset_for_epoch(&self, epoch: u32) -> Option<(u32, u64)>;
 }
 
+/// The directory of one partition replica's log: `<data_dir>/<topic>-<partition>`.
+/// Tools and tests rely on this layout. Topic names are restricted to
+/// `[a-zA-Z0-9._-]` by the controller, so the name is safe as a path part.
+pub fn partition_dir(
+    data_dir: &std::path::Path,
+    topic: &str,
+    partition: u32,
+) -> std::path::PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
 /// Milliseconds since the Unix epoch, for age-based rolling.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -1,0 +1,219 @@
+//! openraft's network over tonic: [`RaftNetworkFactory`] for the client side
+//! and [`RaftRpc`], the `rivulet.v1.Raft` gRPC service, for the server side.
+//!
+//! Each RPC carries one openraft request or response as JSON (see
+//! `proto/rivulet/v1/raft.proto`). A peer that cannot be reached (connect
+//! refused, `Unavailable`, a timeout) is reported as `RPCError::Unreachable`,
+//! the one error openraft backs off on; anything else is a `NetworkError`.
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use rivulet_proto::v1::raft_client::RaftClient;
+use rivulet_proto::v1::raft_server::{Raft as RaftService, RaftServer};
+use rivulet_proto::v1::RaftMessage;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::raft::{NodeId, Raft, TypeConfig};
+
+/// Largest Raft message accepted (snapshot chunks are far smaller).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Builds a lazily connecting channel to `addr` (`host:port`).
+pub(crate) fn channel(
+    addr: &str,
+    connect_timeout: Duration,
+) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// Makes one [`RaftPeer`] per target node.
+#[derive(Debug, Clone, Default)]
+pub struct RaftNetworkClients;
+
+impl RaftNetworkFactory<TypeConfig> for RaftNetworkClients {
+    type Network = RaftPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        RaftPeer {
+            target,
+            client: channel(&node.addr, Duration::from_millis(500))
+                .map(|c| RaftClient::new(c).max_decoding_message_size(MAX_MESSAGE_BYTES))
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The client side of the Raft RPCs to one peer.
+#[derive(Debug)]
+pub struct RaftPeer {
+    /// The peer's node id.
+    target: NodeId,
+    /// The client, or why the peer's address is unusable.
+    client: Result<RaftClient<Channel>, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+fn to_json<T: Serialize>(v: &T) -> Result<RaftMessage, TransportError> {
+    serde_json::to_vec(v)
+        .map(|json| RaftMessage { json })
+        .map_err(|e| TransportError(format!("cannot encode raft message: {e}")))
+}
+
+fn from_json<T: DeserializeOwned>(m: &RaftMessage) -> Result<T, TransportError> {
+    serde_json::from_slice(&m.json)
+        .map_err(|e| TransportError(format!("cannot decode raft message: {e}")))
+}
+
+impl RaftPeer {
+    /// Sends `req` with `call` and decodes `Result<Resp, RaftError<E>>`.
+    async fn call<Req, Resp, E, F, Fut>(
+        &mut self,
+        req: &Req,
+        option: &RPCOption,
+        call: F,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+        F: FnOnce(RaftClient<Channel>, Request<RaftMessage>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<RaftMessage>, Status>>,
+    {
+        let client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
+                    e.clone(),
+                ))))
+            }
+        };
+        let msg = to_json(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = Request::new(msg);
+        request.set_timeout(option.hard_ttl());
+        let reply = match call(client, request).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                let e = TransportError(format!("{}: {}", status.code(), status.message()));
+                return Err(match status.code() {
+                    tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&e)),
+                    _ => RPCError::Network(NetworkError::new(&e)),
+                });
+            }
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            from_json(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for RaftPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(&rpc, &option, |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(&rpc, &option, |mut c, r| async move {
+            c.install_snapshot(r).await
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(&rpc, &option, |mut c, r| async move { c.vote(r).await })
+            .await
+    }
+}
+
+/// The server side: hands incoming Raft RPCs to the local [`Raft`].
+#[derive(Clone)]
+pub struct RaftRpc {
+    /// The local Raft node.
+    raft: Raft,
+}
+
+impl std::fmt::Debug for RaftRpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RaftRpc")
+    }
+}
+
+impl RaftRpc {
+    /// The tonic service for `raft`.
+    pub fn server(raft: Raft) -> RaftServer<Self> {
+        RaftServer::new(Self { raft }).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+fn bad_request(e: TransportError) -> Status {
+    Status::invalid_argument(e.0)
+}
+
+fn reply<T: Serialize>(v: &T) -> Result<Response<RaftMessage>, Status> {
+    to_json(v)
+        .map(Response::new)
+        .map_err(|e| Status::internal(e.0))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftRpc {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let req: AppendEntriesRequest<TypeConfig> =
+            from_json(request.get_ref()).map_err(bad_request)?;
+        reply(&self.raft.append_entries(req).await)
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let req: VoteRequest<NodeId> = from_json(request.get_ref()).map_err(bad_request)?;
+        reply(&self.raft.vote(req).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let req: InstallSnapshotRequest<TypeConfig> =
+            from_json(request.get_ref()).map_err(bad_request)?;
+        reply(&self.raft.install_snapshot(req).await)
+    }
+}

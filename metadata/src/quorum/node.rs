@@ -1,0 +1,110 @@
+//! A controller node at run time: the gRPC server with the Raft and
+//! Controller services, the active controller's duties and this node's broker
+//! lifecycle, under one cancellation token.
+//!
+//! Shutdown order: stop the timers and the broker lifecycle, stop accepting
+//! RPCs (the server drains), then stop Raft.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, Instrument};
+
+use super::{
+    run_broker_lifecycle, run_controller_duties, BrokerIdentity, ControllerRpc, Quorum,
+    QuorumConfig, QuorumError, RaftRpc,
+};
+
+/// A running controller node.
+#[derive(Debug)]
+pub struct ControllerNode {
+    /// The quorum member.
+    quorum: Arc<Quorum>,
+    /// Cancels every task of the node.
+    cancel: CancellationToken,
+    /// The server, the duties and the broker lifecycle.
+    tasks: JoinSet<()>,
+}
+
+impl ControllerNode {
+    /// Starts the node on `listener` (already bound, so tests can use port 0).
+    pub async fn start(
+        listener: TcpListener,
+        config: QuorumConfig,
+        identity: BrokerIdentity,
+    ) -> Result<Self, QuorumError> {
+        let span = tracing::info_span!("node", id = config.node_id);
+        let quorum = Quorum::start(config).instrument(span.clone()).await?;
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        let server = tonic::transport::Server::builder()
+            .add_service(RaftRpc::server(quorum.raft().clone()))
+            .add_service(ControllerRpc::server(Arc::clone(&quorum)));
+        let stop = cancel.clone();
+        tasks.spawn(
+            async move {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                if let Err(e) = server
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "gRPC server failed");
+                }
+            }
+            .instrument(span.clone()),
+        );
+        tasks.spawn(
+            run_controller_duties(Arc::clone(&quorum), cancel.child_token())
+                .instrument(span.clone()),
+        );
+        tasks.spawn(
+            run_broker_lifecycle(Arc::clone(&quorum), identity, cancel.child_token())
+                .instrument(span),
+        );
+        Ok(Self {
+            quorum,
+            cancel,
+            tasks,
+        })
+    }
+
+    /// The quorum member.
+    pub fn quorum(&self) -> &Arc<Quorum> {
+        &self.quorum
+    }
+
+    /// A token that stops the node when cancelled.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Stops everything in order: cancel the timers, the broker lifecycle and
+    /// the server's accept loop; give open RPCs a grace period to drain (peers'
+    /// long-lived streams would otherwise hold the server forever); abort what
+    /// is left; stop Raft.
+    pub async fn shutdown(mut self) {
+        const DRAIN: Duration = Duration::from_secs(1);
+        info!(node = self.quorum.node_id(), "shutting down");
+        self.cancel.cancel();
+        let drained = tokio::time::timeout(DRAIN, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+        self.quorum.shutdown().await;
+    }
+
+    /// Runs until cancelled (e.g. by a signal handler), then shuts down.
+    pub async fn run_until_cancelled(self) {
+        self.cancel.cancelled().await;
+        self.shutdown().await;
+    }
+}

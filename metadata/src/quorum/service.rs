@@ -1,0 +1,572 @@
+//! `rivulet.v1.Controller`, the quorum's gRPC service.
+//!
+//! Writes are decided on the active controller: a node that is not active
+//! forwards the request to the one it believes is (once — a forwarded request
+//! is never forwarded again, so two nodes with stale views cannot bounce it
+//! forever; the caller gets `UNAVAILABLE` and retries). Reads come from the
+//! receiving node's image. Refusals travel as `ErrorCode`s in the response;
+//! gRPC status codes are for whole-request problems (no controller, bad
+//! arguments, shutdown).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rivulet_proto::v1::controller_client::ControllerClient;
+use rivulet_proto::v1::controller_server::{Controller, ControllerServer};
+use rivulet_proto::v1::{
+    AddLearnerRequest, AddLearnerResponse, AlterPartitionRequest, AlterPartitionResponse,
+    AlterTopicConfigRequest, AlterTopicConfigResponse, BrokerInfo, ConfigEntry, CreateTopicRequest,
+    CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeTopicsRequest, DescribeTopicsResponse, ElectLeadersRequest,
+    ElectLeadersResponse, ErrorCode, HeartbeatRequest, HeartbeatResponse, PartitionInfo,
+    RegisterBrokerRequest, RegisterBrokerResponse, TopicInfo, TopicPartitionRef, VoterInfo,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use super::{network, Quorum, QuorumError};
+use crate::controller::{self, AlterPartitionRequest as Alter};
+use crate::error::{ControllerError, ErrorKind};
+use crate::ids::{BrokerId, TopicId, TopicPartition};
+use crate::image::{PartitionImage, TopicImage};
+
+/// Metadata key marking a request a node already forwarded.
+const FORWARDED: &str = "x-rivulet-forwarded";
+
+/// The wire code for a controller refusal.
+pub(crate) fn error_code(kind: ErrorKind) -> ErrorCode {
+    match kind {
+        ErrorKind::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
+        ErrorKind::InvalidTopic => ErrorCode::InvalidTopic,
+        ErrorKind::TopicAlreadyExists => ErrorCode::TopicAlreadyExists,
+        ErrorKind::InvalidPartitions => ErrorCode::InvalidPartitions,
+        ErrorKind::InvalidReplicationFactor => ErrorCode::InvalidReplicationFactor,
+        ErrorKind::InvalidConfig => ErrorCode::InvalidConfig,
+        ErrorKind::FencedLeaderEpoch => ErrorCode::FencedLeaderEpoch,
+        ErrorKind::InvalidUpdateVersion => ErrorCode::InvalidUpdateVersion,
+        ErrorKind::IneligibleReplica => ErrorCode::IneligibleReplica,
+        ErrorKind::NotLeaderOrFollower => ErrorCode::NotLeaderOrFollower,
+        ErrorKind::BrokerNotAvailable => ErrorCode::BrokerNotAvailable,
+        ErrorKind::StaleBrokerEpoch => ErrorCode::StaleBrokerEpoch,
+        ErrorKind::PreferredLeaderNotAvailable => ErrorCode::PreferredLeaderNotAvailable,
+    }
+}
+
+/// A quorum failure that is not a refusal becomes a gRPC status.
+fn status(e: &QuorumError) -> Status {
+    match e {
+        QuorumError::NotLeader { .. } => Status::unavailable(format!("{e}; retry")),
+        QuorumError::Controller(c) => Status::failed_precondition(c.to_string()),
+        _ => Status::unavailable(e.to_string()),
+    }
+}
+
+/// Splits a proposal's outcome into (code, message, value).
+fn outcome<T>(r: Result<T, QuorumError>) -> Result<(ErrorCode, String, Option<T>), Status> {
+    match r {
+        Ok(v) => Ok((ErrorCode::None, String::new(), Some(v))),
+        Err(QuorumError::Controller(c)) => Ok((error_code(c.kind()), c.to_string(), None)),
+        Err(e) => Err(status(&e)),
+    }
+}
+
+pub(crate) fn partition_info(p: &PartitionImage) -> PartitionInfo {
+    PartitionInfo {
+        partition: p.partition,
+        replicas: p.replicas.iter().map(|b| b.0).collect(),
+        isr: p.isr.iter().map(|b| b.0).collect(),
+        leader: p.leader.map(|b| b.0),
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+    }
+}
+
+pub(crate) fn topic_info(t: &TopicImage) -> TopicInfo {
+    TopicInfo {
+        name: t.name.clone(),
+        topic_id: t.id.to_string(),
+        partitions: t.partitions.iter().map(partition_info).collect(),
+        configs: t
+            .config
+            .to_pairs()
+            .into_iter()
+            .map(|(key, value)| ConfigEntry { key, value })
+            .collect(),
+    }
+}
+
+fn pairs(entries: &[ConfigEntry]) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .map(|e| (e.key.clone(), e.value.clone()))
+        .collect()
+}
+
+fn refs(tps: &[TopicPartition]) -> Vec<TopicPartitionRef> {
+    tps.iter()
+        .map(|tp| TopicPartitionRef {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+        })
+        .collect()
+}
+
+/// The service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ControllerRpc {
+    /// The local quorum member.
+    quorum: Arc<Quorum>,
+    /// Clients to other nodes, by address, for forwarding.
+    peers: Arc<Mutex<HashMap<String, ControllerClient<Channel>>>>,
+}
+
+impl ControllerRpc {
+    /// The tonic service for `quorum`.
+    pub fn server(quorum: Arc<Quorum>) -> ControllerServer<Self> {
+        ControllerServer::new(Self {
+            quorum,
+            peers: Arc::default(),
+        })
+    }
+
+    /// A client to the active controller, unless this node is it. Errors if
+    /// the request was already forwarded or no leader is known.
+    fn forward_target<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<Option<ControllerClient<Channel>>, Status> {
+        if self.quorum.is_leader() {
+            return Ok(None);
+        }
+        if req.metadata().contains_key(FORWARDED) {
+            return Err(Status::unavailable(
+                "not the active controller (request already forwarded once); retry",
+            ));
+        }
+        let Some((id, addr)) = self.quorum.leader() else {
+            return Err(Status::unavailable("no active controller right now; retry"));
+        };
+        if id == self.quorum.node_id() {
+            // Elected but not yet serving as leader.
+            return Err(Status::unavailable(
+                "the active controller is starting; retry",
+            ));
+        }
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = peers.get(&addr) {
+            return Ok(Some(c.clone()));
+        }
+        let channel = network::channel(&addr, Duration::from_millis(500))
+            .map_err(|e| Status::unavailable(format!("bad controller address {addr}: {e}")))?;
+        let client = ControllerClient::new(channel);
+        peers.insert(addr, client.clone());
+        Ok(Some(client))
+    }
+}
+
+/// Forwards `$req` with `$method` when this node is not the active controller.
+macro_rules! forward_or_handle {
+    ($self:ident, $req:ident, $method:ident) => {
+        if let Some(mut client) = $self.forward_target(&$req)? {
+            let mut fwd = Request::new($req.into_inner());
+            fwd.metadata_mut()
+                .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+            return client.$method(fwd).await;
+        }
+    };
+}
+
+type HeartbeatStream = Pin<Box<dyn Stream<Item = Result<HeartbeatResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Controller for ControllerRpc {
+    async fn register_broker(
+        &self,
+        request: Request<RegisterBrokerRequest>,
+    ) -> Result<Response<RegisterBrokerResponse>, Status> {
+        forward_or_handle!(self, request, register_broker);
+        let r = request.into_inner();
+        if r.address.is_empty() {
+            return Err(Status::invalid_argument("address is required"));
+        }
+        let id = BrokerId(r.broker_id);
+        let (address, rack) = (r.address.clone(), r.rack.clone());
+        let res = self
+            .quorum
+            .propose(|img| Ok(controller::register_broker(img, id, address, rack)))
+            .await;
+        let (error_code, error_message, v) = outcome(res)?;
+        if let Some(v) = &v {
+            info!(broker = id.0, broker_epoch = v.broker_epoch, address = %r.address, "registered broker");
+            let until =
+                Instant::now() + Duration::from_millis(self.quorum.config.timing.broker_lease_ms);
+            self.quorum
+                .leases
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .renew(id, until);
+        }
+        Ok(Response::new(RegisterBrokerResponse {
+            error_code: error_code.into(),
+            error_message,
+            broker_epoch: v.map_or(0, |v| v.broker_epoch),
+        }))
+    }
+
+    type HeartbeatStream = HeartbeatStream;
+
+    async fn heartbeat(
+        &self,
+        request: Request<Streaming<HeartbeatRequest>>,
+    ) -> Result<Response<Self::HeartbeatStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let quorum = Arc::clone(&self.quorum);
+        tokio::spawn(async move {
+            let timing = quorum.config.timing.clone();
+            let lease = Duration::from_millis(timing.broker_lease_ms);
+            let grace = Duration::from_millis(timing.broker_grace_ms);
+            let mut last_broker = None;
+            while let Some(Ok(hb)) = inbound.next().await {
+                let id = BrokerId(hb.broker_id);
+                last_broker = Some(id);
+                let reply = heartbeat_reply(&quorum, id, hb.broker_epoch, lease).await;
+                let not_controller = reply.error_code == i32::from(ErrorCode::NotController);
+                if tx.send(Ok(reply)).await.is_err() || not_controller {
+                    break;
+                }
+            }
+            if let Some(id) = last_broker {
+                debug!(
+                    broker = id.0,
+                    "heartbeat stream closed; lease cut to the grace period"
+                );
+                quorum
+                    .leases
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .shorten(id, Instant::now() + grace);
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn alter_partition(
+        &self,
+        request: Request<AlterPartitionRequest>,
+    ) -> Result<Response<AlterPartitionResponse>, Status> {
+        forward_or_handle!(self, request, alter_partition);
+        let r = request.into_inner();
+        let topic_id: TopicId = r
+            .topic_id
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("bad topic id {:?}", r.topic_id)))?;
+        let broker = BrokerId(r.broker_id);
+        let req = Alter {
+            topic: r.topic.clone(),
+            topic_id,
+            partition: r.partition,
+            broker_id: broker,
+            leader_epoch: r.leader_epoch,
+            partition_epoch: r.partition_epoch,
+            new_isr: r.new_isr.iter().map(|b| BrokerId(*b)).collect(),
+        };
+        let broker_epoch = r.broker_epoch;
+        let res = self
+            .quorum
+            .propose(|img| {
+                match img.broker(broker) {
+                    Some(b) if b.broker_epoch == broker_epoch => {}
+                    Some(b) => {
+                        return Err(ControllerError::StaleBrokerEpoch {
+                            broker,
+                            request_epoch: broker_epoch,
+                            current_epoch: b.broker_epoch,
+                        })
+                    }
+                    None => return Err(ControllerError::BrokerNotAvailable { broker }),
+                }
+                controller::alter_partition(img, req)
+            })
+            .await;
+        let (error_code, error_message, v) = outcome(res)?;
+        let partition = match v {
+            Some(p) => Some(partition_info(&p)),
+            None => self
+                .quorum
+                .image()
+                .partition(&r.topic, r.partition)
+                .map(partition_info),
+        };
+        Ok(Response::new(AlterPartitionResponse {
+            error_code: error_code.into(),
+            error_message,
+            partition,
+        }))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<AddLearnerRequest>,
+    ) -> Result<Response<AddLearnerResponse>, Status> {
+        forward_or_handle!(self, request, add_learner);
+        let r = request.into_inner();
+        if r.address.is_empty() {
+            return Err(Status::invalid_argument("address is required"));
+        }
+        info!(node = r.node_id, address = %r.address, "adding learner");
+        self.quorum
+            .raft
+            .add_learner(r.node_id, openraft::BasicNode::new(&r.address), false)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot add learner: {e}")))?;
+        Ok(Response::new(AddLearnerResponse {
+            error_code: ErrorCode::None.into(),
+            error_message: String::new(),
+        }))
+    }
+
+    async fn create_topic(
+        &self,
+        request: Request<CreateTopicRequest>,
+    ) -> Result<Response<CreateTopicResponse>, Status> {
+        forward_or_handle!(self, request, create_topic);
+        let r = request.into_inner();
+        let configs = pairs(&r.configs);
+        let name = r.name.clone();
+        let res = self
+            .quorum
+            .propose(|img| {
+                controller::create_topic(img, &name, r.partitions, r.replication_factor, &configs)
+            })
+            .await;
+        let (error_code, error_message, v) = outcome(res)?;
+        let topic = if v.is_some() {
+            self.quorum.image().topic(&r.name).map(topic_info)
+        } else {
+            None
+        };
+        if topic.is_some() {
+            info!(topic = %r.name, partitions = r.partitions, replication_factor = r.replication_factor, "created topic");
+        }
+        Ok(Response::new(CreateTopicResponse {
+            error_code: error_code.into(),
+            error_message,
+            topic,
+        }))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<DeleteTopicRequest>,
+    ) -> Result<Response<DeleteTopicResponse>, Status> {
+        forward_or_handle!(self, request, delete_topic);
+        let r = request.into_inner();
+        let res = self
+            .quorum
+            .propose(|img| controller::delete_topic(img, &r.name))
+            .await;
+        let (error_code, error_message, _) = outcome(res)?;
+        Ok(Response::new(DeleteTopicResponse {
+            error_code: error_code.into(),
+            error_message,
+        }))
+    }
+
+    async fn alter_topic_config(
+        &self,
+        request: Request<AlterTopicConfigRequest>,
+    ) -> Result<Response<AlterTopicConfigResponse>, Status> {
+        forward_or_handle!(self, request, alter_topic_config);
+        let r = request.into_inner();
+        let configs = pairs(&r.configs);
+        let res = self
+            .quorum
+            .propose(|img| controller::alter_topic_config(img, &r.name, &configs))
+            .await;
+        let (error_code, error_message, v) = outcome(res)?;
+        Ok(Response::new(AlterTopicConfigResponse {
+            error_code: error_code.into(),
+            error_message,
+            configs: v.map_or_else(Vec::new, |v| {
+                v.config
+                    .to_pairs()
+                    .into_iter()
+                    .map(|(key, value)| ConfigEntry { key, value })
+                    .collect()
+            }),
+        }))
+    }
+
+    async fn elect_leaders(
+        &self,
+        request: Request<ElectLeadersRequest>,
+    ) -> Result<Response<ElectLeadersResponse>, Status> {
+        forward_or_handle!(self, request, elect_leaders);
+        let r = request.into_inner();
+        let res = match (r.topic.is_empty(), r.partition) {
+            (true, _) => self
+                .quorum
+                .propose(|img| Ok(controller::elect_preferred_leaders(img)))
+                .await
+                .map(|v| v.elected),
+            (false, Some(p)) => {
+                let topic = r.topic.clone();
+                self.quorum
+                    .propose(|img| controller::elect_leader(img, &topic, p))
+                    .await
+                    .map(|v| {
+                        if v.changed {
+                            vec![TopicPartition::new(r.topic.clone(), p)]
+                        } else {
+                            Vec::new()
+                        }
+                    })
+            }
+            (false, None) => {
+                return Err(Status::invalid_argument(
+                    "give a partition with the topic, or neither for all partitions",
+                ))
+            }
+        };
+        let (error_code, error_message, v) = outcome(res)?;
+        Ok(Response::new(ElectLeadersResponse {
+            error_code: error_code.into(),
+            error_message,
+            elected: v.as_deref().map_or_else(Vec::new, refs),
+        }))
+    }
+
+    async fn describe_cluster(
+        &self,
+        _request: Request<DescribeClusterRequest>,
+    ) -> Result<Response<DescribeClusterResponse>, Status> {
+        let image = self.quorum.image();
+        let m = self.quorum.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voter_ids: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let voters = membership
+            .nodes()
+            .map(|(id, node)| VoterInfo {
+                id: *id,
+                address: node.addr.clone(),
+                learner: !voter_ids.contains(id),
+            })
+            .collect();
+        Ok(Response::new(DescribeClusterResponse {
+            cluster_id: self.quorum.config.cluster_id.clone(),
+            node_id: self.quorum.node_id(),
+            controller_leader: m.current_leader,
+            raft_term: m.current_term,
+            metadata_offset: image.metadata_offset(),
+            voters,
+            brokers: image
+                .brokers()
+                .values()
+                .map(|b| BrokerInfo {
+                    id: b.id.0,
+                    address: b.address.clone(),
+                    rack: b.rack.clone(),
+                    broker_epoch: b.broker_epoch,
+                    fenced: b.fenced,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn describe_topics(
+        &self,
+        request: Request<DescribeTopicsRequest>,
+    ) -> Result<Response<DescribeTopicsResponse>, Status> {
+        let r = request.into_inner();
+        let image = self.quorum.image();
+        let mut topics = Vec::new();
+        let mut missing = Vec::new();
+        if r.names.is_empty() {
+            topics.extend(image.topics().values().map(topic_info));
+        } else {
+            for name in &r.names {
+                match image.topic(name) {
+                    Some(t) => topics.push(topic_info(t)),
+                    None => missing.push(name.as_str()),
+                }
+            }
+        }
+        let (code, message) = if missing.is_empty() {
+            (ErrorCode::None, String::new())
+        } else {
+            (
+                ErrorCode::UnknownTopicOrPartition,
+                format!("unknown topic(s): {}", missing.join(", ")),
+            )
+        };
+        Ok(Response::new(DescribeTopicsResponse {
+            error_code: code.into(),
+            error_message: message,
+            topics,
+        }))
+    }
+}
+
+/// Handles one heartbeat on the (supposedly) active controller.
+async fn heartbeat_reply(
+    quorum: &Arc<Quorum>,
+    id: BrokerId,
+    broker_epoch: u64,
+    lease: Duration,
+) -> HeartbeatResponse {
+    let mut reply = HeartbeatResponse {
+        error_code: ErrorCode::None.into(),
+        error_message: String::new(),
+        fenced: false,
+        controller_id: None,
+        controller_address: None,
+    };
+    if !quorum.is_leader() {
+        reply.error_code = ErrorCode::NotController.into();
+        reply.error_message = "not the active controller".into();
+        if let Some((lid, addr)) = quorum.leader() {
+            reply.controller_id = Some(lid);
+            reply.controller_address = Some(addr);
+        }
+        return reply;
+    }
+    let image = quorum.image();
+    let Some(reg) = image.broker(id) else {
+        reply.error_code = ErrorCode::BrokerNotAvailable.into();
+        reply.error_message = format!("broker {} is not registered; register first", id.0);
+        return reply;
+    };
+    if reg.broker_epoch != broker_epoch {
+        reply.error_code = ErrorCode::StaleBrokerEpoch.into();
+        reply.error_message = format!(
+            "broker epoch {broker_epoch} is stale (current {}); register again",
+            reg.broker_epoch
+        );
+        return reply;
+    }
+    quorum
+        .leases
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .renew(id, Instant::now() + lease);
+    reply.fenced = reg.fenced;
+    if reg.fenced {
+        match quorum
+            .propose(|img| controller::unfence_broker(img, id, broker_epoch))
+            .await
+        {
+            Ok(r) => {
+                info!(broker = id.0, elected = r.elected.len(), "unfenced broker");
+                reply.fenced = false;
+            }
+            Err(e) => warn!(broker = id.0, error = %e, "cannot unfence broker"),
+        }
+    }
+    reply
+}

@@ -1,9 +1,12 @@
 //! `rivulet`: one binary for the node and the client tools.
 //!
-//! `main` only parses arguments, sets up logging and dispatches; each
-//! subcommand lives in its own module.
+//! `main` only parses arguments, sets up logging and the runtime, and
+//! dispatches; each subcommand lives in its own module.
 
+mod admin;
 mod bench;
+mod logging;
+mod node;
 
 use clap::{Parser, Subcommand};
 
@@ -11,28 +14,65 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "rivulet", version, about, long_about = None)]
 struct Cli {
+    /// Nodes to contact, `host:port,...` (any node answers; the first that
+    /// responds is used).
+    #[arg(
+        long,
+        global = true,
+        env = "RIVULET_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    bootstrap: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a cluster node (controller voter or learner, and broker).
+    Node(node::NodeArgs),
+    /// Inspect the cluster.
+    #[command(subcommand)]
+    Cluster(admin::ClusterCommand),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(admin::TopicCommand),
     /// Measure Rivulet's performance.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
 
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?)
+}
+
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RIVULET_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench(cmd) => bench::run(cmd),
+        Command::Node(args) => {
+            // openraft's replication module logs every failed RPC to a down peer at
+            // ERROR, twice a second; our own lines report the peer's fencing.
+            logging::init(
+                Some(args.id),
+                "info,openraft=warn,openraft::replication=off",
+            );
+            runtime(args.threads).and_then(|rt| rt.block_on(node::run(args)))
+        }
+        Command::Cluster(cmd) => {
+            logging::init(None, "warn");
+            runtime(1).and_then(|rt| rt.block_on(admin::cluster(&cli.bootstrap, cmd)))
+        }
+        Command::Topic(cmd) => {
+            logging::init(None, "warn");
+            runtime(1).and_then(|rt| rt.block_on(admin::topic(&cli.bootstrap, cmd)))
+        }
+        Command::Bench(cmd) => {
+            logging::init(None, "warn");
+            bench::run(cmd)
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,299 @@
+//! `rivulet cluster` and `rivulet topic`: admin tools over the Controller
+//! service. Any node answers (writes are forwarded to the active controller);
+//! `--bootstrap` lists the nodes to try, in order.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use rivulet_proto::v1::controller_client::ControllerClient;
+use rivulet_proto::v1::{
+    ConfigEntry, CreateTopicRequest, DeleteTopicRequest, DescribeClusterRequest,
+    DescribeTopicsRequest, ErrorCode, TopicInfo,
+};
+use serde_json::json;
+use tonic::transport::Channel;
+
+/// Connects to the first node of `bootstrap` (comma separated) that answers.
+pub async fn connect(bootstrap: &str) -> Result<ControllerClient<Channel>> {
+    let mut last = None;
+    for addr in bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .with_context(|| format!("bad address {addr:?} in --bootstrap"))?
+            .connect_timeout(std::time::Duration::from_secs(2));
+        match endpoint.connect().await {
+            Ok(ch) => return Ok(ControllerClient::new(ch)),
+            Err(e) => last = Some(format!("{addr}: {e}")),
+        }
+    }
+    Err(anyhow!(
+        "cannot reach any node of --bootstrap {bootstrap} ({}); is the cluster running?",
+        last.unwrap_or_else(|| "no address given".into())
+    ))
+}
+
+/// Turns a response's error code into an error naming it.
+fn check(code: i32, message: &str) -> Result<()> {
+    match ErrorCode::try_from(code) {
+        Ok(ErrorCode::None) => Ok(()),
+        Ok(c) => bail!("{} ({})", message, c.as_str_name()),
+        Err(_) => bail!("{message} (error code {code})"),
+    }
+}
+
+fn rpc_error(s: tonic::Status) -> anyhow::Error {
+    match s.code() {
+        tonic::Code::Unavailable => {
+            anyhow!("the cluster is unavailable: {}; retry shortly", s.message())
+        }
+        _ => anyhow!("{}: {}", s.code(), s.message()),
+    }
+}
+
+/// `rivulet cluster ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The controller quorum and the brokers, as the contacted node sees them.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `rivulet topic ...`
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create(CreateArgs),
+    /// List topics.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a topic's partitions: leader, epochs, replicas, in-sync replicas.
+    Describe {
+        /// Topic name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+}
+
+/// Options of `rivulet topic create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Topic name: letters, digits, `.`, `_`, `-`; up to 249 characters.
+    name: String,
+    /// Number of partitions.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Replicas per partition (at most the number of live brokers).
+    #[arg(long, default_value_t = 1)]
+    replication_factor: u32,
+    /// Topic config `key=value` (repeatable): min.insync.replicas, retention.ms,
+    /// retention.bytes, segment.bytes, cleanup.policy, unclean.leader.election.enable.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    configs: Vec<String>,
+}
+
+/// Runs `rivulet cluster ...`.
+pub async fn cluster(bootstrap: &str, cmd: ClusterCommand) -> Result<()> {
+    let ClusterCommand::Status { json } = cmd;
+    let mut c = connect(bootstrap).await?;
+    let d = c
+        .describe_cluster(DescribeClusterRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    if json {
+        let v = json!({
+            "cluster_id": d.cluster_id,
+            "controller_leader": d.controller_leader,
+            "answered_by": d.node_id,
+            "raft_term": d.raft_term,
+            "metadata_offset": d.metadata_offset,
+            "voters": d.voters.iter().map(|v| json!({"id": v.id, "address": v.address, "learner": v.learner})).collect::<Vec<_>>(),
+            "brokers": d.brokers.iter().map(|b| json!({"id": b.id, "address": b.address, "rack": b.rack, "broker_epoch": b.broker_epoch, "fenced": b.fenced})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("cluster id:        {}", d.cluster_id);
+    println!(
+        "active controller: {}",
+        d.controller_leader
+            .map_or("none (election in progress)".to_owned(), |l| l.to_string())
+    );
+    println!("raft term:         {}", d.raft_term);
+    println!(
+        "metadata offset:   {} (as seen by node {})",
+        d.metadata_offset, d.node_id
+    );
+    println!();
+    println!(
+        "{:<6} {:<24} {:<10} {:<8} {:<6}",
+        "ID", "ADDRESS", "ROLE", "STATE", "EPOCH"
+    );
+    for v in &d.voters {
+        let b = d.brokers.iter().find(|b| b.id == v.id);
+        let role = if d.controller_leader == Some(v.id) {
+            "leader"
+        } else if v.learner {
+            "learner"
+        } else {
+            "voter"
+        };
+        let state = match b {
+            Some(b) if b.fenced => "fenced",
+            Some(_) => "live",
+            None => "unregistered",
+        };
+        let epoch = b.map_or("-".to_owned(), |b| b.broker_epoch.to_string());
+        println!(
+            "{:<6} {:<24} {:<10} {:<8} {:<6}",
+            v.id, v.address, role, state, epoch
+        );
+    }
+    Ok(())
+}
+
+fn parse_configs(raw: &[String]) -> Result<Vec<ConfigEntry>> {
+    raw.iter()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--config {kv:?} is not key=value"))?;
+            Ok(ConfigEntry {
+                key: k.trim().to_owned(),
+                value: v.trim().to_owned(),
+            })
+        })
+        .collect()
+}
+
+fn topic_json(t: &TopicInfo) -> serde_json::Value {
+    json!({
+        "name": t.name,
+        "topic_id": t.topic_id,
+        "partitions": t.partitions.iter().map(|p| json!({
+            "partition": p.partition,
+            "leader": p.leader,
+            "leader_epoch": p.leader_epoch,
+            "partition_epoch": p.partition_epoch,
+            "replicas": p.replicas,
+            "isr": p.isr,
+            // Filled in once the data plane serves them.
+            "high_watermark": null,
+            "log_start_offset": null,
+        })).collect::<Vec<_>>(),
+        "configs": t.configs.iter().map(|c| (c.key.clone(), json!(c.value))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+fn ids(v: &[u64]) -> String {
+    v.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Runs `rivulet topic ...`.
+pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> Result<()> {
+    let mut c = connect(bootstrap).await?;
+    match cmd {
+        TopicCommand::Create(a) => {
+            let r = c
+                .create_topic(CreateTopicRequest {
+                    name: a.name.clone(),
+                    partitions: a.partitions,
+                    replication_factor: a.replication_factor,
+                    configs: parse_configs(&a.configs)?,
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            check(r.error_code, &r.error_message)?;
+            println!(
+                "created topic {} with {} partition(s), replication factor {}",
+                a.name, a.partitions, a.replication_factor
+            );
+        }
+        TopicCommand::Delete { name } => {
+            let r = c
+                .delete_topic(DeleteTopicRequest { name: name.clone() })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            check(r.error_code, &r.error_message)?;
+            println!("deleted topic {name}");
+        }
+        TopicCommand::List { json } => {
+            let r = c
+                .describe_topics(DescribeTopicsRequest { names: Vec::new() })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            check(r.error_code, &r.error_message)?;
+            let mut topics = r.topics;
+            topics.sort_by(|a, b| a.name.cmp(&b.name));
+            if json {
+                let v: Vec<_> = topics.iter().map(topic_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{:<40} {:>10} {:>8}", "TOPIC", "PARTITIONS", "REPLICAS");
+                for t in &topics {
+                    let rf = t.partitions.first().map_or(0, |p| p.replicas.len());
+                    println!("{:<40} {:>10} {:>8}", t.name, t.partitions.len(), rf);
+                }
+            }
+        }
+        TopicCommand::Describe { name, json } => {
+            let r = c
+                .describe_topics(DescribeTopicsRequest {
+                    names: vec![name.clone()],
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            check(r.error_code, &r.error_message)?;
+            let t = r
+                .topics
+                .first()
+                .ok_or_else(|| anyhow!("unknown topic {name}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&topic_json(t))?);
+            } else {
+                println!("topic {} (id {})", t.name, t.topic_id);
+                let cfg: Vec<String> = t
+                    .configs
+                    .iter()
+                    .map(|c| format!("{}={}", c.key, c.value))
+                    .collect();
+                println!("configs: {}", cfg.join(" "));
+                println!(
+                    "{:>9} {:>7} {:>12} {:>15} {:<16} {:<16}",
+                    "PARTITION", "LEADER", "LEADER_EPOCH", "PARTITION_EPOCH", "REPLICAS", "ISR"
+                );
+                for p in &t.partitions {
+                    println!(
+                        "{:>9} {:>7} {:>12} {:>15} {:<16} {:<16}",
+                        p.partition,
+                        p.leader.map_or("none".to_owned(), |l| l.to_string()),
+                        p.leader_epoch,
+                        p.partition_epoch,
+                        ids(&p.replicas),
+                        ids(&p.isr)
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

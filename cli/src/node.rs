@@ -1,0 +1,124 @@
+//! `rivulet node`: runs one cluster node — today the controller quorum member
+//! and its broker registration; the data plane joins it in the same process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rivulet_metadata::quorum::{
+    default_cluster_id, parse_voters, BrokerIdentity, ControllerNode, QuorumConfig, QuorumTiming,
+};
+use tracing::info;
+
+/// Options of `rivulet node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// This node's id (unique in the cluster).
+    #[arg(long, env = "RIVULET_NODE_ID")]
+    pub id: u64,
+    /// Address to serve gRPC on (clients, brokers and controllers all use it).
+    #[arg(long, env = "RIVULET_LISTEN", default_value = "127.0.0.1:9092")]
+    listen: SocketAddr,
+    /// Address other nodes and clients reach this node at; default: --listen.
+    #[arg(long, env = "RIVULET_ADVERTISE")]
+    advertise: Option<String>,
+    /// Directory for the node's data (metadata log, partition logs).
+    #[arg(long, env = "RIVULET_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The controller voters, `id@host:port,...`; the same on every node. A
+    /// node not listed joins as a learner (broker only).
+    #[arg(long, env = "RIVULET_VOTERS")]
+    voters: String,
+    /// Cluster id; default: derived from --voters, so all nodes agree.
+    #[arg(long, env = "RIVULET_CLUSTER_ID")]
+    cluster_id: Option<String>,
+    /// Rack of this broker, for rack-aware replica placement.
+    #[arg(long, env = "RIVULET_RACK")]
+    rack: Option<String>,
+    /// A broker not heard from for this long is fenced (ms).
+    #[arg(long, env = "RIVULET_BROKER_LEASE_MS", default_value_t = 1500)]
+    broker_lease_ms: u64,
+    /// Runtime worker threads (several nodes may share a small machine).
+    #[arg(long, env = "RIVULET_THREADS", default_value_t = 2)]
+    pub threads: usize,
+}
+
+/// Runs the node until SIGTERM or Ctrl-C.
+pub async fn run(args: NodeArgs) -> Result<()> {
+    let voters = parse_voters(&args.voters)?;
+    let advertise = match &args.advertise {
+        Some(a) => a.clone(),
+        None if args.listen.ip().is_unspecified() => {
+            bail!(
+                "--listen {} is a wildcard address: give --advertise host:port",
+                args.listen
+            )
+        }
+        None => args.listen.to_string(),
+    };
+    if let Some(listed) = voters.get(&args.id) {
+        if *listed != advertise {
+            bail!(
+                "--voters lists node {} at {listed}, but this node advertises {advertise}",
+                args.id
+            );
+        }
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create --data-dir {}", args.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let timing = QuorumTiming {
+        broker_lease_ms: args.broker_lease_ms,
+        ..QuorumTiming::default()
+    };
+    anyhow::ensure!(
+        args.broker_lease_ms >= 500,
+        "--broker-lease-ms must be at least 500"
+    );
+    let config = QuorumConfig {
+        node_id: args.id,
+        advertise: advertise.clone(),
+        cluster_id: args
+            .cluster_id
+            .clone()
+            .unwrap_or_else(|| default_cluster_id(&voters)),
+        voters,
+        data_dir: args.data_dir.clone(),
+        timing,
+    };
+    let identity = BrokerIdentity {
+        address: advertise.clone(),
+        rack: args.rack.clone(),
+    };
+    let node = ControllerNode::start(listener, config, identity)
+        .await
+        .context("cannot start the node")?;
+    info!(listen = %args.listen, advertise = %advertise, data_dir = %args.data_dir.display(), "node started");
+    let cancel = node.cancel_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutdown requested");
+        cancel.cancel();
+    });
+    node.run_until_cancelled().await;
+    info!("node stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -103,9 +103,13 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         info!("shutdown requested");
         cancel.cancel();
     });
-    node.run_until_cancelled().await;
-    info!("node stopped");
-    Ok(())
+    match node.run_until_cancelled().await {
+        Ok(()) => {
+            info!("node stopped");
+            Ok(())
+        }
+        Err(reason) => bail!("node stopped after a fatal error: {reason}"),
+    }
 }
 
 async fn wait_for_signal() {

@@ -156,6 +156,12 @@ pub async fn run_broker_lifecycle(
                     _ = cancel.cancelled() => return,
                     m = inbound.next() => m,
                 };
+                // Follow the leader as this node sees it, even if the old one
+                // still answers (e.g. it lost leadership without noticing).
+                if quorum.leader().is_some_and(|(_, addr)| addr != leader) {
+                    debug!(old = %leader, "the active controller moved; reconnecting heartbeats");
+                    break;
+                }
                 match msg {
                     Some(Ok(r)) => match ErrorCode::try_from(r.error_code) {
                         Ok(ErrorCode::None) => {}

@@ -83,8 +83,8 @@ impl Default for QuorumTiming {
     fn default() -> Self {
         Self {
             raft_heartbeat_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 800,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
             broker_heartbeat_ms: 250,
             broker_lease_ms: 1500,
             broker_grace_ms: 300,
@@ -146,6 +146,29 @@ pub fn default_cluster_id(voters: &BTreeMap<NodeId, String>) -> String {
         }
     }
     format!("rivulet-{h:016x}")
+}
+
+/// Whether another voter reports a known leader: the quorum exists already.
+async fn cluster_already_formed(config: &QuorumConfig) -> bool {
+    use rivulet_proto::v1::controller_client::ControllerClient;
+    use rivulet_proto::v1::DescribeClusterRequest;
+    for (id, addr) in &config.voters {
+        if *id == config.node_id {
+            continue;
+        }
+        let Ok(channel) = network::channel(addr, Duration::from_millis(300)) else {
+            continue;
+        };
+        let mut client = ControllerClient::new(channel);
+        let mut req = tonic::Request::new(DescribeClusterRequest {});
+        req.set_timeout(Duration::from_millis(500));
+        if let Ok(r) = client.describe_cluster(req).await {
+            if r.get_ref().controller_leader.is_some() {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Why a quorum operation failed.
@@ -229,7 +252,17 @@ impl Quorum {
                 .is_initialized()
                 .await
                 .map_err(|e| QuorumError::Raft(e.to_string()))?;
-            if !initialized {
+            if !initialized && cluster_already_formed(&config).await {
+                // Disk loss: this voter's store is empty but its peers run an
+                // established quorum. Initializing would campaign from scratch;
+                // instead it waits for the leader to replicate to it (openraft's
+                // `loosen-follower-log-revert` lets the leader restart
+                // replication to a follower whose log went backwards).
+                warn!(
+                    "this voter's metadata store is empty but the quorum already has a leader: \
+                     treating it as a lost disk and catching up from the leader"
+                );
+            } else if !initialized {
                 let members: BTreeMap<NodeId, BasicNode> = config
                     .voters
                     .iter()

@@ -112,11 +112,20 @@ impl RaftPeer {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 let e = TransportError(format!("{}: {}", status.code(), status.message()));
-                return Err(match status.code() {
+                // tonic reports a peer that died mid-call as Unknown ("transport
+                // error") or Internal ("h2 protocol error"): unreachable too.
+                let peer_gone = match status.code() {
                     tonic::Code::Unavailable
                     | tonic::Code::DeadlineExceeded
-                    | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&e)),
-                    _ => RPCError::Network(NetworkError::new(&e)),
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Unknown => true,
+                    tonic::Code::Internal => status.message().contains("h2 protocol error"),
+                    _ => false,
+                };
+                return Err(if peer_gone {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
                 });
             }
         };

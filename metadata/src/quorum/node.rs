@@ -25,8 +25,10 @@ pub struct ControllerNode {
     quorum: Arc<Quorum>,
     /// Cancels every task of the node.
     cancel: CancellationToken,
-    /// The server, the duties and the broker lifecycle.
+    /// The server, the duties, the broker lifecycle and the Raft watchdog.
     tasks: JoinSet<()>,
+    /// Why the node stopped itself, if it did.
+    fatal: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl ControllerNode {
@@ -64,12 +66,37 @@ impl ControllerNode {
         );
         tasks.spawn(
             run_broker_lifecycle(Arc::clone(&quorum), identity, cancel.child_token())
-                .instrument(span),
+                .instrument(span.clone()),
+        );
+        // A node whose Raft core died must not keep serving a frozen view
+        // (accepting heartbeats as a leader it no longer is): stop it.
+        let fatal = Arc::new(std::sync::Mutex::new(None));
+        let (watch_fatal, stop, mut metrics) =
+            (Arc::clone(&fatal), cancel.clone(), quorum.raft().metrics());
+        tasks.spawn(
+            async move {
+                let reason = loop {
+                    if let Err(e) = &metrics.borrow_and_update().running_state {
+                        break format!("raft core failed: {e}");
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        changed = metrics.changed() => if changed.is_err() {
+                            break "raft core stopped unexpectedly".to_owned();
+                        }
+                    }
+                };
+                tracing::error!(%reason, "stopping the node");
+                *watch_fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+                stop.cancel();
+            }
+            .instrument(span),
         );
         Ok(Self {
             quorum,
             cancel,
             tasks,
+            fatal,
         })
     }
 
@@ -103,8 +130,12 @@ impl ControllerNode {
     }
 
     /// Runs until cancelled (e.g. by a signal handler), then shuts down.
-    pub async fn run_until_cancelled(self) {
+    /// Returns the reason if the node stopped itself after a fatal error.
+    pub async fn run_until_cancelled(self) -> Result<(), String> {
         self.cancel.cancelled().await;
+        let fatal = Arc::clone(&self.fatal);
         self.shutdown().await;
+        let reason = fatal.lock().unwrap_or_else(|e| e.into_inner()).take();
+        reason.map_or(Ok(()), Err)
     }
 }

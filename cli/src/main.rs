@@ -5,6 +5,7 @@
 
 mod admin;
 mod bench;
+mod dev;
 mod logging;
 mod node;
 
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Run a cluster node (controller voter or learner, and broker).
     Node(node::NodeArgs),
+    /// Run a local N-node cluster as child processes (no docker needed).
+    Dev(dev::DevArgs),
     /// Inspect the cluster.
     #[command(subcommand)]
     Cluster(admin::ClusterCommand),
@@ -60,6 +63,10 @@ fn main() {
                 "info,openraft=warn,openraft::replication=off",
             );
             runtime(args.threads).and_then(|rt| rt.block_on(node::run(args)))
+        }
+        Command::Dev(args) => {
+            logging::init(None, "warn");
+            runtime(2).and_then(|rt| rt.block_on(dev::run(args)))
         }
         Command::Cluster(cmd) => {
             logging::init(None, "warn");

@@ -322,9 +322,41 @@ async fn losing_the_active_controller_fails_over_fences_and_rejoins() {
         .await
         .expect("the restarted node catches up and is unfenced");
     assert!(img.topic("events").is_some());
-    // Preferred-leader rebalancing hands its partitions back once it is in sync
-    // (ISR expansion is the data plane's job; here the ISR stays shrunk, so
-    // leadership stays put, and nothing breaks).
+
+    // Once a partition's leader puts the restarted broker back in the ISR (as
+    // the data plane does when it catches up), preferred-leader rebalancing
+    // hands leadership of the partitions it prefers back to it.
+    let Some(&preferred) = led.first() else {
+        return c.shutdown().await;
+    };
+    let p = img.topic("events").unwrap().partitions[preferred as usize].clone();
+    let current = p.leader.unwrap();
+    let mut isr: Vec<u64> = p.isr.iter().map(|b| b.0).collect();
+    isr.push(old);
+    let r = c
+        .client(new_leader)
+        .await
+        .alter_partition(AlterPartitionRequest {
+            broker_id: current.0,
+            broker_epoch: img.broker(current).unwrap().broker_epoch,
+            topic: "events".into(),
+            topic_id: img.topic("events").unwrap().id.to_string(),
+            partition: preferred,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            new_isr: isr,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.error_code, ErrorCode::None as i32, "{}", r.error_message);
+    c.quorum(old)
+        .wait_for_image(Duration::from_secs(5), |img| {
+            img.partition("events", preferred)
+                .is_some_and(|p| p.leader == Some(BrokerId(old)))
+        })
+        .await
+        .expect("leadership returns to the preferred replica");
     c.shutdown().await;
 }
 

@@ -21,6 +21,10 @@ use crate::raft::kv::{is_empty_range, KeyRange, KeyValue, Keyspace, KvError, KvS
 /// sled's page cache limit: the metadata image and its log are small.
 pub const SLED_CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 
+/// How long [`SledKv::open`] waits for a directory lock still held by a
+/// closing database (another process holding it gets an error after this).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The sled implementation of [`KvStore`]. Cloning is cheap and shares the
 /// database.
 #[derive(Debug, Clone)]
@@ -43,11 +47,27 @@ impl SledKv {
             path: path.to_owned(),
             source,
         };
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(SLED_CACHE_CAPACITY_BYTES)
-            .open()
-            .map_err(open_error)?;
+        // sled releases its directory lock only when its background flusher
+        // thread lets go of the database, shortly after the last handle is
+        // dropped; a restart in the same process (tests, a node restarting its
+        // store) can arrive first. Retry a lock held that way for a while.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new()
+                .path(path)
+                .cache_capacity(SLED_CACHE_CAPACITY_BYTES)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(open_error(e)),
+            }
+        };
         let tree = |keyspace: Keyspace| db.open_tree(keyspace.name()).map_err(open_error);
         Ok(SledKv {
             log: tree(Keyspace::Log)?,

@@ -15,7 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // For gRPC server reflection: generic tools discover the API.
+        .file_descriptor_set_path(out_dir.join("rivulet_descriptor.bin"))
         .build_client(true)
         .build_server(true)
         .compile_protos(&protos, &["proto"])?;

@@ -8,3 +8,7 @@
 pub mod v1 {
     tonic::include_proto!("rivulet.v1");
 }
+
+/// The encoded `FileDescriptorSet` of every Rivulet service, for gRPC server
+/// reflection (`grpcurl -plaintext host:port list` works without .proto files).
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("rivulet_descriptor");

@@ -189,6 +189,9 @@ pub enum QuorumError {
     /// The decision refused the request.
     #[error(transparent)]
     Controller(#[from] ControllerError),
+    /// The node could not be assembled (a service failed to build).
+    #[error("cannot start the node: {0}")]
+    Startup(String),
     /// Raft failed (shut down, fatal storage error, ...).
     #[error("raft: {0}")]
     Raft(String),

@@ -43,9 +43,14 @@ impl ControllerNode {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(rivulet_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| QuorumError::Startup(format!("reflection service: {e}")))?;
         let server = tonic::transport::Server::builder()
             .add_service(RaftRpc::server(quorum.raft().clone()))
-            .add_service(ControllerRpc::server(Arc::clone(&quorum)));
+            .add_service(ControllerRpc::server(Arc::clone(&quorum)))
+            .add_service(reflection);
         let stop = cancel.clone();
         tasks.spawn(
             async move {

@@ -237,6 +237,39 @@ async fn three_voters_elect_register_and_replicate_through_any_node() {
         .into_inner();
     assert_eq!(d.controller_leader, Some(leader));
     assert_eq!(d.voters.len(), 3);
+    // Server reflection lists our services to generic gRPC tools.
+    {
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", c.addrs[&follower]))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        let mut r = ServerReflectionClient::new(channel);
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut replies = r
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        let reply = replies.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("unexpected reflection reply {reply:?}");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(
+            names.iter().any(|n| n == "rivulet.v1.Controller"),
+            "{names:?}"
+        );
+        assert!(names.iter().any(|n| n == "rivulet.v1.Broker"), "{names:?}");
+    }
     assert_eq!(d.brokers.iter().filter(|b| !b.fenced).count(), 3);
     c.shutdown().await;
 }

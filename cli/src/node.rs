@@ -39,6 +39,14 @@ pub struct NodeArgs {
     /// A broker not heard from for this long is fenced (ms).
     #[arg(long, env = "RIVULET_BROKER_LEASE_MS", default_value_t = 1500)]
     broker_lease_ms: u64,
+    /// How often the active controller moves leadership back to preferred
+    /// replicas that are in sync again (ms); 0 turns it off.
+    #[arg(
+        long,
+        env = "RIVULET_PREFERRED_LEADER_CHECK_MS",
+        default_value_t = 5000
+    )]
+    preferred_leader_check_ms: u64,
     /// Runtime worker threads (several nodes may share a small machine).
     #[arg(long, env = "RIVULET_THREADS", default_value_t = 2)]
     pub threads: usize,
@@ -72,6 +80,8 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let timing = QuorumTiming {
         broker_lease_ms: args.broker_lease_ms,
+        preferred_leader_check_ms: (args.preferred_leader_check_ms > 0)
+            .then_some(args.preferred_leader_check_ms),
         ..QuorumTiming::default()
     };
     anyhow::ensure!(

@@ -474,11 +474,20 @@ async fn a_node_that_fell_behind_installs_a_snapshot_and_a_learner_joins() {
             ErrorCode::None as i32
         );
     }
-    let purged = c.quorum(writer).raft().metrics().borrow().purged;
-    assert!(
-        purged.is_some(),
-        "the leader purged its log after snapshotting"
-    );
+    // Snapshots are built and the log purged in the background.
+    eventually(
+        "the leader to purge its log",
+        Duration::from_secs(10),
+        || async {
+            c.quorum(writer)
+                .raft()
+                .metrics()
+                .borrow()
+                .purged
+                .map(|_| ())
+        },
+    )
+    .await;
     c.restart(behind).await;
     let img = c
         .quorum(behind)
@@ -486,8 +495,19 @@ async fn a_node_that_fell_behind_installs_a_snapshot_and_a_learner_joins() {
         .await
         .expect("the lagging node catches up");
     assert!((0..60).all(|i| img.topic(&format!("t{i}")).is_some()));
-    let snap = c.quorum(behind).raft().metrics().borrow().snapshot;
-    assert!(snap.is_some(), "caught up through a snapshot");
+    eventually(
+        "the lagging node to hold a snapshot",
+        Duration::from_secs(10),
+        || async {
+            c.quorum(behind)
+                .raft()
+                .metrics()
+                .borrow()
+                .snapshot
+                .map(|_| ())
+        },
+    )
+    .await;
 
     // Node 4 is not a voter: it joined as a learner and holds the same image.
     let learner = c

@@ -214,6 +214,26 @@ fn epoch_cache_tracks_leader_epochs(make: Factory) {
     assert_eq!(log.offsets().log_end_offset, 20);
 }
 
+fn a_new_leader_epoch_starts_at_the_log_end_before_any_append(make: Factory) {
+    let log = make(small_config());
+    append(&*log, "a", 5, 0, 1);
+    log.assign_epoch(3).unwrap();
+    assert_eq!(log.latest_epoch(), Some(3));
+    assert_eq!(log.end_offset_for_epoch(1), Some((1, 5)));
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, 5)));
+    // Older or equal epochs change nothing; appends in the epoch continue it.
+    log.assign_epoch(2).unwrap();
+    log.assign_epoch(3).unwrap();
+    append(&*log, "b", 2, 0, 3);
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, 7)));
+    assert_eq!(log.end_offset_for_epoch(2), Some((1, 5)));
+    // A leader in an older epoch is now refused.
+    let mut b = build_batch(&records("old", 1, 0)).unwrap().to_vec();
+    assert!(log
+        .append(&mut b, AppendOrigin::Leader { epoch: 1 })
+        .is_err());
+}
+
 fn replicas_copy_leader_batches(make: Factory) {
     let leader = make(small_config());
     let follower = make(small_config());
@@ -375,6 +395,7 @@ conformance_suite!(
     truncation,
     truncation_below_start_is_refused,
     epoch_cache_tracks_leader_epochs,
+    a_new_leader_epoch_starts_at_the_log_end_before_any_append,
     replicas_copy_leader_batches,
     bad_input_is_refused_and_changes_nothing,
     retention_deletes_old_committed_data_only,

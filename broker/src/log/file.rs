@@ -287,7 +287,9 @@ impl FileLog {
         let rescan_from = match saved_epochs {
             Some(entries) => {
                 inner.epochs = LeaderEpochCache::from_entries(entries);
-                inner.epochs.truncate_from_end(leo);
+                // Entries past the recovered end go; one starting exactly at
+                // the end is a leader epoch assigned before its first append.
+                inner.epochs.truncate_from_end(leo + 1);
                 inner.active().base_offset()
             }
             None => first_base,
@@ -723,6 +725,15 @@ impl PartitionLog for FileLog {
             (inner.log_end_offset(), self.lock_sync().generation)
         };
         self.sync_to(leo, generation)
+    }
+
+    fn assign_epoch(&self, epoch: u32) -> Result<(), LogError> {
+        let mut inner = self.write_inner();
+        let leo = inner.log_end_offset();
+        if inner.epochs.assign(epoch, leo) {
+            write_epochs(&self.dir, &inner.epochs)?;
+        }
+        Ok(())
     }
 
     fn latest_epoch(&self) -> Option<u32> {

@@ -245,6 +245,20 @@ fn damaged_or_missing_indexes_are_rebuilt() {
 }
 
 #[test]
+fn an_assigned_epoch_survives_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("p");
+    {
+        let log = open(&dir);
+        append(&log, "a", 3, 0, 1);
+        log.assign_epoch(4).unwrap();
+    }
+    let log = open(&dir);
+    assert_eq!(log.latest_epoch(), Some(4));
+    assert_eq!(log.end_offset_for_epoch(1), Some((1, 3)));
+}
+
+#[test]
 fn corrupt_epoch_checkpoint_is_rebuilt_from_batches() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("p");

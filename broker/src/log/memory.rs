@@ -248,6 +248,13 @@ impl PartitionLog for MemoryLog {
         Ok(())
     }
 
+    fn assign_epoch(&self, epoch: u32) -> Result<(), LogError> {
+        let mut inner = self.lock();
+        let leo = inner.log_end_offset();
+        inner.epochs.assign(epoch, leo);
+        Ok(())
+    }
+
     fn latest_epoch(&self) -> Option<u32> {
         self.lock().epochs.latest_epoch()
     }

@@ -234,6 +234,12 @@ pub trait PartitionLog: Send + Sync + std::fmt::Debug {
     /// Fsyncs everything appended so far.
     fn flush(&self) -> Result<(), LogError>;
 
+    /// Records that leader `epoch` starts at the current log end, before any
+    /// batch of it is appended (a new leader does this on election, so its
+    /// followers' divergence checks see the epoch at once). No-op unless
+    /// `epoch` is newer than every epoch in the log.
+    fn assign_epoch(&self, epoch: u32) -> Result<(), LogError>;
+
     /// The newest leader epoch stamped in the log.
     fn latest_epoch(&self) -> Option<u32>;
 

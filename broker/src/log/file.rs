@@ -628,14 +628,27 @@ impl PartitionLog for FileLog {
 
     fn truncate_fully_and_start_at(&self, offset: u64) -> Result<(), LogError> {
         let mut inner = self.write_inner();
-        let old = std::mem::take(&mut inner.segments);
-        for (_, seg) in old {
-            seg.delete()?;
+        // The segment map is never empty at any step, so an I/O error part
+        // way returns an error and leaves a log that still works, never one
+        // without an active segment. First the new (empty) segment at
+        // `offset`: a segment already based there is emptied and reused.
+        if let Some(seg) = inner.segments.get_mut(&offset) {
+            seg.truncate_to(offset)?;
+        } else {
+            let seg = LogSegment::create(&self.dir, offset, self.config.index_interval_bytes)?;
+            inner.segments.insert(offset, seg);
         }
-        inner.segments.insert(
-            offset,
-            LogSegment::create(&self.dir, offset, self.config.index_interval_bytes)?,
-        );
+        let others: Vec<u64> = inner
+            .segments
+            .keys()
+            .copied()
+            .filter(|b| *b != offset)
+            .collect();
+        for base in others {
+            if let Some(seg) = inner.segments.remove(&base) {
+                seg.delete()?;
+            }
+        }
         checkpoint::sync_dir(&self.dir)?;
         inner.log_start_offset = offset;
         inner.high_watermark = offset;

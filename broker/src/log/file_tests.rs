@@ -245,6 +245,44 @@ fn damaged_or_missing_indexes_are_rebuilt() {
 }
 
 #[test]
+fn truncate_fully_reuses_a_segment_at_the_new_start_and_survives_reopen() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("p");
+    let log = open(&dir);
+    for i in 0..200 {
+        append(&log, &format!("b{i}"), 2, 0, 1);
+    }
+    assert!(log.segment_count() > 2);
+    // Restart at the base of an existing segment, then at a fresh offset.
+    let second_base = {
+        let mut bases: Vec<u64> = fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                let p = e.unwrap().path();
+                (p.extension()? == "log").then(|| p.file_stem()?.to_str()?.parse().ok())?
+            })
+            .collect();
+        bases.sort_unstable();
+        bases[1]
+    };
+    for start in [second_base, 500] {
+        log.truncate_fully_and_start_at(start).unwrap();
+        assert_eq!(log.segment_count(), 1);
+        let o = log.offsets();
+        assert_eq!(
+            (o.log_start_offset, o.log_end_offset, o.high_watermark),
+            (start, start, start)
+        );
+        assert_eq!(append(&log, "x", 1, 0, 2).base_offset, start);
+    }
+    drop(log);
+    let log = open(&dir);
+    assert_eq!(log.offsets().log_start_offset, 500);
+    assert_eq!(log.offsets().log_end_offset, 501);
+    assert_eq!(read_all(&log, 500, ReadBound::LogEnd).len(), 1);
+}
+
+#[test]
 fn an_assigned_epoch_survives_a_restart() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("p");

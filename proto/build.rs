@@ -19,6 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // For gRPC server reflection: generic tools discover the API.
         .file_descriptor_set_path(out_dir.join("rivulet_descriptor.bin"))
+        // Record batches travel as `bytes::Bytes`: fetched batches go from the
+        // log to the wire without a copy.
+        .bytes(".rivulet.v1")
         .build_client(true)
         .build_server(true)
         .compile_protos(&protos, &["proto"])?;

@@ -3,7 +3,13 @@
 //! - [`log`]: the partition log — segments of Kafka v2 record batches on disk,
 //!   sparse indexes, crash recovery, the leader-epoch cache, retention and
 //!   group-committed fsyncs.
-//! - [`replica`]: replication state — high watermark, ISR, epoch checks.
+//! - [`replica`]: replication — hosted replicas and their roles, the high
+//!   watermark, ISR changes, follower fetchers, epoch fencing.
+//! - [`service`]: the gRPC `Broker` and `Replication` services.
 
 pub mod log;
 pub mod replica;
+pub mod service;
+
+pub use replica::{BrokerConfig, ReplicaManager};
+pub use service::BrokerRpc;

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use rivulet_broker::log::FlushPolicy;
+use rivulet_broker::{BrokerConfig, BrokerRpc, ReplicaManager};
 use rivulet_metadata::quorum::{
     default_cluster_id, parse_voters, BrokerIdentity, ControllerNode, QuorumConfig, QuorumTiming,
 };
@@ -47,6 +49,18 @@ pub struct NodeArgs {
         default_value_t = 5000
     )]
     preferred_leader_check_ms: u64,
+    /// When appended records are fsynced: `always` (before acknowledging;
+    /// concurrent appends share an fsync), `interval:<ms>`, or `never`.
+    #[arg(long, env = "RIVULET_FLUSH", default_value = "always")]
+    flush: FlushPolicy,
+    /// A follower that has not caught up with the leader for this long is
+    /// removed from the in-sync replicas (ms).
+    #[arg(
+        long,
+        env = "RIVULET_REPLICA_LAG_TIME_MAX_MS",
+        default_value_t = 10_000
+    )]
+    replica_lag_time_max_ms: u64,
     /// Runtime worker threads (several nodes may share a small machine).
     #[arg(long, env = "RIVULET_THREADS", default_value_t = 2)]
     pub threads: usize,
@@ -103,9 +117,23 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         address: advertise.clone(),
         rack: args.rack.clone(),
     };
-    let node = ControllerNode::start(listener, config, identity)
-        .await
-        .context("cannot start the node")?;
+    anyhow::ensure!(
+        args.replica_lag_time_max_ms >= 100,
+        "--replica-lag-time-max-ms must be at least 100"
+    );
+    let broker_config = BrokerConfig {
+        flush: args.flush,
+        replica_lag_time_max_ms: i64::try_from(args.replica_lag_time_max_ms).unwrap_or(i64::MAX),
+        ..BrokerConfig::new(args.id, &args.data_dir)
+    };
+    let node = ControllerNode::start_with(listener, config, identity, |quorum, tasks, cancel| {
+        let mgr = ReplicaManager::new(broker_config, std::sync::Arc::clone(quorum));
+        tasks.spawn(std::sync::Arc::clone(&mgr).run(cancel.child_token()));
+        tonic::service::Routes::new(BrokerRpc::broker_server(std::sync::Arc::clone(&mgr)))
+            .add_service(BrokerRpc::replication_server(mgr))
+    })
+    .await
+    .context("cannot start the node")?;
     info!(listen = %args.listen, advertise = %advertise, data_dir = %args.data_dir.display(), "node started");
     let cancel = node.cancel_token();
     tokio::spawn(async move {

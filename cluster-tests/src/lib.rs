@@ -28,6 +28,8 @@
 //!
 //! - [`cluster`]: [`Cluster`] — start n voters, kill/terminate/pause/resume/
 //!   restart/wipe a node, RPC helpers, leader agreement, the ERROR-line scan.
+//! - [`data`]: produce to the leader, read a partition back, compare the
+//!   raw logs of replicas.
 //! - `node`: one node process, its files and signals.
 //! - [`logs`]: log tails, ERROR-line detection, [`DEFAULT_ALLOWED_ERRORS`].
 //! - `ports`: race-free port reservation on 127.0.0.1.
@@ -36,6 +38,7 @@
 
 mod binary;
 pub mod cluster;
+pub mod data;
 pub mod logs;
 mod node;
 mod ports;
@@ -43,5 +46,6 @@ pub mod wait;
 
 pub use binary::rivulet_binary;
 pub use cluster::{fmt_duration, Cluster};
+pub use data::{ProduceOutcome, ReadRecord};
 pub use logs::DEFAULT_ALLOWED_ERRORS;
 pub use wait::wait_until;

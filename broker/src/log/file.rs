@@ -597,6 +597,11 @@ impl PartitionLog for FileLog {
             });
         }
         if offset >= inner.log_end_offset() {
+            // Nothing to cut, but an epoch assigned at the end (a leadership
+            // that wrote nothing) goes.
+            if inner.epochs.truncate_from_end(offset) {
+                write_epochs(&self.dir, &inner.epochs)?;
+            }
             return Ok(());
         }
         // Whole segments past the point go; the one holding it is cut.

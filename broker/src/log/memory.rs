@@ -156,6 +156,9 @@ impl PartitionLog for MemoryLog {
             });
         }
         if offset >= inner.log_end_offset() {
+            // Nothing to cut, but an epoch assigned at the end (a leadership
+            // that wrote nothing) goes.
+            inner.epochs.truncate_from_end(offset);
             return Ok(());
         }
         let keep = inner

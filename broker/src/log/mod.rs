@@ -205,7 +205,8 @@ pub trait PartitionLog: Send + Sync + std::fmt::Debug {
     fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>, LogError>;
 
     /// Removes every batch whose last offset is `>= offset` (a batch is never
-    /// split, so the new end may be below `offset`). Refused below the log start.
+    /// split, so the new end may be below `offset`), and every leader-epoch
+    /// entry starting at or after the new end. Refused below the log start.
     fn truncate_to(&self, offset: u64) -> Result<(), LogError>;
 
     /// Empties the log and restarts it at `offset` (a follower whose leader no

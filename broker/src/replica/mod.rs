@@ -1,11 +1,21 @@
-//! Partition replication (the data plane's core), built bottom-up.
+//! Partition replication: the data plane's core.
 //!
 //! - [`leader`]: the leader's pure replication state for one partition —
 //!   follower progress, high watermark, ISR shrink/expand proposals — and the
 //!   follower-fetch check against the leader epoch cache (KIP-101/320).
-//!
-//! The async replica manager (produce with acks, long-poll fetch, follower
-//! fetchers, AlterPartition round trips) drives this state; it arrives with
-//! the data-plane work.
+//! - [`partition`]: one hosted replica — its log, role and wake-up signals;
+//!   every append, read and role change goes through it.
+//! - [`manager`]: the hosted replicas, kept in step with the metadata image;
+//!   ISR changes through AlterPartition; checkpoints, flushes, retention.
+//! - `fetcher`: one follower fetcher per source broker.
+//! - [`error`]: per-partition failures and their wire codes.
 
+pub mod error;
+mod fetcher;
 pub mod leader;
+pub mod manager;
+pub mod partition;
+
+pub use error::PartitionError;
+pub use manager::{BrokerConfig, ReplicaManager};
+pub use partition::Partition;

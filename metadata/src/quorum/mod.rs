@@ -49,9 +49,9 @@ use crate::raft::{open_store, MetadataCommand, NodeId, Raft, StoreError};
 
 pub use broker::{run_broker_lifecycle, BrokerIdentity};
 pub use liveness::run_controller_duties;
-pub use network::{RaftNetworkClients, RaftRpc};
+pub use network::{channel, RaftNetworkClients, RaftRpc};
 pub use node::ControllerNode;
-pub use service::ControllerRpc;
+pub use service::{partition_info, topic_info, ControllerRpc};
 
 /// Timing of the quorum and of broker liveness.
 #[derive(Debug, Clone, PartialEq, Eq)]

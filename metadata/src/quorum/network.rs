@@ -31,10 +31,7 @@ use crate::raft::{NodeId, Raft, TypeConfig};
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Builds a lazily connecting channel to `addr` (`host:port`).
-pub(crate) fn channel(
-    addr: &str,
-    connect_timeout: Duration,
-) -> Result<Channel, tonic::transport::Error> {
+pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
@@ -73,7 +70,7 @@ struct TransportError(String);
 
 fn to_json<T: Serialize>(v: &T) -> Result<RaftMessage, TransportError> {
     serde_json::to_vec(v)
-        .map(|json| RaftMessage { json })
+        .map(|json| RaftMessage { json: json.into() })
         .map_err(|e| TransportError(format!("cannot encode raft message: {e}")))
 }
 

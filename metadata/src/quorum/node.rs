@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tracing::{info, Instrument};
 
 use super::{
@@ -38,6 +39,21 @@ impl ControllerNode {
         config: QuorumConfig,
         identity: BrokerIdentity,
     ) -> Result<Self, QuorumError> {
+        Self::start_with(listener, config, identity, |_, _, _| Routes::default()).await
+    }
+
+    /// Like [`Self::start`], with more services on the same port: `extra` gets
+    /// the quorum, the node's task set (for background tasks that must stop
+    /// with the node) and its cancellation token, and returns the services.
+    pub async fn start_with<F>(
+        listener: TcpListener,
+        config: QuorumConfig,
+        identity: BrokerIdentity,
+        extra: F,
+    ) -> Result<Self, QuorumError>
+    where
+        F: FnOnce(&Arc<Quorum>, &mut JoinSet<()>, &CancellationToken) -> Routes,
+    {
         let span = tracing::info_span!("node", id = config.node_id);
         let quorum = Quorum::start(config).instrument(span.clone()).await?;
         let cancel = CancellationToken::new();
@@ -47,10 +63,11 @@ impl ControllerNode {
             .register_encoded_file_descriptor_set(rivulet_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| QuorumError::Startup(format!("reflection service: {e}")))?;
-        let server = tonic::transport::Server::builder()
+        let routes = extra(&quorum, &mut tasks, &cancel)
             .add_service(RaftRpc::server(quorum.raft().clone()))
             .add_service(ControllerRpc::server(Arc::clone(&quorum)))
             .add_service(reflection);
+        let server = tonic::transport::Server::builder().add_routes(routes);
         let stop = cancel.clone();
         tasks.spawn(
             async move {

@@ -75,7 +75,8 @@ fn outcome<T>(r: Result<T, QuorumError>) -> Result<(ErrorCode, String, Option<T>
     }
 }
 
-pub(crate) fn partition_info(p: &PartitionImage) -> PartitionInfo {
+/// The wire form of a partition's replication state.
+pub fn partition_info(p: &PartitionImage) -> PartitionInfo {
     PartitionInfo {
         partition: p.partition,
         replicas: p.replicas.iter().map(|b| b.0).collect(),
@@ -86,7 +87,8 @@ pub(crate) fn partition_info(p: &PartitionImage) -> PartitionInfo {
     }
 }
 
-pub(crate) fn topic_info(t: &TopicImage) -> TopicInfo {
+/// The wire form of a topic with its partitions and configs.
+pub fn topic_info(t: &TopicImage) -> TopicInfo {
     TopicInfo {
         name: t.name.clone(),
         topic_id: t.id.to_string(),

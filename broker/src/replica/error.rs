@@ -1,0 +1,114 @@
+//! Why a request on one partition failed, and its wire code.
+
+use rivulet_proto::v1::ErrorCode;
+
+use crate::log::LogError;
+
+/// A per-partition failure. Each maps to one stable [`ErrorCode`].
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    /// The topic or partition does not exist.
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    /// This broker does not lead the partition (or is not a replica).
+    #[error("this broker is not the partition's leader")]
+    NotLeader,
+    /// The partition has no leader right now.
+    #[error("the partition has no leader right now; retry shortly")]
+    LeaderNotAvailable,
+    /// acks=all refused: the ISR is smaller than min.insync.replicas.
+    #[error("only {isr} in-sync replicas, min.insync.replicas is {min}")]
+    NotEnoughReplicas {
+        /// ISR size.
+        isr: usize,
+        /// The topic's min.insync.replicas.
+        min: u32,
+    },
+    /// Written, but the ISR shrank below min.insync.replicas before the
+    /// records were committed.
+    #[error("appended, but the ISR shrank to {isr} (min.insync.replicas is {min})")]
+    NotEnoughReplicasAfterAppend {
+        /// ISR size.
+        isr: usize,
+        /// The topic's min.insync.replicas.
+        min: u32,
+    },
+    /// The request's leader epoch is older than the leader's.
+    #[error("leader epoch {request} is stale; the current epoch is {current}")]
+    FencedLeaderEpoch {
+        /// The epoch in the request.
+        request: u32,
+        /// This leader's epoch.
+        current: u32,
+    },
+    /// The request's leader epoch is newer than this broker knows.
+    #[error("leader epoch {request} is newer than this broker's {current}; retry")]
+    UnknownLeaderEpoch {
+        /// The epoch in the request.
+        request: u32,
+        /// This broker's epoch.
+        current: u32,
+    },
+    /// acks=all did not complete in time.
+    #[error("replication did not complete within {0} ms")]
+    Timeout(u32),
+    /// The request itself is malformed.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// A replica fetch from an old incarnation of the follower.
+    #[error("broker epoch {request} of broker {broker} is stale (current {current})")]
+    StaleBrokerEpoch {
+        /// The follower.
+        broker: u64,
+        /// Its epoch in the request.
+        request: u64,
+        /// Its epoch in the metadata image.
+        current: u64,
+    },
+    /// The log refused or failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+impl PartitionError {
+    /// The wire code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
+            Self::NotLeader => ErrorCode::NotLeaderOrFollower,
+            Self::LeaderNotAvailable => ErrorCode::LeaderNotAvailable,
+            Self::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
+            Self::NotEnoughReplicasAfterAppend { .. } => ErrorCode::NotEnoughReplicasAfterAppend,
+            Self::FencedLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
+            Self::UnknownLeaderEpoch { .. } => ErrorCode::UnknownLeaderEpoch,
+            Self::Timeout(_) => ErrorCode::RequestTimedOut,
+            Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Self::StaleBrokerEpoch { .. } => ErrorCode::StaleBrokerEpoch,
+            Self::Log(e) => match e {
+                LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+                LogError::CorruptBatch { .. } => ErrorCode::CorruptRecord,
+                LogError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+                LogError::StaleLeaderEpoch { .. } => ErrorCode::NotLeaderOrFollower,
+                LogError::NonContiguousAppend { .. }
+                | LogError::TruncateBelowStart { .. }
+                | LogError::InvalidConfig(_) => ErrorCode::UnknownServerError,
+                LogError::TruncatedBeforeDurable { .. } => ErrorCode::NotLeaderOrFollower,
+                LogError::Io { .. } => ErrorCode::KafkaStorageError,
+            },
+        }
+    }
+
+    /// Whether a client should refresh metadata and retry.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self.code(),
+            ErrorCode::NotLeaderOrFollower
+                | ErrorCode::LeaderNotAvailable
+                | ErrorCode::NotEnoughReplicas
+                | ErrorCode::NotEnoughReplicasAfterAppend
+                | ErrorCode::RequestTimedOut
+                | ErrorCode::UnknownLeaderEpoch
+                | ErrorCode::FencedLeaderEpoch
+        )
+    }
+}

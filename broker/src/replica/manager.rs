@@ -1,0 +1,570 @@
+//! The replica manager: the partitions this broker hosts, kept in step with
+//! the metadata image.
+//!
+//! ```text
+//!  metadata image ──watch──▶ reconcile: open logs, become leader / follower,
+//!                             stop and delete removed replicas
+//!                           ▶ fetchers: one per source broker (fetcher.rs)
+//!  every 100 ms             ▶ ISR shrink / expand through AlterPartition
+//!  every hw_checkpoint      ▶ HW checkpoints;  every retention_check ▶ retention
+//!  interval flush policy    ▶ flush every log on the interval
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rivulet_metadata::quorum::{channel, Quorum};
+use rivulet_metadata::{BrokerId, MetadataImage, TopicId};
+use rivulet_proto::v1::controller_client::ControllerClient;
+use rivulet_proto::v1::{AlterPartitionRequest, ErrorCode, LeaderHint};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::error::PartitionError;
+use super::fetcher::run_fetcher;
+use super::partition::{now_ms, BrokerSignals, Partition};
+use crate::log::{partition_dir, FileLog, FlushPolicy, LogConfig, PartitionLog, RetentionPolicy};
+
+/// The data plane's settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// This broker's id.
+    pub node_id: u64,
+    /// Where partition logs live (`<data-dir>/logs`).
+    pub log_dir: PathBuf,
+    /// When appends are fsynced.
+    pub flush: FlushPolicy,
+    /// A follower that has not caught up for this long leaves the ISR (ms).
+    pub replica_lag_time_max_ms: i64,
+    /// How long a follower's fetch waits at the leader for new data (ms).
+    pub replica_fetch_wait_ms: u32,
+    /// Bytes a follower asks for per partition.
+    pub replica_fetch_max_bytes: u32,
+    /// How often high watermarks are checkpointed.
+    pub hw_checkpoint_interval: Duration,
+    /// How often retention runs.
+    pub retention_check_interval: Duration,
+}
+
+impl BrokerConfig {
+    /// Defaults for broker `node_id` with data under `data_dir`.
+    pub fn new(node_id: u64, data_dir: &Path) -> Self {
+        Self {
+            node_id,
+            log_dir: data_dir.join("logs"),
+            flush: FlushPolicy::Always,
+            replica_lag_time_max_ms: 10_000,
+            replica_fetch_wait_ms: 500,
+            replica_fetch_max_bytes: 4 << 20,
+            hw_checkpoint_interval: Duration::from_secs(5),
+            retention_check_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The file in a partition directory naming the topic id its data belongs
+/// to, so a re-created topic of the same name never inherits old data.
+const TOPIC_ID_FILE: &str = "topic-id";
+
+/// Key of a hosted partition.
+type Key = (String, u32);
+
+/// The partitions hosted on this broker.
+#[derive(Debug)]
+pub struct ReplicaManager {
+    /// Settings.
+    pub(crate) config: BrokerConfig,
+    /// The metadata quorum member of this node.
+    pub(crate) quorum: Arc<Quorum>,
+    /// Hosted replicas.
+    partitions: RwLock<HashMap<Key, Arc<Partition>>>,
+    /// Broker-wide wake-ups.
+    pub(crate) signals: Arc<BrokerSignals>,
+    /// Controller clients by address.
+    controllers: Mutex<HashMap<String, ControllerClient<tonic::transport::Channel>>>,
+}
+
+impl ReplicaManager {
+    /// A manager for the node of `quorum`; call [`Self::run`] to start it.
+    pub fn new(config: BrokerConfig, quorum: Arc<Quorum>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            quorum,
+            partitions: RwLock::default(),
+            signals: Arc::default(),
+            controllers: Mutex::default(),
+        })
+    }
+
+    /// This broker's id.
+    pub fn broker_id(&self) -> u64 {
+        self.config.node_id
+    }
+
+    /// The current metadata image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.quorum.image()
+    }
+
+    /// The hosted replica of `topic`/`partition`, or why there is none:
+    /// unknown, or not hosted here.
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, PartitionError> {
+        if let Some(p) = self
+            .partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(topic.to_owned(), partition))
+        {
+            return Ok(Arc::clone(p));
+        }
+        match self.image().partition(topic, partition) {
+            None => Err(PartitionError::UnknownTopicOrPartition),
+            Some(p) if p.leader.is_none() => Err(PartitionError::LeaderNotAvailable),
+            Some(_) => Err(PartitionError::NotLeader),
+        }
+    }
+
+    /// Where clients should go for `topic`/`partition`, per the image.
+    pub fn leader_hint(&self, topic: &str, partition: u32) -> Option<LeaderHint> {
+        let image = self.image();
+        let p = image.partition(topic, partition)?;
+        let leader = p.leader?;
+        let address = image.broker(leader)?.address.clone();
+        Some(LeaderHint {
+            id: leader.0,
+            address,
+            leader_epoch: p.leader_epoch,
+        })
+    }
+
+    /// Every hosted replica.
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The replicas following `source`, with the leader epoch they follow.
+    pub(crate) fn followers_of(&self, source: u64) -> Vec<(Arc<Partition>, u32)> {
+        self.all()
+            .into_iter()
+            .filter_map(|p| match p.following() {
+                Some((Some(l), epoch)) if l == source => Some((p, epoch)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// This broker's current epoch, once registered.
+    pub(crate) fn broker_epoch(&self) -> Option<u64> {
+        self.image()
+            .broker(BrokerId(self.config.node_id))
+            .map(|b| b.broker_epoch)
+    }
+
+    /// Opens the log of a replica, wiping data that belongs to another topic
+    /// id (a deleted topic re-created under the same name).
+    fn open_log(
+        &self,
+        topic: &str,
+        partition: u32,
+        topic_id: TopicId,
+        segment_bytes: u64,
+    ) -> Result<Arc<dyn PartitionLog>, String> {
+        let dir = partition_dir(&self.config.log_dir, topic, partition);
+        let id_file = dir.join(TOPIC_ID_FILE);
+        if let Ok(existing) = std::fs::read_to_string(&id_file) {
+            if existing.trim() != topic_id.to_string() {
+                warn!(dir = %dir.display(), old = existing.trim(), new = %topic_id,
+                    "partition directory belongs to an older topic of the same name; deleting it");
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| format!("cannot delete {}: {e}", dir.display()))?;
+            }
+        }
+        let config = LogConfig {
+            segment_bytes: segment_bytes.clamp(1024, i32::MAX as u64),
+            flush: self.config.flush,
+            ..LogConfig::default()
+        };
+        let log = FileLog::open(&dir, config).map_err(|e| e.to_string())?;
+        if !id_file.exists() {
+            std::fs::write(&id_file, topic_id.to_string())
+                .map_err(|e| format!("cannot write {}: {e}", id_file.display()))?;
+        }
+        Ok(Arc::new(log))
+    }
+
+    /// Brings the hosted replicas in line with `image` (blocking: opens logs,
+    /// writes epoch checkpoints, deletes directories).
+    pub fn reconcile(&self, image: &MetadataImage) {
+        let me = BrokerId(self.config.node_id);
+        let mut wanted = BTreeSet::new();
+        for (topic, p) in image.partitions() {
+            if !p.is_replica(me) {
+                continue;
+            }
+            let key = (topic.name.clone(), p.partition);
+            wanted.insert(key.clone());
+            let existing = self
+                .partitions
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned();
+            let part = match existing {
+                Some(part) if part.topic_id == topic.id => part,
+                other => {
+                    if let Some(old) = other {
+                        self.remove(&key, &old);
+                    }
+                    let log = match self.open_log(
+                        &topic.name,
+                        p.partition,
+                        topic.id,
+                        topic.config.segment_bytes,
+                    ) {
+                        Ok(log) => log,
+                        Err(e) => {
+                            error!(topic = %topic.name, partition = p.partition, error = %e,
+                                "cannot open the partition log; the replica stays offline");
+                            continue;
+                        }
+                    };
+                    let part = Arc::new(Partition::new(
+                        &topic.name,
+                        p.partition,
+                        topic.id,
+                        me.0,
+                        log,
+                        topic.config.clone(),
+                        Arc::clone(&self.signals),
+                    ));
+                    self.partitions
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key.clone(), Arc::clone(&part));
+                    part
+                }
+            };
+            part.set_config(&topic.config);
+            let replicas: Vec<u64> = p.replicas.iter().map(|b| b.0).collect();
+            let isr: Vec<u64> = p.isr.iter().map(|b| b.0).collect();
+            if p.leader == Some(me) {
+                let was = part.leader_epoch();
+                if let Err(e) =
+                    part.become_leader(p.leader_epoch, p.partition_epoch, &replicas, &isr)
+                {
+                    error!(topic = %topic.name, partition = p.partition, error = %e,
+                        "cannot become leader");
+                    continue;
+                }
+                if was != Some(p.leader_epoch) {
+                    info!(topic = %topic.name, partition = p.partition, epoch = p.leader_epoch,
+                        isr = ?isr, log_end = part.offsets().log_end_offset, "leading partition");
+                }
+                part.on_isr_committed(p.leader_epoch, &isr, p.partition_epoch);
+            } else {
+                let leader = p.leader.map(|b| b.0);
+                if part.following() != Some((leader, p.leader_epoch)) {
+                    debug!(topic = %topic.name, partition = p.partition, ?leader,
+                        epoch = p.leader_epoch, "following partition");
+                }
+                part.become_follower(leader, p.leader_epoch);
+            }
+        }
+        let doomed: Vec<(Key, Arc<Partition>)> = self
+            .partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(k, _)| !wanted.contains(*k))
+            .map(|(k, p)| (k.clone(), Arc::clone(p)))
+            .collect();
+        for (key, part) in doomed {
+            self.remove(&key, &part);
+        }
+    }
+
+    /// Stops a replica and deletes its data.
+    fn remove(&self, key: &Key, part: &Arc<Partition>) {
+        part.stop();
+        self.partitions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        let dir = partition_dir(&self.config.log_dir, &key.0, key.1);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => info!(topic = %key.0, partition = key.1, "deleted replica data"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(dir = %dir.display(), error = %e, "cannot delete replica data"),
+        }
+    }
+
+    /// Deletes partition directories the image no longer knows (topics
+    /// deleted while this broker was down). Called once the image is known
+    /// to be current.
+    fn delete_orphans(&self, image: &MetadataImage) {
+        let Ok(entries) = std::fs::read_dir(&self.config.log_dir) else {
+            return;
+        };
+        let hosted: BTreeSet<PathBuf> = self
+            .all()
+            .iter()
+            .map(|p| partition_dir(&self.config.log_dir, &p.topic, p.partition))
+            .collect();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() || hosted.contains(&path) {
+                continue;
+            }
+            let id = std::fs::read_to_string(path.join(TOPIC_ID_FILE)).unwrap_or_default();
+            let known = image
+                .topics()
+                .values()
+                .any(|t| t.id.to_string() == id.trim());
+            if !known {
+                info!(dir = %path.display(), "deleting data of a topic deleted while this broker was down");
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    warn!(dir = %path.display(), error = %e, "cannot delete orphaned data");
+                }
+            }
+        }
+    }
+
+    /// A controller client for the active controller (or any voter).
+    fn controller(&self) -> Option<ControllerClient<tonic::transport::Channel>> {
+        let addr = match self.quorum.leader() {
+            Some((_, addr)) => addr,
+            None => self.quorum.config().voters.values().next()?.clone(),
+        };
+        let mut clients = self.controllers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(&addr) {
+            return Some(c.clone());
+        }
+        let c = ControllerClient::new(channel(&addr, Duration::from_millis(500)).ok()?);
+        clients.insert(addr, c.clone());
+        Some(c)
+    }
+
+    /// Sends the ISR changes leaders want now, one at a time per partition.
+    fn propose_isr_changes(self: &Arc<Self>, tasks: &mut JoinSet<()>) {
+        let Some(broker_epoch) = self.broker_epoch() else {
+            return;
+        };
+        for part in self.all() {
+            let Some((epoch, partition_epoch, new_isr)) =
+                part.isr_change_due(self.config.replica_lag_time_max_ms)
+            else {
+                continue;
+            };
+            let me = Arc::clone(self);
+            tasks.spawn(async move {
+                let req = AlterPartitionRequest {
+                    broker_id: me.config.node_id,
+                    broker_epoch,
+                    topic: part.topic.clone(),
+                    topic_id: part.topic_id.to_string(),
+                    partition: part.partition,
+                    leader_epoch: epoch,
+                    partition_epoch,
+                    new_isr: new_isr.clone(),
+                };
+                let result = match me.controller() {
+                    Some(mut c) => {
+                        tokio::time::timeout(Duration::from_secs(5), c.alter_partition(req)).await
+                    }
+                    None => {
+                        part.isr_change_done(epoch, None);
+                        return;
+                    }
+                };
+                match result {
+                    Ok(Ok(r)) => {
+                        let r = r.into_inner();
+                        match (ErrorCode::try_from(r.error_code), r.partition) {
+                            (Ok(ErrorCode::None), Some(p)) => {
+                                info!(topic = %part.topic, partition = part.partition,
+                                    isr = ?p.isr, "ISR changed");
+                                part.isr_change_done(epoch, Some((&p.isr, p.partition_epoch)));
+                            }
+                            (code, _) => {
+                                debug!(topic = %part.topic, partition = part.partition, ?code,
+                                    reason = %r.error_message, "ISR change refused");
+                                part.isr_change_done(epoch, None);
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        debug!(error = %e.message(), "AlterPartition failed");
+                        part.isr_change_done(epoch, None);
+                    }
+                    Err(_) => part.isr_change_done(epoch, None),
+                }
+            });
+        }
+    }
+
+    /// Runs until `cancel`: follows the image, runs fetchers and timers, and
+    /// checkpoints every high watermark on the way out.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        if let Err(e) = std::fs::create_dir_all(&self.config.log_dir) {
+            error!(dir = %self.config.log_dir.display(), error = %e, "cannot create the log directory");
+        }
+        let me = BrokerId(self.config.node_id);
+        let mut images = self.quorum.subscribe();
+        // The image on disk may be stale: it may still name this broker the
+        // leader of partitions that moved while it was down. Host nothing
+        // until the image holds this incarnation's registration, and so
+        // every change made before it.
+        let first_epoch = images.borrow().broker(me).map(|b| b.broker_epoch);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = images.wait_for(|img| {
+                let now = img.broker(me).map(|b| b.broker_epoch);
+                now.is_some() && now != first_epoch
+            }) => if r.is_err() { return },
+        }
+        info!("metadata caught up with this broker's registration; starting the data plane");
+        let mut orphans_checked = false;
+        let mut fetchers: HashMap<u64, CancellationToken> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        let mut isr_tick = tokio::time::interval(Duration::from_millis(100));
+        let mut checkpoint_tick = tokio::time::interval(self.config.hw_checkpoint_interval);
+        let mut retention_tick = tokio::time::interval(self.config.retention_check_interval);
+        let flush_every = match self.config.flush {
+            FlushPolicy::Interval(d) => d,
+            _ => Duration::from_secs(3600),
+        };
+        let mut flush_tick = tokio::time::interval(flush_every);
+        for t in [
+            &mut isr_tick,
+            &mut checkpoint_tick,
+            &mut retention_tick,
+            &mut flush_tick,
+        ] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        let mut reconcile_now = true;
+        loop {
+            if reconcile_now {
+                reconcile_now = false;
+                let image = images.borrow_and_update().clone();
+                let this = Arc::clone(&self);
+                let img = Arc::clone(&image);
+                let _ = tokio::task::spawn_blocking(move || this.reconcile(&img)).await;
+                if !orphans_checked {
+                    orphans_checked = true;
+                    let this = Arc::clone(&self);
+                    let _ = tokio::task::spawn_blocking(move || this.delete_orphans(&image)).await;
+                }
+                self.update_fetchers(&mut fetchers, &cancel);
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                changed = images.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    reconcile_now = true;
+                }
+                _ = isr_tick.tick() => self.propose_isr_changes(&mut tasks),
+                _ = checkpoint_tick.tick() => {
+                    let this = Arc::clone(&self);
+                    let _ = tokio::task::spawn_blocking(move || this.checkpoint_all()).await;
+                }
+                _ = retention_tick.tick() => {
+                    let this = Arc::clone(&self);
+                    let _ = tokio::task::spawn_blocking(move || this.apply_retention()).await;
+                }
+                _ = flush_tick.tick(), if matches!(self.config.flush, FlushPolicy::Interval(_)) => {
+                    let this = Arc::clone(&self);
+                    let _ = tokio::task::spawn_blocking(move || this.flush_all()).await;
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        for token in fetchers.values() {
+            token.cancel();
+        }
+        tasks.abort_all();
+        let this = Arc::clone(&self);
+        let _ = tokio::task::spawn_blocking(move || {
+            this.flush_all();
+            this.checkpoint_all();
+        })
+        .await;
+        info!("data plane stopped; high watermarks checkpointed");
+    }
+
+    /// Starts a fetcher for every broker some hosted replica follows, and
+    /// stops the ones no longer needed.
+    fn update_fetchers(
+        self: &Arc<Self>,
+        fetchers: &mut HashMap<u64, CancellationToken>,
+        cancel: &CancellationToken,
+    ) {
+        let sources: BTreeSet<u64> = self
+            .all()
+            .iter()
+            .filter_map(|p| p.following().and_then(|(l, _)| l))
+            .collect();
+        fetchers.retain(|source, token| {
+            let keep = sources.contains(source);
+            if !keep {
+                debug!(source, "stopping fetcher");
+                token.cancel();
+            }
+            keep
+        });
+        for source in sources {
+            fetchers.entry(source).or_insert_with(|| {
+                debug!(source, "starting fetcher");
+                let token = cancel.child_token();
+                tokio::spawn(run_fetcher(Arc::clone(self), source, token.clone()));
+                token
+            });
+        }
+    }
+
+    fn checkpoint_all(&self) {
+        for p in self.all() {
+            if let Err(e) = p.log.checkpoint() {
+                warn!(topic = %p.topic, partition = p.partition, error = %e, "HW checkpoint failed");
+            }
+        }
+    }
+
+    fn flush_all(&self) {
+        for p in self.all() {
+            if let Err(e) = p.log.flush() {
+                warn!(topic = %p.topic, partition = p.partition, error = %e, "flush failed");
+            }
+        }
+    }
+
+    fn apply_retention(&self) {
+        let now = now_ms();
+        for p in self.all() {
+            let c = p.config();
+            let policy = RetentionPolicy {
+                retention_ms: c.retention_ms,
+                retention_bytes: c.retention_bytes,
+            };
+            match p.log.apply_retention(&policy, now) {
+                Ok(o) if o.segments_deleted > 0 => info!(
+                    topic = %p.topic, partition = p.partition, segments = o.segments_deleted,
+                    bytes = o.bytes_deleted, log_start = o.log_start_offset, "retention deleted segments"),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(topic = %p.topic, partition = p.partition, error = %e, "retention failed")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! One partition replica on this broker: its log, its role (leader or
+//! follower, with the leader epoch it follows) and a signal that wakes
+//! requests waiting on it.
+//!
+//! The role sits behind a read-write lock. Appends, fetches and follower
+//! writes take it shared (so concurrent appends still share one fsync); a role
+//! change takes it exclusively, so no append of an old epoch can land after
+//! the broker stopped leading, and no follower write can land after it became
+//! leader.
+
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use bytes::Bytes;
+use rivulet_metadata::{TopicConfig, TopicId};
+use tokio::sync::watch;
+
+use super::error::PartitionError;
+use super::leader::{check_fetch, BrokerId, FetchCheck, LeaderState};
+use crate::log::{AppendInfo, AppendOrigin, LogError, LogOffsets, PartitionLog, ReadBound};
+
+/// What waiters watch: the high watermark and whether this broker leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signal {
+    /// The partition's high watermark on this broker.
+    pub high_watermark: u64,
+    /// The leader epoch while this broker leads; `None` otherwise.
+    pub leading: Option<u32>,
+}
+
+/// Broker-wide wake-ups for long polls that span many partitions: counters
+/// bumped whenever any partition gets new data or a new HW.
+#[derive(Debug)]
+pub struct BrokerSignals {
+    /// Bumped on every leader append (follower fetches wait on it).
+    pub appended: watch::Sender<u64>,
+    /// Bumped on every HW change (consumer fetches wait on it).
+    pub committed: watch::Sender<u64>,
+}
+
+impl Default for BrokerSignals {
+    fn default() -> Self {
+        Self {
+            appended: watch::Sender::new(0),
+            committed: watch::Sender::new(0),
+        }
+    }
+}
+
+/// The replica's role.
+#[derive(Debug)]
+pub enum Role {
+    /// Accepting writes in `epoch`.
+    Leader {
+        /// The leader epoch.
+        epoch: u32,
+        /// The log end offset when this epoch began: a follower rejoins the
+        /// ISR only once it holds this epoch's first offset.
+        epoch_start: u64,
+        /// ISR and follower progress.
+        state: Mutex<LeaderState>,
+    },
+    /// Copying from `leader` (none while the partition is offline).
+    Follower {
+        /// The broker to fetch from.
+        leader: Option<BrokerId>,
+        /// The epoch of that leader.
+        epoch: u32,
+    },
+    /// Removed from this broker; every request is refused.
+    Stopped,
+}
+
+/// What a replica fetch got from the leader's side.
+#[derive(Debug, Default)]
+pub struct ReplicaRead {
+    /// Batches from the fetch offset.
+    pub records: Bytes,
+    /// The leader's high watermark after this fetch counted.
+    pub high_watermark: u64,
+    /// The leader's log start offset.
+    pub log_start_offset: u64,
+    /// The leader's log end offset.
+    pub log_end_offset: u64,
+    /// Set when the follower must truncate first: `(epoch, end_offset)`.
+    pub diverging: Option<(u32, u64)>,
+    /// Whether the high watermark moved.
+    pub hw_advanced: bool,
+}
+
+/// What a follower did with a fetched response.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerProgress {
+    /// Bytes appended.
+    pub appended_bytes: usize,
+    /// Whether the log was truncated first.
+    pub truncated: bool,
+}
+
+/// One partition replica.
+#[derive(Debug)]
+pub struct Partition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The topic id the data on disk belongs to.
+    pub topic_id: TopicId,
+    /// This broker's id.
+    me: BrokerId,
+    /// The log.
+    pub log: Arc<dyn PartitionLog>,
+    /// Leader or follower.
+    role: RwLock<Role>,
+    /// The topic's configuration (min.insync.replicas, retention).
+    config: RwLock<TopicConfig>,
+    /// Woken on every HW or role change.
+    signal: watch::Sender<Signal>,
+    /// Broker-wide wake-ups.
+    signals: Arc<BrokerSignals>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Partition {
+    /// A replica of `topic`/`partition` on broker `me`, not yet leader or follower.
+    pub fn new(
+        topic: &str,
+        partition: u32,
+        topic_id: TopicId,
+        me: BrokerId,
+        log: Arc<dyn PartitionLog>,
+        config: TopicConfig,
+        signals: Arc<BrokerSignals>,
+    ) -> Self {
+        let hw = log.offsets().high_watermark;
+        Self {
+            topic: topic.to_owned(),
+            partition,
+            topic_id,
+            me,
+            log,
+            role: RwLock::new(Role::Follower {
+                leader: None,
+                epoch: 0,
+            }),
+            config: RwLock::new(config),
+            signal: watch::Sender::new(Signal {
+                high_watermark: hw,
+                leading: None,
+            }),
+            signals,
+        }
+    }
+
+    fn role(&self) -> RwLockReadGuard<'_, Role> {
+        self.role.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The topic's configuration.
+    pub fn config(&self) -> TopicConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the topic's configuration.
+    pub fn set_config(&self, config: &TopicConfig) {
+        let mut c = self.config.write().unwrap_or_else(|e| e.into_inner());
+        if *c != *config {
+            *c = config.clone();
+        }
+    }
+
+    /// A receiver of HW and role changes.
+    pub fn subscribe(&self) -> watch::Receiver<Signal> {
+        self.signal.subscribe()
+    }
+
+    fn publish(&self, leading: Option<u32>) {
+        let hw = self.log.offsets().high_watermark;
+        let mut hw_moved = false;
+        self.signal.send_if_modified(|s| {
+            let new = Signal {
+                high_watermark: hw,
+                leading,
+            };
+            hw_moved = s.high_watermark != hw;
+            let changed = *s != new;
+            *s = new;
+            changed
+        });
+        if hw_moved {
+            self.signals
+                .committed
+                .send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
+
+    /// The leader epoch this broker leads in, if it leads.
+    pub fn leader_epoch(&self) -> Option<u32> {
+        match &*self.role() {
+            Role::Leader { epoch, .. } => Some(*epoch),
+            _ => None,
+        }
+    }
+
+    /// `(leader, epoch)` while following; `None` while leading or stopped.
+    pub fn following(&self) -> Option<(Option<BrokerId>, u32)> {
+        match &*self.role() {
+            Role::Follower { leader, epoch } => Some((*leader, *epoch)),
+            _ => None,
+        }
+    }
+
+    /// Log offsets.
+    pub fn offsets(&self) -> LogOffsets {
+        self.log.offsets()
+    }
+
+    /// Becomes leader in `epoch` (blocking: writes the epoch checkpoint).
+    /// A no-op if already leading in that epoch.
+    pub fn become_leader(
+        &self,
+        epoch: u32,
+        partition_epoch: u32,
+        replicas: &[BrokerId],
+        isr: &[BrokerId],
+    ) -> Result<(), LogError> {
+        let mut role = self.role.write().unwrap_or_else(|e| e.into_inner());
+        if matches!(&*role, Role::Leader { epoch: e, .. } if *e == epoch) {
+            return Ok(());
+        }
+        self.log.assign_epoch(epoch)?;
+        let offsets = self.log.offsets();
+        *role = Role::Leader {
+            epoch,
+            epoch_start: offsets.log_end_offset,
+            state: Mutex::new(LeaderState::new(
+                self.me,
+                epoch,
+                partition_epoch,
+                replicas,
+                isr,
+                offsets.high_watermark,
+                now_ms(),
+            )),
+        };
+        self.publish(Some(epoch));
+        Ok(())
+    }
+
+    /// Follows `leader` in `epoch`. Pending acks=all produces fail with
+    /// NOT_LEADER_OR_FOLLOWER once they see the signal.
+    pub fn become_follower(&self, leader: Option<BrokerId>, epoch: u32) {
+        let mut role = self.role.write().unwrap_or_else(|e| e.into_inner());
+        if matches!(&*role, Role::Follower { leader: l, epoch: e } if *l == leader && *e == epoch) {
+            return;
+        }
+        *role = Role::Follower { leader, epoch };
+        self.publish(None);
+    }
+
+    /// Stops serving the replica for good (the broker no longer hosts it).
+    pub fn stop(&self) {
+        let mut role = self.role.write().unwrap_or_else(|e| e.into_inner());
+        *role = Role::Stopped;
+        self.publish(None);
+    }
+
+    /// Applies a committed ISR from the metadata image while leading in `epoch`.
+    pub fn on_isr_committed(&self, epoch: u32, isr: &[BrokerId], partition_epoch: u32) {
+        let role = self.role();
+        if let Role::Leader {
+            epoch: e, state, ..
+        } = &*role
+        {
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            if *e == epoch && partition_epoch > s.partition_epoch() {
+                s.on_isr_committed(isr, partition_epoch);
+                // A smaller ISR may let the HW move.
+                if let Some(hw) = s.maybe_advance_hw(self.log.offsets().log_end_offset) {
+                    self.log.set_high_watermark(hw);
+                }
+                drop(s);
+                self.publish(Some(epoch));
+            }
+        }
+    }
+
+    /// The ISR change the leader wants now, if any:
+    /// `(leader_epoch, partition_epoch, new_isr)`. Marks it pending.
+    pub fn isr_change_due(&self, lag_max_ms: i64) -> Option<(u32, u32, Vec<BrokerId>)> {
+        let role = self.role();
+        let Role::Leader {
+            epoch,
+            epoch_start,
+            state,
+        } = &*role
+        else {
+            return None;
+        };
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        let change = s
+            .isr_to_shrink(now_ms(), lag_max_ms)
+            .or_else(|| s.isr_to_expand(*epoch_start))?;
+        s.isr_change_sent(&change);
+        Some((*epoch, s.partition_epoch(), change))
+    }
+
+    /// The controller's answer to an ISR change sent in `epoch`.
+    pub fn isr_change_done(&self, epoch: u32, committed: Option<(&[BrokerId], u32)>) {
+        let role = self.role();
+        if let Role::Leader {
+            epoch: e, state, ..
+        } = &*role
+        {
+            if *e != epoch {
+                return;
+            }
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            match committed {
+                Some((isr, pe)) if pe >= s.partition_epoch() => {
+                    s.on_isr_committed(isr, pe);
+                    if let Some(hw) = s.maybe_advance_hw(self.log.offsets().log_end_offset) {
+                        self.log.set_high_watermark(hw);
+                    }
+                }
+                _ => s.on_isr_refused(),
+            }
+            drop(s);
+            self.publish(Some(epoch));
+        }
+    }
+
+    /// The ISR as the leader uses it (committed), when leading.
+    pub fn leader_isr(&self) -> Option<Vec<BrokerId>> {
+        match &*self.role() {
+            Role::Leader { state, .. } => {
+                Some(state.lock().unwrap_or_else(|e| e.into_inner()).isr())
+            }
+            _ => None,
+        }
+    }
+
+    /// Appends a client batch as leader (blocking: may fsync). With
+    /// `require_min_isr`, refuses up front when the ISR is too small.
+    pub fn append_as_leader(
+        &self,
+        batch: &mut [u8],
+        require_min_isr: bool,
+    ) -> Result<(AppendInfo, u32), PartitionError> {
+        let role = self.role();
+        let Role::Leader { epoch, state, .. } = &*role else {
+            return Err(PartitionError::NotLeader);
+        };
+        if require_min_isr {
+            let min = self.config().min_insync_replicas;
+            let s = state.lock().unwrap_or_else(|e| e.into_inner());
+            if !s.enough_replicas(min) {
+                return Err(PartitionError::NotEnoughReplicas {
+                    isr: s.isr().len(),
+                    min,
+                });
+            }
+        }
+        let info = self
+            .log
+            .append(batch, AppendOrigin::Leader { epoch: *epoch })?;
+        self.signals
+            .appended
+            .send_modify(|g| *g = g.wrapping_add(1));
+        // A lone in-sync leader commits at once.
+        let advanced = state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .maybe_advance_hw(self.log.offsets().log_end_offset);
+        if let Some(hw) = advanced {
+            self.log.set_high_watermark(hw);
+            // Published under the role lock, so a waiter never sees a stale
+            // "leading" after a role change.
+            self.publish(Some(*epoch));
+        }
+        Ok((info, *epoch))
+    }
+
+    /// Waits until the HW passes `last_offset` while leading in `epoch`.
+    /// Then checks the ISR still meets min.insync.replicas.
+    pub async fn wait_committed(&self, epoch: u32, last_offset: u64) -> Result<(), PartitionError> {
+        let mut rx = self.subscribe();
+        let signal = *rx
+            .wait_for(|s| s.leading != Some(epoch) || s.high_watermark > last_offset)
+            .await
+            .map_err(|_| PartitionError::NotLeader)?;
+        if signal.leading != Some(epoch) {
+            return Err(PartitionError::NotLeader);
+        }
+        let min = self.config().min_insync_replicas as usize;
+        match self.leader_isr() {
+            Some(isr) if isr.len() < min => Err(PartitionError::NotEnoughReplicasAfterAppend {
+                isr: isr.len(),
+                min: min as u32,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks a client's view of the leader epoch while leading.
+    fn check_client_epoch(&self, my_epoch: u32, theirs: Option<u32>) -> Result<(), PartitionError> {
+        match theirs {
+            Some(e) if e < my_epoch => Err(PartitionError::FencedLeaderEpoch {
+                request: e,
+                current: my_epoch,
+            }),
+            Some(e) if e > my_epoch => Err(PartitionError::UnknownLeaderEpoch {
+                request: e,
+                current: my_epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// A consumer read, below the HW (blocking: reads the log).
+    pub fn read_committed(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        client_epoch: Option<u32>,
+    ) -> Result<(Bytes, LogOffsets), PartitionError> {
+        let role = self.role();
+        let Role::Leader { epoch, .. } = &*role else {
+            return Err(PartitionError::NotLeader);
+        };
+        self.check_client_epoch(*epoch, client_epoch)?;
+        let offsets = self.log.offsets();
+        if offset < offsets.log_start_offset || offset > offsets.log_end_offset {
+            return Err(PartitionError::Log(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: offsets.log_start_offset,
+                log_end_offset: offsets.log_end_offset,
+            }));
+        }
+        let bytes = if offset >= offsets.high_watermark {
+            Bytes::new()
+        } else {
+            self.log.read(offset, max_bytes, ReadBound::HighWatermark)?
+        };
+        Ok((bytes, offsets))
+    }
+
+    /// Offsets for ListOffsets, as leader.
+    pub fn leader_offsets(&self) -> Result<(LogOffsets, u32), PartitionError> {
+        match &*self.role() {
+            Role::Leader { epoch, .. } => Ok((self.log.offsets(), *epoch)),
+            _ => Err(PartitionError::NotLeader),
+        }
+    }
+
+    /// A follower's fetch, served by the leader (blocking: reads the log).
+    /// Counts the follower's progress first: it holds every offset below
+    /// `fetch_offset`.
+    pub fn replica_fetch(
+        &self,
+        follower: BrokerId,
+        follower_epoch: u32,
+        fetch_offset: u64,
+        last_fetched_epoch: Option<u32>,
+        max_bytes: usize,
+    ) -> Result<ReplicaRead, PartitionError> {
+        let role = self.role();
+        let Role::Leader { epoch, state, .. } = &*role else {
+            return Err(PartitionError::NotLeader);
+        };
+        let mut out = ReplicaRead::default();
+        match check_fetch(
+            *epoch,
+            follower_epoch,
+            fetch_offset,
+            last_fetched_epoch,
+            self.log.as_ref(),
+        ) {
+            FetchCheck::Ok => {}
+            FetchCheck::FencedLeaderEpoch => {
+                return Err(PartitionError::FencedLeaderEpoch {
+                    request: follower_epoch,
+                    current: *epoch,
+                })
+            }
+            FetchCheck::UnknownLeaderEpoch => {
+                return Err(PartitionError::UnknownLeaderEpoch {
+                    request: follower_epoch,
+                    current: *epoch,
+                })
+            }
+            FetchCheck::Diverging { epoch, end_offset } => {
+                let o = self.log.offsets();
+                out.diverging = Some((epoch, end_offset));
+                out.high_watermark = o.high_watermark;
+                out.log_start_offset = o.log_start_offset;
+                out.log_end_offset = o.log_end_offset;
+                return Ok(out);
+            }
+        }
+        let o = self.log.offsets();
+        if fetch_offset < o.log_start_offset || fetch_offset > o.log_end_offset {
+            return Err(PartitionError::Log(LogError::OffsetOutOfRange {
+                offset: fetch_offset,
+                log_start_offset: o.log_start_offset,
+                log_end_offset: o.log_end_offset,
+            }));
+        }
+        {
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            s.on_fetch(follower, fetch_offset, o.log_end_offset, now_ms());
+            if let Some(hw) = s.maybe_advance_hw(o.log_end_offset) {
+                self.log.set_high_watermark(hw);
+                out.hw_advanced = true;
+            }
+        }
+        out.records = if fetch_offset < o.log_end_offset {
+            self.log.read(fetch_offset, max_bytes, ReadBound::LogEnd)?
+        } else {
+            Bytes::new()
+        };
+        let o = self.log.offsets();
+        out.high_watermark = o.high_watermark;
+        out.log_start_offset = o.log_start_offset;
+        out.log_end_offset = o.log_end_offset;
+        if out.hw_advanced {
+            self.publish(Some(*epoch));
+        }
+        Ok(out)
+    }
+
+    /// Applies the leader's answer as a follower of `leader` in `epoch`
+    /// (blocking: truncates, appends, may fsync). Ignored if the role moved on.
+    pub fn apply_fetched(
+        &self,
+        leader: BrokerId,
+        epoch: u32,
+        response: FetchedData<'_>,
+    ) -> Result<FollowerProgress, PartitionError> {
+        let role = self.role();
+        match &*role {
+            Role::Follower {
+                leader: Some(l),
+                epoch: e,
+            } if *l == leader && *e == epoch => {}
+            _ => return Ok(FollowerProgress::default()),
+        }
+        let mut progress = FollowerProgress::default();
+        match response {
+            FetchedData::Diverging { end_offset } => {
+                let o = self.log.offsets();
+                if end_offset < o.log_start_offset {
+                    self.log.truncate_fully_and_start_at(end_offset)?;
+                } else {
+                    // Also at the log end: drops an epoch this replica
+                    // assigned while leading without writing anything.
+                    self.log.truncate_to(end_offset)?;
+                }
+                progress.truncated = end_offset < o.log_end_offset;
+            }
+            FetchedData::OutOfRange { leader_log_start } => {
+                let o = self.log.offsets();
+                if o.log_end_offset < leader_log_start {
+                    self.log.truncate_fully_and_start_at(leader_log_start)?;
+                    progress.truncated = true;
+                } else if o.log_end_offset > 0 {
+                    // Our log end is past the leader's: cut back to its HW and
+                    // let the divergence check sort out the rest.
+                    let hw = o.high_watermark.max(o.log_start_offset);
+                    self.log.truncate_to(hw)?;
+                    progress.truncated = true;
+                }
+            }
+            FetchedData::Records {
+                records,
+                high_watermark,
+            } => {
+                if !records.is_empty() {
+                    let mut buf = records.to_vec();
+                    let info = self.log.append(&mut buf, AppendOrigin::Replica)?;
+                    progress.appended_bytes = info.size_bytes;
+                }
+                let leo = self.log.offsets().log_end_offset;
+                self.log.set_high_watermark(high_watermark.min(leo));
+            }
+        }
+        self.publish(None);
+        Ok(progress)
+    }
+}
+
+/// A follower's view of one partition in a leader's fetch response.
+#[derive(Debug, Clone, Copy)]
+pub enum FetchedData<'a> {
+    /// New batches (possibly none) and the leader's HW.
+    Records {
+        /// Whole batches continuing our log.
+        records: &'a [u8],
+        /// The leader's HW.
+        high_watermark: u64,
+    },
+    /// Our log diverged: truncate to `end_offset`.
+    Diverging {
+        /// Where the leader's log and ours agree up to.
+        end_offset: u64,
+    },
+    /// Our fetch offset is outside the leader's log.
+    OutOfRange {
+        /// The leader's log start offset.
+        leader_log_start: u64,
+    },
+}

@@ -1,0 +1,310 @@
+//! Data-plane helpers on [`Cluster`]: topics with configs, partition state,
+//! produce to the current leader, read a whole partition back, and the raw
+//! bytes of a replica's log for byte-for-byte comparisons.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rivulet_broker::log::batch::{build_batch, decode_records, RecordInput};
+use rivulet_proto::v1::broker_client::BrokerClient;
+use rivulet_proto::v1::produce_partition::Data;
+use rivulet_proto::v1::{
+    Acks, ConfigEntry, CreateTopicRequest, ErrorCode, FetchPartition, FetchRequest,
+    MetadataRequest, PartitionInfo, ProducePartition, ProduceRequest,
+};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cluster::Cluster;
+use crate::wait::wait_until;
+
+/// What one produce attempt came to, as a durability checker needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProduceOutcome {
+    /// Acknowledged at this base offset.
+    Acked(u64),
+    /// Definitely refused, with this error code and message.
+    Failed(i32, String),
+    /// The outcome is unknown (timeout, connection lost): the records may or
+    /// may not have been written.
+    Unknown(String),
+}
+
+/// One record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRecord {
+    /// Its offset.
+    pub offset: u64,
+    /// Its value.
+    pub value: Bytes,
+}
+
+impl Cluster {
+    /// A Broker client for node `id` whose calls fail after `timeout`.
+    pub fn broker_client(&self, id: u64, timeout: Duration) -> BrokerClient<Channel> {
+        let channel = Endpoint::from_shared(format!("http://{}", self.addr(id)))
+            .expect("a socket address is a valid URI")
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        BrokerClient::new(channel)
+    }
+
+    /// `CreateTopic` with configs, sent to node `via`; the error code.
+    pub async fn create_topic_with(
+        &self,
+        via: u64,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: &[(&str, &str)],
+    ) -> i32 {
+        self.client(via)
+            .create_topic(CreateTopicRequest {
+                name: name.into(),
+                partitions,
+                replication_factor,
+                configs: configs
+                    .iter()
+                    .map(|(k, v)| ConfigEntry {
+                        key: (*k).into(),
+                        value: (*v).into(),
+                    })
+                    .collect(),
+            })
+            .await
+            .map_or(-1, |r| r.into_inner().error_code)
+    }
+
+    /// Partition `p` of `topic` as the active controller's image has it (the
+    /// authoritative view; a restarted node's image may lag).
+    pub async fn partition_info(&self, topic: &str, p: u32) -> Option<PartitionInfo> {
+        let mut order = self.running();
+        if let Some(leader) = self.agreed_leader().await {
+            order.retain(|id| *id != leader);
+            order.insert(0, leader);
+        }
+        for id in order {
+            let Ok(r) = self
+                .broker_client(id, Duration::from_secs(2))
+                .metadata(MetadataRequest {
+                    topics: vec![topic.into()],
+                })
+                .await
+            else {
+                continue;
+            };
+            return r
+                .into_inner()
+                .topics
+                .into_iter()
+                .find(|t| t.name == topic)?
+                .partitions
+                .into_iter()
+                .find(|x| x.partition == p);
+        }
+        None
+    }
+
+    /// Waits until every running node's image names a running leader for
+    /// `topic`/`p` and agrees on it; returns that state.
+    pub async fn wait_partition_leader(
+        &self,
+        topic: &str,
+        p: u32,
+        timeout: Duration,
+    ) -> PartitionInfo {
+        let what = format!("a running leader of {topic}-{p} on every running node");
+        wait_until(&what, timeout, || async {
+            let mut agreed: Option<PartitionInfo> = None;
+            for id in self.running() {
+                let r = self
+                    .broker_client(id, Duration::from_secs(2))
+                    .metadata(MetadataRequest {
+                        topics: vec![topic.into()],
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                let info = r
+                    .topics
+                    .into_iter()
+                    .find(|t| t.name == topic)?
+                    .partitions
+                    .into_iter()
+                    .find(|x| x.partition == p)?;
+                let leader = info.leader?;
+                if !self.running().contains(&leader) {
+                    return None;
+                }
+                match &agreed {
+                    Some(a) if a.leader != info.leader || a.leader_epoch != info.leader_epoch => {
+                        return None
+                    }
+                    _ => agreed = Some(info),
+                }
+            }
+            agreed
+        })
+        .await
+    }
+
+    /// Waits until `topic`/`p`'s ISR (on some running node) is exactly `isr`.
+    pub async fn wait_isr(&self, topic: &str, p: u32, isr: &[u64], timeout: Duration) {
+        let mut want = isr.to_vec();
+        want.sort_unstable();
+        let what = format!("the ISR of {topic}-{p} to be {want:?}");
+        wait_until(&what, timeout, || async {
+            let mut got = self.partition_info(topic, p).await?.isr;
+            got.sort_unstable();
+            (got == want).then_some(())
+        })
+        .await;
+    }
+
+    /// One produce attempt of `values` (one batch) to the partition's leader
+    /// as the metadata says, sent straight to node `to` if given.
+    pub async fn produce_to(
+        &self,
+        to: Option<u64>,
+        topic: &str,
+        p: u32,
+        values: &[Vec<u8>],
+        acks: Acks,
+        timeout_ms: u32,
+    ) -> ProduceOutcome {
+        let target = match to {
+            Some(id) => id,
+            None => match self.partition_info(topic, p).await.and_then(|i| i.leader) {
+                Some(l) => l,
+                None => {
+                    return ProduceOutcome::Failed(
+                        ErrorCode::LeaderNotAvailable as i32,
+                        "no leader".into(),
+                    )
+                }
+            },
+        };
+        let records: Vec<RecordInput> = values
+            .iter()
+            .map(|v| RecordInput {
+                value: Some(Bytes::copy_from_slice(v)),
+                timestamp_ms: 1,
+                ..RecordInput::default()
+            })
+            .collect();
+        let batch = build_batch(&records).expect("test records encode");
+        let req = ProduceRequest {
+            acks: acks.into(),
+            timeout_ms,
+            partitions: vec![ProducePartition {
+                topic: topic.into(),
+                partition: p,
+                data: Some(Data::RecordBatch(batch)),
+            }],
+        };
+        let rpc_timeout = Duration::from_millis(u64::from(timeout_ms) + 2_000);
+        match self.broker_client(target, rpc_timeout).produce(req).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                let Some(pr) = r.partitions.into_iter().next() else {
+                    return ProduceOutcome::Unknown("empty produce response".into());
+                };
+                if pr.error_code == ErrorCode::None as i32 {
+                    ProduceOutcome::Acked(pr.base_offset)
+                } else if pr.error_code == ErrorCode::RequestTimedOut as i32
+                    || pr.error_code == ErrorCode::NotEnoughReplicasAfterAppend as i32
+                    || pr.error_code == ErrorCode::NotLeaderOrFollower as i32
+                {
+                    // Possibly appended at a leader that then lost its role
+                    // or timed out: the records may yet be committed.
+                    ProduceOutcome::Unknown(pr.error_message)
+                } else {
+                    ProduceOutcome::Failed(pr.error_code, pr.error_message)
+                }
+            }
+            Err(status) => ProduceOutcome::Unknown(status.to_string()),
+        }
+    }
+
+    /// [`Self::produce_to`] the current leader.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        p: u32,
+        values: &[Vec<u8>],
+        acks: Acks,
+    ) -> ProduceOutcome {
+        self.produce_to(None, topic, p, values, acks, 5_000).await
+    }
+
+    /// Every committed record of `topic`/`p`, read from its leader, and the
+    /// high watermark.
+    pub async fn read_partition(&self, topic: &str, p: u32) -> (Vec<ReadRecord>, u64) {
+        let leader = self
+            .wait_partition_leader(topic, p, Duration::from_secs(10))
+            .await
+            .leader
+            .expect("a leader");
+        let mut client = self.broker_client(leader, Duration::from_secs(5));
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let r = client
+                .fetch(FetchRequest {
+                    partitions: vec![FetchPartition {
+                        topic: topic.into(),
+                        partition: p,
+                        offset,
+                        partition_max_bytes: 1 << 20,
+                        current_leader_epoch: None,
+                    }],
+                    max_bytes: 4 << 20,
+                    min_bytes: 0,
+                    max_wait_ms: 0,
+                })
+                .await
+                .expect("fetch from the leader")
+                .into_inner();
+            let part = r.partitions.into_iter().next().expect("one partition");
+            assert_eq!(
+                part.error_code, 0,
+                "fetch {topic}-{p}@{offset}: {}",
+                part.error_message
+            );
+            let records = decode_records(&part.records).expect("fetched batches decode");
+            let before = out.len();
+            for rec in records {
+                if rec.offset >= offset {
+                    offset = rec.offset + 1;
+                    out.push(ReadRecord {
+                        offset: rec.offset,
+                        value: rec.value.unwrap_or_default(),
+                    });
+                }
+            }
+            if offset >= part.high_watermark || out.len() == before {
+                return (out, part.high_watermark);
+            }
+        }
+    }
+
+    /// The concatenated segment files of node `id`'s replica of `topic`/`p`:
+    /// equal bytes mean identical logs (batches are copied byte for byte).
+    pub fn replica_log_bytes(&self, id: u64, topic: &str, p: u32) -> Vec<u8> {
+        let dir = self.data_dir(id).join("logs").join(format!("{topic}-{p}"));
+        let mut segments: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        segments.sort();
+        segments
+            .iter()
+            .flat_map(|s| {
+                std::fs::read(s).unwrap_or_else(|e| panic!("cannot read {}: {e}", s.display()))
+            })
+            .collect()
+    }
+}

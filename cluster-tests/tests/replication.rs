@@ -219,6 +219,55 @@ async fn three_nodes_produce_consume_and_replicas_match() {
                 .collect();
             assert_eq!(&read, values, "{topic}-{p}: read back in order");
         }
+
+        // A long-polling fetch at the HW wakes as soon as a produce commits.
+        let leader = c
+            .wait_partition_leader(topic, 0, SETTLE)
+            .await
+            .leader
+            .expect("a leader");
+        let hw = sent[&0].len() as u64;
+        let mut consumer = c.broker_client(leader, Duration::from_secs(10));
+        let poll = consumer.fetch(FetchRequest {
+            partitions: vec![FetchPartition {
+                topic: topic.into(),
+                partition: 0,
+                offset: hw,
+                partition_max_bytes: 0,
+                current_leader_epoch: None,
+            }],
+            max_bytes: 0,
+            min_bytes: 1,
+            max_wait_ms: 8_000,
+        });
+        let started = Instant::now();
+        let produce = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            c.produce(topic, 0, &[b"wake-up".to_vec()], Acks::All).await
+        };
+        let (fetched, produced) = tokio::join!(poll, produce);
+        let waited = started.elapsed();
+        assert_eq!(produced, ProduceOutcome::Acked(hw));
+        let part = fetched
+            .expect("long poll")
+            .into_inner()
+            .partitions
+            .remove(0);
+        assert_eq!(part.error_code, NONE, "{}", part.error_message);
+        assert!(
+            !part.records.is_empty(),
+            "the long poll returned no records"
+        );
+        assert!(
+            waited < Duration::from_secs(3),
+            "the long poll answered after {} instead of on commit",
+            fmt_duration(waited)
+        );
+        eprintln!(
+            "long poll answered {} after it started (produce at 0.3 s)",
+            fmt_duration(waited)
+        );
+
         c.assert_no_unexpected_errors(&[]);
         assert_identical_replicas(&mut c, topic, &[0, 1, 2]).await;
     })

@@ -234,6 +234,19 @@ fn a_new_leader_epoch_starts_at_the_log_end_before_any_append(make: Factory) {
         .is_err());
 }
 
+fn truncating_at_the_end_drops_an_epoch_that_wrote_nothing(make: Factory) {
+    // A leader assigned epoch 4 and lost leadership before any append; as a
+    // follower it must not claim epoch 4 in its divergence checks.
+    let log = make(small_config());
+    append(&*log, "a", 5, 0, 1);
+    log.assign_epoch(4).unwrap();
+    assert_eq!(log.latest_epoch(), Some(4));
+    log.truncate_to(5).unwrap();
+    assert_eq!(log.latest_epoch(), Some(1));
+    assert_eq!(log.offsets().log_end_offset, 5);
+    assert_eq!(read_all(&*log, 0, ReadBound::LogEnd).len(), 5);
+}
+
 fn replicas_copy_leader_batches(make: Factory) {
     let leader = make(small_config());
     let follower = make(small_config());
@@ -396,6 +409,7 @@ conformance_suite!(
     truncation_below_start_is_refused,
     epoch_cache_tracks_leader_epochs,
     a_new_leader_epoch_starts_at_the_log_end_before_any_append,
+    truncating_at_the_end_drops_an_epoch_that_wrote_nothing,
     replicas_copy_leader_batches,
     bad_input_is_refused_and_changes_nothing,
     retention_deletes_old_committed_data_only,

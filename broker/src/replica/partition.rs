@@ -618,3 +618,206 @@ pub enum FetchedData<'a> {
         leader_log_start: u64,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rivulet_proto::v1::ErrorCode;
+
+    use super::*;
+    use crate::log::batch::{build_batch, decode_records, RecordInput};
+    use crate::log::{LogConfig, MemoryLog};
+
+    fn replica(me: BrokerId) -> Partition {
+        let config = TopicConfig {
+            min_insync_replicas: 2,
+            ..TopicConfig::default()
+        };
+        Partition::new(
+            "t",
+            0,
+            "00000000000000000000000000000001".parse().unwrap(),
+            me,
+            Arc::new(MemoryLog::new(LogConfig::default())),
+            config,
+            Arc::default(),
+        )
+    }
+
+    fn batch(n: usize) -> Vec<u8> {
+        let records: Vec<RecordInput> = (0..n)
+            .map(|i| RecordInput {
+                value: Some(Bytes::from(format!("v{i}"))),
+                timestamp_ms: 1,
+                ..RecordInput::default()
+            })
+            .collect();
+        build_batch(&records).unwrap().to_vec()
+    }
+
+    #[tokio::test]
+    async fn acks_all_completes_when_the_isr_has_fetched_past_the_batch() {
+        let p = replica(1);
+        p.become_leader(3, 1, &[1, 2, 3], &[1, 2, 3]).unwrap();
+        let (info, epoch) = p.append_as_leader(&mut batch(5), true).unwrap();
+        assert_eq!((info.base_offset, info.last_offset, epoch), (0, 4, 3));
+        let waiter = p.wait_committed(3, info.last_offset);
+        tokio::pin!(waiter);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), &mut waiter)
+                .await
+                .is_err(),
+            "nothing replicated yet"
+        );
+        // Follower 2 has it all; follower 3 only part: the HW stays below.
+        let r = p.replica_fetch(2, 3, 5, Some(3), 1 << 20).unwrap();
+        assert!(r.records.is_empty() && !r.hw_advanced);
+        let r = p.replica_fetch(3, 3, 0, None, 1 << 20).unwrap();
+        assert_eq!(decode_records(&r.records).unwrap().len(), 5);
+        assert_eq!(p.offsets().high_watermark, 0);
+        let r = p.replica_fetch(3, 3, 5, Some(3), 1 << 20).unwrap();
+        assert!(r.hw_advanced);
+        assert_eq!(r.high_watermark, 5);
+        waiter.await.unwrap();
+        // Consumers see exactly the committed records.
+        let (bytes, _) = p.read_committed(0, 1 << 20, Some(3)).unwrap();
+        assert_eq!(decode_records(&bytes).unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn losing_leadership_fails_pending_acks_all_at_once() {
+        let p = Arc::new(replica(1));
+        p.become_leader(3, 1, &[1, 2], &[1, 2]).unwrap();
+        let (info, epoch) = p.append_as_leader(&mut batch(1), true).unwrap();
+        let waiting = {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move { p.wait_committed(epoch, info.last_offset).await })
+        };
+        tokio::task::yield_now().await;
+        p.become_follower(Some(2), 4);
+        let r = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("woken by the role change")
+            .unwrap();
+        assert!(matches!(r, Err(PartitionError::NotLeader)), "{r:?}");
+        // A follower accepts no writes and serves no consumer.
+        assert!(matches!(
+            p.append_as_leader(&mut batch(1), false),
+            Err(PartitionError::NotLeader)
+        ));
+        assert!(matches!(
+            p.read_committed(0, 100, None),
+            Err(PartitionError::NotLeader)
+        ));
+    }
+
+    #[test]
+    fn acks_all_is_refused_up_front_below_min_insync_replicas() {
+        let p = replica(1);
+        p.become_leader(1, 1, &[1, 2, 3], &[1]).unwrap();
+        let err = p.append_as_leader(&mut batch(1), true).unwrap_err();
+        assert!(
+            matches!(err, PartitionError::NotEnoughReplicas { isr: 1, min: 2 }),
+            "{err}"
+        );
+        assert_eq!(err.code(), ErrorCode::NotEnoughReplicas);
+        // acks=1 still goes through, and a lone ISR commits at once.
+        p.append_as_leader(&mut batch(1), false).unwrap();
+        assert_eq!(p.offsets().high_watermark, 1);
+    }
+
+    #[test]
+    fn stale_and_newer_epochs_are_refused() {
+        let p = replica(1);
+        p.become_leader(5, 1, &[1, 2], &[1, 2]).unwrap();
+        let e = p.replica_fetch(2, 4, 0, None, 100).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::FencedLeaderEpoch);
+        let e = p.replica_fetch(2, 6, 0, None, 100).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::UnknownLeaderEpoch);
+        let e = p.read_committed(0, 100, Some(4)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::FencedLeaderEpoch);
+        let e = p.read_committed(7, 100, None).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::OffsetOutOfRange);
+    }
+
+    #[test]
+    fn a_deposed_leaders_tail_is_truncated_by_the_divergence_check() {
+        // Node 1 led epoch 1 and wrote 3 records; node 2 saw only 2.
+        let old = replica(1);
+        old.become_leader(1, 1, &[1, 2], &[1, 2]).unwrap();
+        old.append_as_leader(&mut batch(2), false).unwrap();
+        old.append_as_leader(&mut batch(1), false).unwrap();
+        let new = replica(2);
+        new.become_follower(Some(1), 1);
+        let r = old.replica_fetch(2, 1, 0, None, 1 << 20).unwrap();
+        let first = crate::log::batch::headers(&r.records)
+            .next()
+            .unwrap()
+            .1
+            .size;
+        new.apply_fetched(
+            1,
+            1,
+            FetchedData::Records {
+                records: &r.records[..first],
+                high_watermark: 0,
+            },
+        )
+        .unwrap();
+        assert_eq!(new.offsets().log_end_offset, 2);
+
+        // Node 2 takes over in epoch 2 and writes; node 1 follows it.
+        new.become_leader(2, 2, &[1, 2], &[2]).unwrap();
+        new.append_as_leader(&mut batch(4), false).unwrap();
+        old.become_follower(Some(2), 2);
+        let o = old.offsets();
+        let r = new
+            .replica_fetch(1, 2, o.log_end_offset, old.log.latest_epoch(), 1 << 20)
+            .unwrap();
+        assert_eq!(r.diverging, Some((1, 2)));
+        let progress = old
+            .apply_fetched(2, 2, FetchedData::Diverging { end_offset: 2 })
+            .unwrap();
+        assert!(progress.truncated);
+        assert_eq!(old.offsets().log_end_offset, 2);
+        let r = new
+            .replica_fetch(1, 2, 2, old.log.latest_epoch(), 1 << 20)
+            .unwrap();
+        assert!(r.diverging.is_none());
+        old.apply_fetched(
+            2,
+            2,
+            FetchedData::Records {
+                records: &r.records,
+                high_watermark: r.high_watermark,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            old.log.read(0, 1 << 20, ReadBound::LogEnd).unwrap(),
+            new.log.read(0, 1 << 20, ReadBound::LogEnd).unwrap(),
+            "identical logs after truncation"
+        );
+    }
+
+    #[test]
+    fn fetched_data_for_an_old_role_is_ignored() {
+        let p = replica(2);
+        p.become_follower(Some(1), 1);
+        p.become_follower(Some(3), 2);
+        let b = batch(1);
+        let progress = p
+            .apply_fetched(
+                1,
+                1,
+                FetchedData::Records {
+                    records: &b,
+                    high_watermark: 1,
+                },
+            )
+            .unwrap();
+        assert_eq!(progress, FollowerProgress::default());
+        assert_eq!(p.offsets().log_end_offset, 0);
+    }
+}

@@ -87,7 +87,12 @@ impl Ledger {
                     got += 1;
                     first.get_or_insert_with(|| start.elapsed());
                 }
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                other => {
+                    if std::env::var_os("TRACE_SENDS").is_some() {
+                        eprintln!("{:?} {other:?}", start.elapsed());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
             }
         }
         first.unwrap_or_default()
@@ -318,6 +323,45 @@ async fn leader_killed_under_acks_all_load_loses_nothing() {
         ledger.check(&c, topic, p).await;
         c.assert_no_unexpected_errors(&[]);
         assert_identical_replicas(&mut c, topic, &[p]).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_leading_both_the_controller_and_a_partition_killed_loses_nothing() {
+    bounded(async {
+        let mut c = start(3).await;
+        let topic = "invoices";
+        assert_eq!(
+            c.create_topic_with(1, topic, 3, 3, &[("min.insync.replicas", "2")])
+                .await,
+            NONE
+        );
+        let controller = c.leader().await;
+        let mut p = None;
+        for i in 0..3 {
+            let info = c.wait_partition_leader(topic, i, SETTLE).await;
+            if info.leader == Some(controller) {
+                p = Some(i);
+            }
+        }
+        let p = p.expect("round-robin placement gives the controller a partition");
+        let mut ledger = Ledger::default();
+        ledger.send_acked(&c, topic, p, 100).await;
+        c.kill(controller);
+        let failover = ledger.send_acked(&c, topic, p, 100).await;
+        eprintln!(
+            "failover: kill -9 of controller+leader {controller} -> first acks=all produce \
+             acknowledged in {}",
+            fmt_duration(failover)
+        );
+        assert!(
+            failover < Duration::from_secs(4),
+            "failover took {}",
+            fmt_duration(failover)
+        );
+        ledger.check(&c, topic, p).await;
+        c.assert_no_unexpected_errors(&[]);
     })
     .await;
 }

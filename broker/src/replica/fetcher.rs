@@ -29,10 +29,12 @@ pub(crate) async fn run_fetcher(mgr: Arc<ReplicaManager>, source: u64, cancel: C
     let mut client: Option<(String, ReplicationClient<tonic::transport::Channel>)> = None;
     let idle = Duration::from_millis(50);
     let mut failures = 0u32;
+    let mut roles = mgr.roles_changed.subscribe();
     loop {
         if cancel.is_cancelled() {
             return;
         }
+        roles.borrow_and_update();
         let parts = mgr.followers_of(source);
         let image = mgr.image();
         let (Some(reg), Some(broker_epoch)) = (image.broker(BrokerId(source)), mgr.broker_epoch())
@@ -79,9 +81,35 @@ pub(crate) async fn run_fetcher(mgr: Arc<ReplicaManager>, source: u64, cancel: C
         };
         let deadline = Duration::from_millis(u64::from(mgr.config.replica_fetch_wait_ms) + 5_000);
         let mut c = c;
-        let response = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = tokio::time::timeout(deadline, c.replica_fetch(request)) => r,
+        let fetching: Vec<(String, u32, u32)> = parts
+            .iter()
+            .map(|(p, e)| (p.topic.clone(), p.partition, *e))
+            .collect();
+        let call = tokio::time::timeout(deadline, c.replica_fetch(request));
+        tokio::pin!(call);
+        // A partition that starts following this leader (a failover) must not
+        // wait for the long poll in flight to end: restart the round.
+        let response = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = &mut call => break Some(r),
+                changed = roles.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let now: Vec<(String, u32, u32)> = mgr
+                        .followers_of(source)
+                        .iter()
+                        .map(|(p, e)| (p.topic.clone(), p.partition, *e))
+                        .collect();
+                    if now != fetching {
+                        break None;
+                    }
+                }
+            }
+        };
+        let Some(response) = response else {
+            continue;
         };
         let response = match response {
             Ok(Ok(r)) => {

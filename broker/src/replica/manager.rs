@@ -83,6 +83,8 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<Key, Arc<Partition>>>,
     /// Broker-wide wake-ups.
     pub(crate) signals: Arc<BrokerSignals>,
+    /// Bumped after every reconcile: fetchers re-check what they follow.
+    pub(crate) roles_changed: tokio::sync::watch::Sender<u64>,
     /// Controller clients by address.
     controllers: Mutex<HashMap<String, ControllerClient<tonic::transport::Channel>>>,
 }
@@ -95,6 +97,7 @@ impl ReplicaManager {
             quorum,
             partitions: RwLock::default(),
             signals: Arc::default(),
+            roles_changed: tokio::sync::watch::Sender::new(0),
             controllers: Mutex::default(),
         })
     }
@@ -464,6 +467,7 @@ impl ReplicaManager {
                     let _ = tokio::task::spawn_blocking(move || this.delete_orphans(&image)).await;
                 }
                 self.update_fetchers(&mut fetchers, &cancel);
+                self.roles_changed.send_modify(|g| *g = g.wrapping_add(1));
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,

@@ -54,6 +54,13 @@ pub async fn run_controller_duties(quorum: Arc<Quorum>, cancel: CancellationToke
         .preferred_leader_check_ms
         .map(Duration::from_millis);
     let mut last_rebalance = Instant::now();
+    // The last active controller this node saw other than itself: when this
+    // node takes over, that one most likely died (that is why leadership
+    // moved), so its broker gets a short lease instead of a full one.
+    let mut previous_controller: Option<BrokerId> = None;
+    let short_lease = Duration::from_millis(
+        quorum.config.timing.broker_grace_ms + quorum.config.timing.broker_heartbeat_ms,
+    );
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -67,6 +74,9 @@ pub async fn run_controller_duties(quorum: Arc<Quorum>, cancel: CancellationToke
         let expired: Vec<BrokerId> = {
             let mut leases = quorum.leases.lock().unwrap_or_else(|e| e.into_inner());
             if metrics.current_leader != Some(quorum.node_id()) {
+                if let Some(l) = metrics.current_leader {
+                    previous_controller = Some(BrokerId(l));
+                }
                 leases.term = 0;
                 leases.expiry.clear();
                 continue;
@@ -83,6 +93,14 @@ pub async fn run_controller_duties(quorum: Arc<Quorum>, cancel: CancellationToke
                     .keys()
                     .map(|id| (*id, now + lease))
                     .collect();
+                // A live old controller hears of this term on its first
+                // append and heartbeats within one interval.
+                if let Some(prev) = previous_controller.take() {
+                    leases.shorten(prev, now + short_lease);
+                    if let Some(b) = image.broker(prev) {
+                        probe_dead(Arc::clone(&quorum), prev, b.address.clone());
+                    }
+                }
                 last_rebalance = now;
             }
             image
@@ -125,4 +143,25 @@ pub async fn run_controller_duties(quorum: Arc<Quorum>, cancel: CancellationToke
             }
         }
     }
+}
+
+/// Ends `broker`'s lease at once if its port refuses connections: the
+/// process is gone (a paused or unreachable one keeps its lease). Used when
+/// its heartbeat stream breaks and for the previous controller.
+pub(crate) fn probe_dead(quorum: Arc<Quorum>, broker: BrokerId, address: String) {
+    tokio::spawn(async move {
+        let probe = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(address.as_str()),
+        )
+        .await;
+        if matches!(&probe, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused) {
+            info!(broker = broker.0, %address, "broker's port refuses connections; ending its lease");
+            quorum
+                .leases
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .shorten(broker, Instant::now());
+        }
+    });
 }

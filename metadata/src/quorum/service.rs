@@ -253,6 +253,9 @@ impl Controller for ControllerRpc {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .shorten(id, Instant::now() + grace);
+                if let Some(b) = quorum.image().broker(id) {
+                    super::liveness::probe_dead(Arc::clone(&quorum), id, b.address.clone());
+                }
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

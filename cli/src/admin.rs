@@ -4,10 +4,11 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
+use rivulet_client::{Admin, ClientConfig, PartitionOffsets};
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{
-    ConfigEntry, CreateTopicRequest, DeleteTopicRequest, DescribeClusterRequest,
-    DescribeTopicsRequest, ErrorCode, TopicInfo,
+    AlterTopicConfigRequest, ConfigEntry, CreateTopicRequest, DeleteTopicRequest,
+    DescribeClusterRequest, DescribeTopicsRequest, ErrorCode, TopicInfo,
 };
 use serde_json::json;
 use tonic::transport::Channel;
@@ -86,6 +87,14 @@ pub enum TopicCommand {
     Delete {
         /// Topic name.
         name: String,
+    },
+    /// Change topic configs (the others keep their values).
+    AlterConfig {
+        /// Topic name.
+        name: String,
+        /// Topic config `key=value` (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE", required = true)]
+        configs: Vec<String>,
     },
 }
 
@@ -181,21 +190,42 @@ fn parse_configs(raw: &[String]) -> Result<Vec<ConfigEntry>> {
         .collect()
 }
 
-fn topic_json(t: &TopicInfo) -> serde_json::Value {
+/// Log start and high watermark per partition, from the leaders; `None`
+/// where a leader does not answer (offline partition, node down).
+async fn offsets(bootstrap: &str, t: &TopicInfo) -> Vec<Option<PartitionOffsets>> {
+    let Ok(admin) = Admin::connect(ClientConfig::new(bootstrap)).await else {
+        return vec![None; t.partitions.len()];
+    };
+    let mut out = Vec::with_capacity(t.partitions.len());
+    for p in &t.partitions {
+        let o = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            admin.partition_offsets(&t.name, p.partition),
+        )
+        .await;
+        out.push(o.ok().and_then(Result::ok));
+    }
+    out
+}
+
+fn topic_json(t: &TopicInfo, offsets: &[Option<PartitionOffsets>]) -> serde_json::Value {
     json!({
         "name": t.name,
         "topic_id": t.topic_id,
-        "partitions": t.partitions.iter().map(|p| json!({
-            "partition": p.partition,
-            "leader": p.leader,
-            "leader_epoch": p.leader_epoch,
-            "partition_epoch": p.partition_epoch,
-            "replicas": p.replicas,
-            "isr": p.isr,
-            // Filled in once the data plane serves them.
-            "high_watermark": null,
-            "log_start_offset": null,
-        })).collect::<Vec<_>>(),
+        "partitions": t.partitions.iter().enumerate().map(|(i, p)| {
+            let o = offsets.get(i).copied().flatten();
+            json!({
+                "partition": p.partition,
+                "leader": p.leader,
+                "leader_epoch": p.leader_epoch,
+                "partition_epoch": p.partition_epoch,
+                "replicas": p.replicas,
+                "isr": p.isr,
+                // null when the leader could not be asked.
+                "high_watermark": o.map(|o| o.high_watermark),
+                "log_start_offset": o.map(|o| o.log_start_offset),
+            })
+        }).collect::<Vec<_>>(),
         "configs": t.configs.iter().map(|c| (c.key.clone(), json!(c.value))).collect::<serde_json::Map<_, _>>(),
     })
 }
@@ -234,6 +264,23 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> Result<()> {
             check(r.error_code, &r.error_message)?;
             println!("deleted topic {name}");
         }
+        TopicCommand::AlterConfig { name, configs } => {
+            let r = c
+                .alter_topic_config(AlterTopicConfigRequest {
+                    name: name.clone(),
+                    configs: parse_configs(&configs)?,
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            check(r.error_code, &r.error_message)?;
+            let all: Vec<String> = r
+                .configs
+                .iter()
+                .map(|c| format!("{}={}", c.key, c.value))
+                .collect();
+            println!("altered topic {name}: {}", all.join(" "));
+        }
         TopicCommand::List { json } => {
             let r = c
                 .describe_topics(DescribeTopicsRequest { names: Vec::new() })
@@ -244,7 +291,7 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> Result<()> {
             let mut topics = r.topics;
             topics.sort_by(|a, b| a.name.cmp(&b.name));
             if json {
-                let v: Vec<_> = topics.iter().map(topic_json).collect();
+                let v: Vec<_> = topics.iter().map(|t| topic_json(t, &[])).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("{:<40} {:>10} {:>8}", "TOPIC", "PARTITIONS", "REPLICAS");
@@ -267,8 +314,12 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> Result<()> {
                 .topics
                 .first()
                 .ok_or_else(|| anyhow!("unknown topic {name}"))?;
+            let offsets = offsets(bootstrap, t).await;
             if json {
-                println!("{}", serde_json::to_string_pretty(&topic_json(t))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&topic_json(t, &offsets))?
+                );
             } else {
                 println!("topic {} (id {})", t.name, t.topic_id);
                 let cfg: Vec<String> = t
@@ -278,18 +329,28 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> Result<()> {
                     .collect();
                 println!("configs: {}", cfg.join(" "));
                 println!(
-                    "{:>9} {:>7} {:>12} {:>15} {:<16} {:<16}",
-                    "PARTITION", "LEADER", "LEADER_EPOCH", "PARTITION_EPOCH", "REPLICAS", "ISR"
+                    "{:>9} {:>7} {:>12} {:>15} {:<16} {:<16} {:>14} {:>9}",
+                    "PARTITION",
+                    "LEADER",
+                    "LEADER_EPOCH",
+                    "PARTITION_EPOCH",
+                    "REPLICAS",
+                    "ISR",
+                    "HIGH_WATERMARK",
+                    "LOG_START"
                 );
-                for p in &t.partitions {
+                for (i, p) in t.partitions.iter().enumerate() {
+                    let o = offsets.get(i).copied().flatten();
                     println!(
-                        "{:>9} {:>7} {:>12} {:>15} {:<16} {:<16}",
+                        "{:>9} {:>7} {:>12} {:>15} {:<16} {:<16} {:>14} {:>9}",
                         p.partition,
                         p.leader.map_or("none".to_owned(), |l| l.to_string()),
                         p.leader_epoch,
                         p.partition_epoch,
                         ids(&p.replicas),
-                        ids(&p.isr)
+                        ids(&p.isr),
+                        o.map_or("-".to_owned(), |o| o.high_watermark.to_string()),
+                        o.map_or("-".to_owned(), |o| o.log_start_offset.to_string()),
                     );
                 }
             }

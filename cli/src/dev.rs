@@ -138,9 +138,12 @@ pub async fn run(args: DevArgs) -> Result<()> {
 
     let mut reported = vec![false; children.len()];
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // SIGTERM (kill, a supervisor) stops the cluster like Ctrl-C does.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
             _ = tick.tick() => {
                 for (k, (i, c)) in children.iter_mut().enumerate() {
                     if !reported[k] {

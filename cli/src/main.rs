@@ -5,6 +5,7 @@
 
 mod admin;
 mod bench;
+mod clients;
 mod dev;
 mod logging;
 mod node;
@@ -40,6 +41,10 @@ enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(admin::TopicCommand),
+    /// Write stdin lines to a topic, one record per line.
+    Produce(clients::ProduceArgs),
+    /// Print a topic's records to stdout, one value per line.
+    Consume(clients::ConsumeArgs),
     /// Measure Rivulet's performance.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -75,6 +80,14 @@ fn main() {
         Command::Topic(cmd) => {
             logging::init(None, "warn");
             runtime(1).and_then(|rt| rt.block_on(admin::topic(&cli.bootstrap, cmd)))
+        }
+        Command::Produce(args) => {
+            logging::init(None, "warn");
+            runtime(2).and_then(|rt| rt.block_on(clients::produce(&cli.bootstrap, args)))
+        }
+        Command::Consume(args) => {
+            logging::init(None, "warn");
+            runtime(2).and_then(|rt| rt.block_on(clients::consume(&cli.bootstrap, args)))
         }
         Command::Bench(cmd) => {
             logging::init(None, "warn");

@@ -164,3 +164,216 @@ fn an_unreachable_cluster_is_a_one_line_error() {
     assert!(stderr.contains("cannot reach any node"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+/// Runs `rivulet --bootstrap <all nodes> <args>` with `input` on stdin.
+fn rivulet_stdin(c: &Cluster, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let bootstrap: Vec<String> = c.ids().iter().map(|id| c.addr(*id).to_string()).collect();
+    let mut child = std::process::Command::new(rivulet_binary())
+        .arg("--bootstrap")
+        .arg(bootstrap.join(","))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rivulet");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().expect("rivulet output");
+    writer.join().expect("writer").expect("write stdin");
+    out
+}
+
+fn lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_and_consume_through_the_cli() {
+    let mut c = Cluster::start(3).await;
+    c.leader().await;
+    c.wait_unfenced(&c.ids(), Duration::from_secs(10)).await;
+    let create = [
+        "topic",
+        "create",
+        "events",
+        "--partitions",
+        "3",
+        "--replication-factor",
+        "3",
+        "--config",
+        "min.insync.replicas=2",
+    ];
+    assert!(rivulet(&c, &create).status.success());
+
+    // Keyed records: one key always lands on one partition, in order.
+    let input: String = (0..300)
+        .map(|i| format!("user-{}:event-{i}\n", i % 7))
+        .collect();
+    let out = rivulet_stdin(
+        &c,
+        &["produce", "events", "--key-separator", ":"],
+        input.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "produce: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = rivulet(
+        &c,
+        &[
+            "consume",
+            "events",
+            "--from-beginning",
+            "--timeout-ms",
+            "1500",
+            "--print-key",
+            "--print-offset",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "consume: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = lines(&out);
+    assert_eq!(got.len(), 300, "every record once");
+    let mut partition_of_key = std::collections::BTreeMap::new();
+    let mut last_seq = std::collections::BTreeMap::new();
+    for line in &got {
+        let mut f = line.split('\t');
+        let (po, key, value) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+        let partition = po.split(':').next().unwrap().to_owned();
+        let prev = partition_of_key.insert(key.to_owned(), partition.clone());
+        assert!(
+            prev.is_none_or(|p| p == partition),
+            "{key} on two partitions"
+        );
+        let seq: u32 = value.trim_start_matches("event-").parse().unwrap();
+        if let Some(prev) = last_seq.insert(key.to_owned(), seq) {
+            assert!(prev < seq, "{key}: event-{seq} after event-{prev}");
+        }
+    }
+
+    // Plain values to one partition; --offset and --max-messages.
+    let out = rivulet_stdin(
+        &c,
+        &["produce", "events", "--partition", "1", "--acks", "1"],
+        b"a\nb\nc\n",
+    );
+    assert!(out.status.success());
+    let hw = ok_json(&c, &["topic", "describe", "events", "--json"])["partitions"][1]
+        ["high_watermark"]
+        .as_u64()
+        .expect("a high watermark");
+    let out = rivulet(
+        &c,
+        &[
+            "consume",
+            "events",
+            "--partition",
+            "1",
+            "--offset",
+            &(hw - 3).to_string(),
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "3000",
+        ],
+    );
+    assert_eq!(lines(&out), vec!["a", "b"]);
+
+    // Failures name the reason and exit non-zero.
+    fails_with(&c, &["produce", "nope"], "does not exist");
+    let out = rivulet_stdin(&c, &["produce", "nope"], b"x\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UNKNOWN_TOPIC_OR_PARTITION"));
+    let out = rivulet_stdin(
+        &c,
+        &["produce", "events", "--key-separator", ":"],
+        b"no separator here\n",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no key separator"));
+    fails_with(
+        &c,
+        &["consume", "nope", "--timeout-ms", "100"],
+        "does not exist",
+    );
+    fails_with(
+        &c,
+        &["produce", "events", "--partition", "9"],
+        "no partition 9",
+    );
+
+    // A producer keeps going through the death of a leader: nothing lost.
+    let info = wait_until("a leader of events-0", Duration::from_secs(10), || async {
+        c.partition_info("events", 0)
+            .await
+            .filter(|p| p.leader.is_some())
+    })
+    .await;
+    let victim = info.leader.unwrap();
+    let bootstrap: Vec<String> = c.ids().iter().map(|id| c.addr(*id).to_string()).collect();
+    let mut child = std::process::Command::new(rivulet_binary())
+        .args([
+            "--bootstrap",
+            &bootstrap.join(","),
+            "produce",
+            "events",
+            "--partition",
+            "0",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run rivulet produce");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        for i in 0..4000 {
+            writeln!(stdin, "fo-{i}").unwrap();
+            if i % 500 == 0 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.kill(victim);
+    writer.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "produce through failover: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = rivulet(
+        &c,
+        &[
+            "consume",
+            "events",
+            "--partition",
+            "0",
+            "--from-beginning",
+            "--timeout-ms",
+            "2000",
+        ],
+    );
+    let got: std::collections::BTreeSet<String> = lines(&out)
+        .into_iter()
+        .filter(|l| l.starts_with("fo-"))
+        .collect();
+    assert_eq!(
+        got.len(),
+        4000,
+        "every acknowledged record after the failover"
+    );
+    c.assert_no_unexpected_errors(&[]);
+}

@@ -1,0 +1,315 @@
+//! `rivulet produce` and `rivulet consume`: stdin lines to records, records
+//! to stdout lines, through the rivulet-client producer and consumer.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use rivulet_client::{
+    Acks, ClientConfig, Compression, Consumer, ConsumerConfig, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, SeekTo,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+/// `--acks` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AcksArg {
+    /// Do not wait for the broker.
+    #[value(name = "0")]
+    Zero,
+    /// Wait for the leader's append.
+    #[value(name = "1")]
+    One,
+    /// Wait until every in-sync replica has the record.
+    #[value(name = "all")]
+    All,
+}
+
+/// Options of `rivulet produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Topic to write to.
+    topic: String,
+    /// Acknowledgement level.
+    #[arg(long, value_enum, default_value = "all")]
+    acks: AcksArg,
+    /// Write every record to this partition (default: by key hash, or
+    /// spread over partitions for records without a key).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Split each line at the first occurrence of this string into key and
+    /// value (e.g. `--key-separator :` reads `key:value`).
+    #[arg(long)]
+    key_separator: Option<String>,
+    /// Batch compression: none, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
+    /// How long a batch waits for more records (ms).
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    /// Give up on a record after this long, retries included (ms).
+    #[arg(long, default_value_t = 30_000)]
+    delivery_timeout_ms: u64,
+}
+
+/// Options of `rivulet consume`.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Topic to read.
+    topic: String,
+    /// Start at the oldest record kept (default: only new records).
+    #[arg(long, conflicts_with = "offset")]
+    from_beginning: bool,
+    /// Start at this offset (in every consumed partition).
+    #[arg(long)]
+    offset: Option<u64>,
+    /// Read only this partition (default: all).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Exit after this many records.
+    #[arg(long)]
+    max_messages: Option<u64>,
+    /// Exit after this long without a new record (ms); default: run until Ctrl-C.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Print each record's key before its value, tab separated.
+    #[arg(long)]
+    print_key: bool,
+    /// Print `partition:offset` before each record, tab separated.
+    #[arg(long)]
+    print_offset: bool,
+}
+
+/// Strips one trailing `\n` or `\r\n`.
+fn chomp(mut line: Vec<u8>) -> Vec<u8> {
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+    line
+}
+
+/// Splits `line` at the first `sep`.
+fn split_key(line: &[u8], sep: &[u8]) -> Option<(Bytes, Bytes)> {
+    let at = line.windows(sep.len()).position(|w| w == sep)?;
+    Some((
+        Bytes::copy_from_slice(&line[..at]),
+        Bytes::copy_from_slice(&line[at + sep.len()..]),
+    ))
+}
+
+/// Runs `rivulet produce`.
+pub async fn produce(bootstrap: &str, args: ProduceArgs) -> Result<()> {
+    let compression: Compression = args.compression.parse()?;
+    if args.key_separator.as_deref() == Some("") {
+        bail!("--key-separator must not be empty");
+    }
+    let config = ProducerConfig {
+        acks: match args.acks {
+            AcksArg::Zero => Acks::None,
+            AcksArg::One => Acks::Leader,
+            AcksArg::All => Acks::All,
+        },
+        linger: Duration::from_millis(args.linger_ms),
+        compression,
+        delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::connect(ClientConfig::new(bootstrap), config)
+        .await
+        .context("cannot connect")?;
+    // Fail before reading stdin when the target cannot exist.
+    let partitions = producer.partitions(&args.topic).await?;
+    if let Some(p) = args.partition.filter(|p| *p >= partitions) {
+        bail!(
+            "topic '{}' has no partition {p}: it has {partitions} (0..{})",
+            args.topic,
+            partitions - 1
+        );
+    }
+
+    // Deliveries are awaited in order by a collector, so memory stays bounded.
+    let (tx, mut rx) = mpsc::channel::<(u64, rivulet_client::DeliveryFuture)>(100_000);
+    let collector = tokio::spawn(async move {
+        let (mut acked, mut failed, mut first_error) = (0u64, 0u64, None);
+        while let Some((line, delivery)) = rx.recv().await {
+            match delivery.await {
+                Ok(_) => acked += 1,
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| format!("line {line}: {e}"));
+                }
+            }
+        }
+        (acked, failed, first_error)
+    });
+
+    let started = Instant::now();
+    let progress = std::io::stderr().is_terminal();
+    let mut last_progress = Instant::now();
+    let mut lines = BufReader::new(tokio::io::stdin());
+    let mut buf = Vec::new();
+    let (mut n, mut bad_lines, mut first_bad) = (0u64, 0u64, None);
+    loop {
+        buf.clear();
+        if lines.read_until(b'\n', &mut buf).await? == 0 {
+            break;
+        }
+        n += 1;
+        let line = chomp(std::mem::take(&mut buf));
+        let mut rec = ProducerRecord {
+            topic: args.topic.clone(),
+            partition: args.partition,
+            ..ProducerRecord::default()
+        };
+        match &args.key_separator {
+            Some(sep) => match split_key(&line, sep.as_bytes()) {
+                Some((k, v)) => {
+                    rec.key = Some(k);
+                    rec.value = Some(v);
+                }
+                None => {
+                    bad_lines += 1;
+                    first_bad
+                        .get_or_insert_with(|| format!("line {n} has no key separator {sep:?}"));
+                    continue;
+                }
+            },
+            None => rec.value = Some(Bytes::from(line)),
+        }
+        let delivery = producer.send(rec).await?;
+        if tx.send((n, delivery)).await.is_err() {
+            break;
+        }
+        if progress && last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            let secs = started.elapsed().as_secs_f64();
+            eprint!("\rsent {n} records ({:.0}/s)   ", n as f64 / secs);
+        }
+    }
+    drop(tx);
+    producer.flush().await?;
+    let (acked, failed, first_error) = collector.await?;
+    if progress && started.elapsed() >= Duration::from_secs(1) {
+        eprintln!();
+    }
+    let total_failed = failed + bad_lines;
+    if total_failed > 0 {
+        let reason = first_bad.or(first_error).unwrap_or_default();
+        bail!("{total_failed} of {n} records were not acknowledged; first: {reason}");
+    }
+    if progress {
+        eprintln!(
+            "produced {acked} records to {} in {:.2}s",
+            args.topic,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `rivulet consume`.
+pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> Result<()> {
+    let config = ConsumerConfig {
+        offset_reset: if args.from_beginning {
+            OffsetReset::Earliest
+        } else {
+            OffsetReset::Latest
+        },
+        max_wait: Duration::from_millis(args.timeout_ms.unwrap_or(500).clamp(10, 500)),
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::connect(ClientConfig::new(bootstrap), config)
+        .await
+        .context("cannot connect")?;
+    let partitions: Vec<u32> = args.partition.into_iter().collect();
+    consumer.assign(&args.topic, &partitions).await?;
+    if let Some(o) = args.offset {
+        consumer
+            .seek(&args.topic, args.partition, SeekTo::Offset(o))
+            .await?;
+    } else if args.from_beginning {
+        consumer
+            .seek(&args.topic, args.partition, SeekTo::Beginning)
+            .await?;
+    } else {
+        consumer
+            .seek(&args.topic, args.partition, SeekTo::End)
+            .await?;
+    }
+    let timeout = args.timeout_ms.map(Duration::from_millis);
+    let progress = std::io::stderr().is_terminal() && !std::io::stdout().is_terminal();
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut last_record = Instant::now();
+    let mut count = 0u64;
+    let stdout = std::io::stdout();
+    loop {
+        if args.max_messages.is_some_and(|m| count >= m) {
+            break;
+        }
+        if timeout.is_some_and(|t| last_record.elapsed() >= t) {
+            break;
+        }
+        let records = tokio::select! {
+            r = consumer.poll() => r?,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        if !records.is_empty() {
+            last_record = Instant::now();
+        }
+        let mut out = stdout.lock();
+        for r in records {
+            if args.max_messages.is_some_and(|m| count >= m) {
+                break;
+            }
+            if args.print_offset {
+                write!(out, "{}:{}\t", r.partition, r.offset)?;
+            }
+            if args.print_key {
+                out.write_all(r.key.as_deref().unwrap_or_default())?;
+                out.write_all(b"\t")?;
+            }
+            out.write_all(r.value.as_deref().unwrap_or_default())?;
+            out.write_all(b"\n")?;
+            count += 1;
+        }
+        out.flush()?;
+        if progress && last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            eprint!(
+                "\rconsumed {count} records ({:.0}/s)   ",
+                count as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    if progress {
+        eprintln!("\rconsumed {count} records from {}", args.topic);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_lose_their_line_ending_only() {
+        assert_eq!(chomp(b"a b\r\n".to_vec()), b"a b");
+        assert_eq!(chomp(b"a\n".to_vec()), b"a");
+        assert_eq!(chomp(b"a".to_vec()), b"a");
+        assert_eq!(chomp(b"\n".to_vec()), b"");
+    }
+
+    #[test]
+    fn keys_split_at_the_first_separator() {
+        let (k, v) = split_key(b"user-1::a::b", b"::").unwrap();
+        assert_eq!((&k[..], &v[..]), (&b"user-1"[..], &b"a::b"[..]));
+        assert!(split_key(b"no-separator", b":").is_none());
+    }
+}

@@ -1,0 +1,374 @@
+//! The consumer: reads assigned partitions from their leaders with
+//! long-polling fetches, following leadership as it moves.
+//!
+//! Positions live in the consumer: `assign` starts a partition at the
+//! configured reset point, `seek` moves it, `poll` returns records in offset
+//! order per partition and advances past them. Consumer groups (shared
+//! assignment, committed offsets) build on this.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use rivulet_proto::v1::list_offsets_partition::Spec;
+use rivulet_proto::v1::{
+    ErrorCode, FetchPartition, FetchRequest, ListOffsetsPartition, ListOffsetsRequest, OffsetSpec,
+};
+use tokio::task::JoinSet;
+use tracing::debug;
+
+use crate::cluster::{ClientConfig, Cluster};
+use crate::error::{Error, Result};
+use crate::records::{decode_batches, ConsumerRecord};
+
+/// Where a partition without a valid position starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OffsetReset {
+    /// The oldest record kept.
+    Earliest,
+    /// After the newest committed record (default, as in Kafka).
+    #[default]
+    Latest,
+    /// Fail the poll.
+    None,
+}
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Where new or out-of-range positions start.
+    pub offset_reset: OffsetReset,
+    /// Longest a fetch waits at the broker for data.
+    pub max_wait: Duration,
+    /// A fetch returns once this many bytes are ready.
+    pub min_bytes: u32,
+    /// Bytes per partition per fetch.
+    pub partition_max_bytes: u32,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            offset_reset: OffsetReset::Latest,
+            max_wait: Duration::from_millis(500),
+            min_bytes: 1,
+            partition_max_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Where to move a partition's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    /// The log start.
+    Beginning,
+    /// The high watermark (only new records).
+    End,
+    /// This offset.
+    Offset(u64),
+    /// The first record at or after this timestamp (ms), else the end.
+    Timestamp(i64),
+}
+
+/// A consumer of explicitly assigned partitions.
+#[derive(Debug)]
+pub struct Consumer {
+    cluster: Cluster,
+    config: ConsumerConfig,
+    /// Assigned partitions → next offset to read (`None`: to be reset).
+    positions: BTreeMap<(String, u32), Option<u64>>,
+    /// High watermarks seen, for lag.
+    high_watermarks: HashMap<(String, u32), u64>,
+}
+
+impl Consumer {
+    /// Connects (one metadata round trip).
+    pub async fn connect(client: ClientConfig, config: ConsumerConfig) -> Result<Self> {
+        let cluster = Cluster::new(client)?;
+        cluster.refresh(&[]).await?;
+        Ok(Self {
+            cluster,
+            config,
+            positions: BTreeMap::new(),
+            high_watermarks: HashMap::new(),
+        })
+    }
+
+    /// The partition count of `topic`.
+    pub async fn partitions(&self, topic: &str) -> Result<u32> {
+        self.cluster.refresh(&[topic.to_owned()]).await?;
+        self.cluster
+            .cached_partition_count(topic)
+            .ok_or_else(|| Error::UnknownTopic(topic.to_owned()))
+    }
+
+    /// Assigns `partitions` of `topic` (every partition when empty), each
+    /// starting at the reset point until sought.
+    pub async fn assign(&mut self, topic: &str, partitions: &[u32]) -> Result<()> {
+        let n = self.partitions(topic).await?;
+        let list: Vec<u32> = if partitions.is_empty() {
+            (0..n).collect()
+        } else {
+            partitions.to_vec()
+        };
+        for p in list {
+            if p >= n {
+                return Err(Error::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition: p,
+                });
+            }
+            self.positions.entry((topic.to_owned(), p)).or_insert(None);
+        }
+        Ok(())
+    }
+
+    /// The assigned partitions.
+    pub fn assignment(&self) -> Vec<(String, u32)> {
+        self.positions.keys().cloned().collect()
+    }
+
+    /// The next offset to read from `topic`/`partition`, once known.
+    pub fn position(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.positions
+            .get(&(topic.to_owned(), partition))
+            .copied()
+            .flatten()
+    }
+
+    /// The last high watermark seen for `topic`/`partition`.
+    pub fn high_watermark(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.high_watermarks
+            .get(&(topic.to_owned(), partition))
+            .copied()
+    }
+
+    /// Moves every assigned partition of `topic` (or only `partition`).
+    pub async fn seek(&mut self, topic: &str, partition: Option<u32>, to: SeekTo) -> Result<()> {
+        let keys: Vec<(String, u32)> = self
+            .positions
+            .keys()
+            .filter(|(t, p)| t == topic && partition.is_none_or(|x| x == *p))
+            .cloned()
+            .collect();
+        if keys.is_empty() {
+            return Err(Error::Invalid(format!(
+                "seek on {topic}: the partition is not assigned"
+            )));
+        }
+        for (t, p) in keys {
+            let offset = match to {
+                SeekTo::Offset(o) => o,
+                SeekTo::Beginning => self
+                    .list_offset(&t, p, Spec::OffsetSpec(OffsetSpec::Earliest as i32))
+                    .await?
+                    .unwrap_or(0),
+                SeekTo::End => self
+                    .list_offset(&t, p, Spec::OffsetSpec(OffsetSpec::Latest as i32))
+                    .await?
+                    .unwrap_or(0),
+                SeekTo::Timestamp(ts) => {
+                    match self.list_offset(&t, p, Spec::TimestampMs(ts)).await? {
+                        Some(o) => o,
+                        None => self
+                            .list_offset(&t, p, Spec::OffsetSpec(OffsetSpec::Latest as i32))
+                            .await?
+                            .unwrap_or(0),
+                    }
+                }
+            };
+            self.positions.insert((t, p), Some(offset));
+        }
+        Ok(())
+    }
+
+    /// ListOffsets against the partition's leader, following it if it moved.
+    async fn list_offset(&self, topic: &str, partition: u32, spec: Spec) -> Result<Option<u64>> {
+        let mut last = None;
+        for _ in 0..20 {
+            let leader = match self.cluster.leader_or_refresh(topic, partition).await {
+                Ok(l) => l,
+                Err(e) if e.is_retriable() => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let req = ListOffsetsRequest {
+                partitions: vec![ListOffsetsPartition {
+                    topic: topic.to_owned(),
+                    partition,
+                    spec: Some(spec),
+                }],
+            };
+            let r = match self
+                .cluster
+                .broker(&leader.address)?
+                .list_offsets(req)
+                .await
+            {
+                Ok(r) => r.into_inner(),
+                Err(e) => {
+                    self.cluster.invalidate(topic, partition);
+                    last = Some(e.into());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Some(p) = r.partitions.into_iter().next() else {
+                return Err(Error::Rpc("empty ListOffsets answer".into()));
+            };
+            if p.error_code == ErrorCode::None as i32 {
+                return Ok(p.offset);
+            }
+            let e = Error::broker(p.error_code, p.error_message);
+            if !e.is_retriable() {
+                return Err(e);
+            }
+            match &p.leader {
+                Some(h) => self.cluster.apply_hint(topic, partition, h),
+                None => self.cluster.invalidate(topic, partition),
+            }
+            last = Some(e);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(last.unwrap_or_else(|| Error::Rpc("ListOffsets failed".into())))
+    }
+
+    /// Resolves positions still to be reset.
+    async fn reset_positions(&mut self) -> Result<()> {
+        let pending: Vec<(String, u32)> = self
+            .positions
+            .iter()
+            .filter(|(_, pos)| pos.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (t, p) in pending {
+            let to = match self.config.offset_reset {
+                OffsetReset::Earliest => SeekTo::Beginning,
+                OffsetReset::Latest => SeekTo::End,
+                OffsetReset::None => {
+                    return Err(Error::Invalid(format!(
+                        "{t}-{p} has no position and offset reset is none: seek first"
+                    )))
+                }
+            };
+            self.seek(&t, Some(p), to).await?;
+        }
+        Ok(())
+    }
+
+    /// Fetches from every assigned partition's leader (one request per
+    /// leader, concurrently) and returns the records, waiting up to the
+    /// configured `max_wait` for some to arrive.
+    pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>> {
+        self.reset_positions().await?;
+        let mut by_leader: HashMap<String, Vec<FetchPartition>> = HashMap::new();
+        let mut leaderless = false;
+        for ((t, p), pos) in &self.positions {
+            let Some(offset) = *pos else { continue };
+            match self.cluster.leader(t, *p) {
+                Some(l) => by_leader
+                    .entry(l.address)
+                    .or_default()
+                    .push(FetchPartition {
+                        topic: t.clone(),
+                        partition: *p,
+                        offset,
+                        partition_max_bytes: self.config.partition_max_bytes,
+                        current_leader_epoch: Some(l.epoch),
+                    }),
+                None => leaderless = true,
+            }
+        }
+        if leaderless {
+            let topics: Vec<String> = self.positions.keys().map(|(t, _)| t.clone()).collect();
+            if let Err(e) = self.cluster.refresh(&topics).await {
+                debug!(error = %e, "metadata refresh failed");
+            }
+            if by_leader.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Ok(Vec::new());
+            }
+        }
+        let mut calls = JoinSet::new();
+        let max_wait = u32::try_from(self.config.max_wait.as_millis()).unwrap_or(u32::MAX);
+        for (addr, partitions) in by_leader {
+            let cluster = self.cluster.clone();
+            let min_bytes = self.config.min_bytes;
+            calls.spawn(async move {
+                let mut req = tonic::Request::new(FetchRequest {
+                    partitions: partitions.clone(),
+                    max_bytes: 0,
+                    min_bytes,
+                    max_wait_ms: max_wait,
+                });
+                req.set_timeout(
+                    Duration::from_millis(u64::from(max_wait)) + Duration::from_secs(10),
+                );
+                let r = match cluster.broker(&addr) {
+                    Ok(mut c) => c.fetch(req).await.map_err(Error::from),
+                    Err(e) => Err(e),
+                };
+                (partitions, r.map(|r| r.into_inner()))
+            });
+        }
+        let mut out = Vec::new();
+        let mut failures = 0;
+        while let Some(done) = calls.join_next().await {
+            let Ok((asked, result)) = done else { continue };
+            let response = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(error = %e, "fetch failed; refreshing metadata");
+                    failures += 1;
+                    for fp in &asked {
+                        self.cluster.invalidate(&fp.topic, fp.partition);
+                    }
+                    continue;
+                }
+            };
+            for part in response.partitions {
+                let key = (part.topic.clone(), part.partition);
+                let Some(Some(pos)) = self.positions.get(&key).copied() else {
+                    continue;
+                };
+                match ErrorCode::try_from(part.error_code) {
+                    Ok(ErrorCode::None) => {
+                        self.high_watermarks
+                            .insert(key.clone(), part.high_watermark);
+                        let records =
+                            decode_batches(&part.topic, part.partition, part.records, pos)?;
+                        if let Some(last) = records.last() {
+                            self.positions.insert(key, Some(last.offset + 1));
+                        }
+                        out.extend(records);
+                    }
+                    Ok(ErrorCode::OffsetOutOfRange) => {
+                        debug!(topic = %part.topic, partition = part.partition, pos, "position out of range; resetting");
+                        if self.config.offset_reset == OffsetReset::None {
+                            return Err(Error::broker(part.error_code, part.error_message));
+                        }
+                        self.positions.insert(key, None);
+                    }
+                    _ => {
+                        let e = Error::broker(part.error_code, part.error_message);
+                        if !e.is_retriable() {
+                            return Err(e);
+                        }
+                        failures += 1;
+                        match &part.leader {
+                            Some(h) => self.cluster.apply_hint(&part.topic, part.partition, h),
+                            None => self.cluster.invalidate(&part.topic, part.partition),
+                        }
+                    }
+                }
+            }
+        }
+        if out.is_empty() && failures > 0 {
+            // Leadership is moving: give the cluster a moment.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(out)
+    }
+}

@@ -87,6 +87,12 @@ pub async fn run(args: NodeArgs) -> Result<()> {
             );
         }
     }
+    // Every segment keeps a file open; thousands of partitions need more
+    // than the usual soft limit of 1024.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => info!(open_files = n, "raised the open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", args.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)

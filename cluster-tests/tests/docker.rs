@@ -1,0 +1,643 @@
+//! The docker quickstart end to end: build the registry-free image with
+//! `docker/build-image.sh`, start `docker-compose.yml`'s three nodes, create
+//! a replicated topic, produce and consume with the `rivulet` CLI from the
+//! host, `docker kill` partition 0's leader, and check that a new leader
+//! takes over and every record is still there.
+//!
+//! Skipped (the test passes, saying why on stderr) when `docker info` fails
+//! or there is no docker-compose. It builds `rivulet:cluster-test` from the binary
+//! the other cluster tests use (see `cluster_tests::rivulet_binary`) and
+//! runs the compose project under a unique name, a free /24 subnet and free
+//! host ports, so a cluster you started with the defaults (172.28.0.0/24,
+//! 9092-9094) is left alone. The project's containers, network and volumes
+//! are removed at the end, also when the test fails; the image stays.
+//!
+//! Linux only, like the compose file: the CLI runs on the host and follows
+//! partition leaders to the containers' advertised bridge IPs.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cluster_tests::{fmt_duration, rivulet_binary, wait_until, DEFAULT_ALLOWED_ERRORS};
+use serde_json::Value;
+
+/// Bound on `docker info` / `docker-compose version` (a hung daemon).
+/// The image the test builds and runs (not `rivulet:dev`, which users build).
+const TEST_IMAGE: &str = "rivulet:cluster-test";
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on building the image (copying a debug binary into a layer).
+const BUILD_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bound on `docker-compose up -d` / `down -v`.
+const COMPOSE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound on the cluster becoming ready after `up -d` (three unfenced brokers,
+/// three healthy containers; the healthcheck runs every 5 s).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on one `rivulet` CLI invocation.
+const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on a new leader for partition 0 after its leader's container is
+/// killed (the controller fences a broker whose stream broke within about
+/// a second; the lease is 1.5 s).
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
+/// `rivulet consume --timeout-ms`: stop after this long without a record.
+const CONSUME_IDLE_MS: &str = "3000";
+/// Records produced before and after the failover.
+const RECORDS: usize = 50;
+
+/// The repository root: the compose file and docker/build-image.sh live there.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cluster-tests lives inside the workspace")
+        .to_path_buf()
+}
+
+/// Runs `cmd` to completion, feeding it `stdin`, killing it after `timeout`.
+/// Err names what failed to start or did not finish.
+fn run_bounded(
+    cmd: &mut Command,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output, String> {
+    let what = format!("{cmd:?}");
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run {what}: {e}"))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let input = input.to_vec();
+        // Dropping the pipe at the end of the thread closes the child's stdin.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = reader(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = reader(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + timeout;
+    let status: ExitStatus = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{what} did not finish within {timeout:?}"));
+            }
+            Err(e) => return Err(format!("cannot wait for {what}: {e}")),
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+/// [`run_bounded`], panicking if the command could not run or timed out.
+fn run(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
+    run_bounded(cmd, stdin, timeout).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Panics with the command's stderr unless it succeeded; returns stdout.
+fn success(what: &str, out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// How to run compose here: `docker-compose` (1.x or 2.x), else the
+/// `docker compose` plugin. None if neither answers.
+fn find_compose() -> Option<Vec<String>> {
+    let candidates: [&[&str]; 2] = [&["docker-compose"], &["docker", "compose"]];
+    candidates.iter().find_map(|argv| {
+        let out = run_bounded(
+            Command::new(argv[0]).args(&argv[1..]).arg("version"),
+            None,
+            PROBE_TIMEOUT,
+        )
+        .ok()?;
+        out.status
+            .success()
+            .then(|| argv.iter().map(|s| (*s).to_owned()).collect())
+    })
+}
+
+/// Why the test cannot run here, if it cannot.
+fn docker_unavailable() -> Option<String> {
+    match run_bounded(Command::new("docker").arg("info"), None, PROBE_TIMEOUT) {
+        Err(e) => Some(format!("docker is not usable: {e}")),
+        Ok(out) if !out.status.success() => Some(format!(
+            "`docker info` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// The IPv4 subnets, as (network, mask), that Docker networks and host
+/// routes already use.
+fn subnets_in_use() -> Vec<(u32, u32)> {
+    let mut used = Vec::new();
+    // Host routes: /proc/net/route holds destination and mask as hex of the
+    // address bytes read as a native (little-endian) integer.
+    if let Ok(routes) = std::fs::read_to_string("/proc/net/route") {
+        for line in routes.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 7 {
+                if let (Ok(dst), Ok(mask)) =
+                    (u32::from_str_radix(f[1], 16), u32::from_str_radix(f[7], 16))
+                {
+                    if mask != 0 {
+                        let ip = |x: u32| u32::from(Ipv4Addr::from(x.to_le_bytes()));
+                        used.push((ip(dst), ip(mask)));
+                    }
+                }
+            }
+        }
+    }
+    // Docker networks (a network without a bridge on this host has no route).
+    let ids = run(
+        Command::new("docker").args(["network", "ls", "-q"]),
+        None,
+        PROBE_TIMEOUT,
+    );
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if !ids.is_empty() {
+        let out = run(
+            Command::new("docker")
+                .args(["network", "inspect", "--format"])
+                .arg("{{range .IPAM.Config}}{{.Subnet}} {{end}}")
+                .args(&ids),
+            None,
+            PROBE_TIMEOUT,
+        );
+        for cidr in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let Some((addr, len)) = cidr.split_once('/') else {
+                continue;
+            };
+            let (Ok(addr), Ok(len)) = (addr.parse::<Ipv4Addr>(), len.parse::<u32>()) else {
+                continue; // IPv6
+            };
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - len.min(32))
+            };
+            used.push((u32::from(addr) & mask, mask));
+        }
+    }
+    used
+}
+
+/// A `172.28.N` prefix (N >= 100, so never the compose file's default
+/// 172.28.0) whose /24 overlaps no Docker network and no host route.
+fn free_subnet_prefix() -> String {
+    let used = subnets_in_use();
+    let start = std::process::id() % 155;
+    (0..155)
+        .map(|i| 100 + (start + i) % 155)
+        .find(|n| {
+            let net = u32::from(Ipv4Addr::new(172, 28, *n as u8, 0));
+            let mask = u32::MAX << 8;
+            used.iter().all(|(other, other_mask)| {
+                let common = mask & other_mask;
+                (net & common) != (other & common)
+            })
+        })
+        .map(|n| format!("172.28.{n}"))
+        .expect("no free 172.28.N.0/24 subnet for the test network")
+}
+
+/// Three distinct free ports on 127.0.0.1 (all bound before any is released).
+fn free_ports() -> [u16; 3] {
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0"))
+        .collect();
+    let port = |i: usize| listeners[i].local_addr().expect("bound").port();
+    [port(0), port(1), port(2)]
+}
+
+/// One compose project; `docker-compose down -v` when dropped, whatever
+/// happened (its containers, network and volumes go; the image stays).
+struct Project {
+    /// The compose command: `docker-compose`, or `docker compose`.
+    compose: Vec<String>,
+    /// Unique per run, so containers, network and volumes are this run's own.
+    name: String,
+    /// The repository's `docker-compose.yml`: the file users run.
+    file: PathBuf,
+    /// `RIVULET_SUBNET_PREFIX`: a /24 no other network uses.
+    subnet_prefix: String,
+    /// `RIVULET_PORT_1..3`: free host ports for node 1..3's published port.
+    ports: [u16; 3],
+}
+
+impl Project {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.compose[0]);
+        cmd.args(&self.compose[1..])
+            .arg("-p")
+            .arg(&self.name)
+            .arg("-f")
+            .arg(&self.file)
+            .env("RIVULET_IMAGE", TEST_IMAGE)
+            .env("RIVULET_SUBNET_PREFIX", &self.subnet_prefix);
+        for (i, port) in self.ports.iter().enumerate() {
+            cmd.env(format!("RIVULET_PORT_{}", i + 1), port.to_string());
+        }
+        cmd
+    }
+
+    fn compose(&self, args: &[&str]) -> String {
+        let out = run(self.command().args(args), None, COMPOSE_TIMEOUT);
+        success(
+            &format!("{} {}", self.compose.join(" "), args.join(" ")),
+            out,
+        )
+    }
+
+    /// `--bootstrap` for the CLI on the host: every node's published port.
+    fn bootstrap(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The container id of node `id`'s service.
+    fn container(&self, id: u64) -> String {
+        let out = self.compose(&["ps", "-q", &format!("node{id}")]);
+        let container = out.trim();
+        assert!(!container.is_empty(), "no container for node{id}");
+        container.to_owned()
+    }
+
+    /// `rivulet --bootstrap <every node> <args>`, fed `stdin`.
+    fn rivulet(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        run(
+            Command::new(rivulet_binary())
+                .arg("--bootstrap")
+                .arg(self.bootstrap())
+                .args(args),
+            stdin,
+            CLI_TIMEOUT,
+        )
+    }
+
+    /// `rivulet ... --json`, parsed; None if it failed (a node may be down).
+    fn rivulet_json(&self, args: &[&str]) -> Option<Value> {
+        let out = self.rivulet(args, None);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Every node's log (the killed one's too), from `docker logs`.
+    fn logs(&self) -> BTreeMap<u64, String> {
+        (1..=3)
+            .map(|id| {
+                let c = self.container(id);
+                let out = run(
+                    Command::new("docker").args(["logs", &c]),
+                    None,
+                    COMPOSE_TIMEOUT,
+                );
+                let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+                text.push_str(&String::from_utf8_lossy(&out.stderr));
+                (id, text)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(out) = run_bounded(
+                self.command().args(["logs", "--no-color", "--tail", "40"]),
+                None,
+                COMPOSE_TIMEOUT,
+            ) {
+                eprintln!(
+                    "----- docker-compose logs (last 40 lines per node) -----\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+        }
+        match run_bounded(
+            self.command().args(["down", "-v", "--timeout", "5"]),
+            None,
+            COMPOSE_TIMEOUT,
+        ) {
+            Ok(out) if out.status.success() => {
+                eprintln!("docker test: removed project {}", self.name);
+            }
+            Ok(out) => eprintln!(
+                "docker test: `down -v` of project {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("docker test: `down -v` of project {}: {e}", self.name),
+        }
+    }
+}
+
+/// Whether a log line reports an error (level ERROR, or a panic).
+fn is_error_line(line: &str) -> bool {
+    line.split_whitespace().take(4).any(|w| w == "ERROR") || line.contains("panicked at")
+}
+
+/// Partition `p` of a `topic describe --json`.
+fn partition(topic: &Value, p: u64) -> &Value {
+    topic["partitions"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|x| x["partition"].as_u64() == Some(p)))
+        .unwrap_or_else(|| panic!("partition {p} missing from {topic}"))
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// Produces `values` (one record per line, acks=all) and checks every one
+/// was acknowledged.
+fn produce(project: &Project, topic: &str, values: &[String]) {
+    let input = values.iter().map(|v| format!("{v}\n")).collect::<String>();
+    let started = Instant::now();
+    let out = project.rivulet(&["produce", topic], Some(input.as_bytes()));
+    success(&format!("rivulet produce {topic}"), out);
+    eprintln!(
+        "docker test: produced {} records in {}",
+        values.len(),
+        fmt_duration(started.elapsed())
+    );
+}
+
+/// Every value of `topic`, read from the beginning, sorted (partitions
+/// interleave arbitrarily).
+fn consume_all(project: &Project, topic: &str) -> Vec<String> {
+    let out = project.rivulet(
+        &[
+            "consume",
+            topic,
+            "--from-beginning",
+            "--timeout-ms",
+            CONSUME_IDLE_MS,
+        ],
+        None,
+    );
+    let stdout = success(&format!("rivulet consume {topic}"), out);
+    let mut values: Vec<String> = stdout.lines().map(str::to_owned).collect();
+    values.sort();
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_cluster_serves_the_cli_and_fails_over_when_a_container_is_killed() {
+    let test_started = Instant::now();
+    if let Some(why) = docker_unavailable() {
+        eprintln!("docker test: SKIPPED: {why}");
+        return;
+    }
+    let Some(compose) = find_compose() else {
+        eprintln!(
+            "docker test: SKIPPED: neither `docker-compose` nor `docker compose` is available"
+        );
+        return;
+    };
+    let root = workspace_root();
+
+    // The image, from the binary every cluster test runs.
+    let started = Instant::now();
+    let binary = rivulet_binary();
+    let out = run(
+        // Its own tag: a user's release image stays as it is.
+        Command::new(root.join("docker/build-image.sh"))
+            .env("RIVULET_IMAGE_TAGS", TEST_IMAGE)
+            .arg("--binary")
+            .arg(binary),
+        None,
+        BUILD_TIMEOUT,
+    );
+    success("docker/build-image.sh", out);
+    eprintln!(
+        "docker test: built {TEST_IMAGE} from {} in {}",
+        binary.display(),
+        fmt_duration(started.elapsed())
+    );
+
+    // The cluster, beside any other.
+    let project = Project {
+        compose,
+        name: format!(
+            "rivulet-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis()
+                % 1_000_000
+        ),
+        file: root.join("docker-compose.yml"),
+        subnet_prefix: free_subnet_prefix(),
+        ports: free_ports(),
+    };
+    eprintln!(
+        "docker test: project {} on {}.0/24, host ports {:?}",
+        project.name, project.subnet_prefix, project.ports
+    );
+    let started = Instant::now();
+    project.compose(&["up", "-d"]);
+    let containers: Vec<String> = (1..=3).map(|id| project.container(id)).collect();
+    wait_until(
+        "three unfenced brokers and three healthy containers",
+        READY_TIMEOUT,
+        || async {
+            let status = project.rivulet_json(&["cluster", "status", "--json"])?;
+            status["controller_leader"].as_u64()?;
+            let brokers = status["brokers"].as_array()?;
+            let live = brokers
+                .iter()
+                .filter(|b| b["fenced"] == Value::Bool(false))
+                .count();
+            if brokers.len() != 3 || live != 3 {
+                return None;
+            }
+            let health = run(
+                Command::new("docker")
+                    .args(["inspect", "--format", "{{.State.Health.Status}}"])
+                    .args(&containers),
+                None,
+                PROBE_TIMEOUT,
+            );
+            let health = String::from_utf8_lossy(&health.stdout).into_owned();
+            (health
+                .split_whitespace()
+                .filter(|h| *h == "healthy")
+                .count()
+                == 3)
+                .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "docker test: cluster up and healthy {} after `up -d`",
+        fmt_duration(started.elapsed())
+    );
+    let status = project
+        .rivulet_json(&["cluster", "status", "--json"])
+        .expect("cluster status");
+    for b in status["brokers"].as_array().expect("brokers") {
+        let id = b["id"].as_u64().expect("broker id");
+        assert_eq!(
+            b["address"].as_str(),
+            Some(format!("{}.1{id}:9092", project.subnet_prefix).as_str()),
+            "broker {id} should advertise its container IP"
+        );
+    }
+
+    // A topic every node replicates.
+    let out = project.rivulet(
+        &[
+            "topic",
+            "create",
+            "t",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+            "--config",
+            "min.insync.replicas=2",
+        ],
+        None,
+    );
+    success("rivulet topic create", out);
+    let topic = wait_until(
+        "every partition of t led, with three in-sync replicas",
+        Duration::from_secs(10),
+        || async {
+            let t = project.rivulet_json(&["topic", "describe", "t", "--json"])?;
+            let ready = (0..3).all(|p| {
+                let p = partition(&t, p);
+                p["leader"].as_u64().is_some() && ids(&p["isr"]).len() == 3
+            });
+            ready.then_some(t)
+        },
+    )
+    .await;
+
+    // Records in and out, through the published port and the leaders' IPs.
+    let before: Vec<String> = (0..RECORDS).map(|i| format!("before-{i:03}")).collect();
+    produce(&project, "t", &before);
+    assert_eq!(consume_all(&project, "t"), before, "consumed != produced");
+
+    // Kill partition 0's leader's container.
+    let old_leader = partition(&topic, 0)["leader"].as_u64().expect("a leader");
+    let old_epoch = partition(&topic, 0)["leader_epoch"]
+        .as_u64()
+        .expect("an epoch");
+    let killed = project.container(old_leader);
+    // Failover is timed from the start of `docker kill` (SIGKILL is sent at
+    // once; the command returns once Docker has seen the container exit).
+    let killed_at = Instant::now();
+    let out = run(
+        Command::new("docker").args(["kill", &killed]),
+        None,
+        PROBE_TIMEOUT,
+    );
+    success("docker kill", out);
+    eprintln!(
+        "docker test: killed node{old_leader}, leader of t-0 at epoch {old_epoch} \
+         (`docker kill` took {})",
+        fmt_duration(killed_at.elapsed())
+    );
+    let after_failover = wait_until(
+        "a new leader of t-0, without the killed node in its ISR",
+        FAILOVER_TIMEOUT,
+        || async {
+            let t = project.rivulet_json(&["topic", "describe", "t", "--json"])?;
+            let p = partition(&t, 0);
+            let leader = p["leader"].as_u64()?;
+            (leader != old_leader && !ids(&p["isr"]).contains(&old_leader)).then_some(t)
+        },
+    )
+    .await;
+    let p0 = partition(&after_failover, 0);
+    eprintln!(
+        "docker test: t-0 led by node{} at epoch {} with ISR {:?}, {} after `docker kill` began",
+        p0["leader"],
+        p0["leader_epoch"],
+        ids(&p0["isr"]),
+        fmt_duration(killed_at.elapsed())
+    );
+    assert!(
+        p0["leader_epoch"].as_u64() > Some(old_epoch),
+        "the leader epoch must grow: {p0}"
+    );
+
+    // Two of three replicas left, min.insync.replicas=2: acks=all still works,
+    // and nothing acknowledged before the kill is lost.
+    let after: Vec<String> = (0..RECORDS).map(|i| format!("after-{i:03}")).collect();
+    produce(&project, "t", &after);
+    let consumed = consume_all(&project, "t");
+    for v in before.iter().chain(&after) {
+        assert!(consumed.contains(v), "record {v:?} lost after the failover");
+    }
+    let mut expected: Vec<String> = before.iter().chain(&after).cloned().collect();
+    expected.sort();
+    assert_eq!(
+        consumed, expected,
+        "after the failover: consumed != produced (duplicates or foreign records)"
+    );
+
+    // No node logged an unexpected ERROR (the same rule as every cluster test).
+    let allowed: Vec<&str> = DEFAULT_ALLOWED_ERRORS.iter().map(|(s, _)| *s).collect();
+    let unexpected: Vec<String> = project
+        .logs()
+        .into_iter()
+        .flat_map(|(id, log)| {
+            log.lines()
+                .filter(|l| is_error_line(l) && !allowed.iter().any(|a| l.contains(a)))
+                .map(|l| format!("node{id}: {l}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "{} unexpected ERROR line(s):\n{}",
+        unexpected.len(),
+        unexpected.join("\n")
+    );
+    eprintln!(
+        "docker test: passed in {} (before teardown)",
+        fmt_duration(test_started.elapsed())
+    );
+}

@@ -26,6 +26,15 @@ use serde::Serialize;
 pub enum BenchCommand {
     /// Partition log storage on this disk: append and read throughput.
     Storage(StorageArgs),
+    /// Produce throughput and send-to-ack latency.
+    Produce(crate::bench_cluster::ProduceArgs),
+    /// Consume throughput (records are produced first if needed).
+    Consume(crate::bench_cluster::ConsumeArgs),
+    /// Produce-to-consume latency at a fixed rate.
+    E2e(crate::bench_cluster::E2eArgs),
+    /// kill -9 of a partition leader: time to the first acks=all produce
+    /// acknowledged, and to a whole ISR after a restart (needs --local-cluster).
+    Failover(crate::bench_cluster::FailoverArgs),
 }
 
 /// Options of `rivulet bench storage`.
@@ -109,9 +118,15 @@ impl Row {
 }
 
 /// Runs a benchmark subcommand.
-pub fn run(cmd: BenchCommand) -> Result<()> {
+pub fn run(cmd: BenchCommand, bootstrap: &str) -> Result<()> {
+    use crate::bench_cluster as c;
+    let rt = || crate::runtime(2);
     match cmd {
         BenchCommand::Storage(args) => storage(args),
+        BenchCommand::Produce(args) => rt()?.block_on(c::produce(bootstrap, args)),
+        BenchCommand::Consume(args) => rt()?.block_on(c::consume(bootstrap, args)),
+        BenchCommand::E2e(args) => rt()?.block_on(c::e2e(bootstrap, args)),
+        BenchCommand::Failover(args) => rt()?.block_on(c::failover(bootstrap, args)),
     }
 }
 

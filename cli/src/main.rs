@@ -5,8 +5,10 @@
 
 mod admin;
 mod bench;
+mod bench_cluster;
 mod clients;
 mod dev;
+mod local;
 mod logging;
 mod node;
 
@@ -91,7 +93,7 @@ fn main() {
         }
         Command::Bench(cmd) => {
             logging::init(None, "warn");
-            bench::run(cmd)
+            bench::run(cmd, &cli.bootstrap)
         }
     };
     if let Err(e) = result {

@@ -20,7 +20,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(e) => return Err(e.into()),
     }
     let cluster = admin.describe_cluster().await?;
-    println!("cluster {} controller {:?}", cluster.cluster_id, cluster.controller_leader);
+    println!(
+        "cluster {} controller {:?}",
+        cluster.cluster_id, cluster.controller_leader
+    );
     for b in &cluster.brokers {
         println!("  broker {} at {} fenced={}", b.id, b.address, b.fenced);
     }

@@ -15,7 +15,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let topic = std::env::args().nth(1).unwrap_or_else(|| "orders".into());
     let bootstrap = std::env::var("RIVULET_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
 
-    let mut consumer = Consumer::connect(ClientConfig::new(&bootstrap), ConsumerConfig::default()).await?;
+    let mut consumer =
+        Consumer::connect(ClientConfig::new(&bootstrap), ConsumerConfig::default()).await?;
     consumer.assign(&topic, &[]).await?; // every partition
     consumer.seek(&topic, None, SeekTo::Beginning).await?;
     let mut idle_since = Instant::now();
@@ -27,11 +28,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for r in records {
             let key = r.key.as_deref().map(String::from_utf8_lossy);
             let value = r.value.as_deref().map(String::from_utf8_lossy);
-            println!("{}-{}@{} key={key:?} value={value:?}", r.topic, r.partition, r.offset);
+            println!(
+                "{}-{}@{} key={key:?} value={value:?}",
+                r.topic, r.partition, r.offset
+            );
         }
     }
     for (t, p) in consumer.assignment() {
-        println!("{t}-{p}: position {:?}, high watermark {:?}", consumer.position(&t, p), consumer.high_watermark(&t, p));
+        println!(
+            "{t}-{p}: position {:?}, high watermark {:?}",
+            consumer.position(&t, p),
+            consumer.high_watermark(&t, p)
+        );
     }
     Ok(())
 }

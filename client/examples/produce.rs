@@ -15,7 +15,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count: u32 = args.next().map_or(Ok(10), |n| n.parse())?;
     let bootstrap = std::env::var("RIVULET_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
 
-    let producer = Producer::connect(ClientConfig::new(&bootstrap), ProducerConfig::default()).await?;
+    let producer =
+        Producer::connect(ClientConfig::new(&bootstrap), ProducerConfig::default()).await?;
     // Queue everything first (batched per partition), then await deliveries.
     let mut deliveries = Vec::new();
     for i in 0..count {

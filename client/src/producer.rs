@@ -49,6 +49,11 @@ pub struct ProducerConfig {
     pub request_timeout: Duration,
     /// Records that may wait in the producer before `send` waits for room.
     pub buffer_records: usize,
+    /// Wait before the first retry of a batch; doubles per attempt up to
+    /// `retry_backoff_max`.
+    pub retry_backoff: Duration,
+    /// Longest wait between retries.
+    pub retry_backoff_max: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -61,6 +66,8 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
             buffer_records: 64 * 1024,
+            retry_backoff: Duration::from_millis(50),
+            retry_backoff_max: Duration::from_secs(1),
         }
     }
 }
@@ -436,8 +443,11 @@ impl Sender {
                         && batch.created.elapsed() < self.config.delivery_timeout =>
                 {
                     batch.attempts += 1;
-                    let backoff =
-                        Duration::from_millis((25u64 << batch.attempts.min(5)).min(1_000));
+                    let backoff = self
+                        .config
+                        .retry_backoff
+                        .saturating_mul(1 << (batch.attempts - 1).min(10))
+                        .min(self.config.retry_backoff_max);
                     debug!(topic = %key.0, partition = key.1, attempt = batch.attempts, error = %e, "retrying batch");
                     q.retry_at = Some(now + backoff);
                     q.batches.push_front(batch);

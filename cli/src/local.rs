@@ -1,0 +1,205 @@
+//! A local cluster of `rivulet node` child processes on 127.0.0.1, used by
+//! `rivulet dev` and by the benchmarks' `--local-cluster`. Every node is a
+//! controller voter and a broker; node `i` listens on `ports[i-1]`, keeps its
+//! data in `<data_dir>/node-<i>` and appends its output to
+//! `<data_dir>/node-<i>.log`. Dropping the cluster kills the nodes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rivulet_proto::v1::DescribeClusterRequest;
+use tokio::process::{Child, Command};
+
+/// Running nodes.
+#[derive(Debug)]
+pub struct LocalCluster {
+    exe: PathBuf,
+    data_dir: PathBuf,
+    ports: Vec<u16>,
+    extra_args: Vec<String>,
+    children: BTreeMap<u64, Child>,
+}
+
+/// Sends `sig` (e.g. `TERM`) to a child.
+fn signal(child: &Child, sig: &str) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status();
+    }
+}
+
+/// `n` ports that were free a moment ago.
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .context("cannot find free ports")?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+impl LocalCluster {
+    /// Starts one node per port, with `extra_args` added to every
+    /// `rivulet node` command line.
+    pub fn spawn(data_dir: &Path, ports: Vec<u16>, extra_args: &[String]) -> Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the rivulet binary")?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        let mut c = Self {
+            exe,
+            data_dir: data_dir.canonicalize()?,
+            ports,
+            extra_args: extra_args.to_vec(),
+            children: BTreeMap::new(),
+        };
+        for i in c.ids() {
+            c.start(i)?;
+        }
+        Ok(c)
+    }
+
+    /// Node ids, 1..=n.
+    pub fn ids(&self) -> Vec<u64> {
+        (1..=self.ports.len() as u64).collect()
+    }
+
+    /// Node `i`'s address.
+    pub fn addr(&self, i: u64) -> String {
+        format!("127.0.0.1:{}", self.ports[(i - 1) as usize])
+    }
+
+    /// Every node's address, comma separated.
+    pub fn bootstrap(&self) -> String {
+        self.ids()
+            .iter()
+            .map(|i| self.addr(*i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Node `i`'s log file.
+    pub fn log_path(&self, i: u64) -> PathBuf {
+        self.data_dir.join(format!("node-{i}.log"))
+    }
+
+    /// Where the nodes keep their data.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Node `i`'s pid while it runs.
+    pub fn pid(&self, i: u64) -> Option<u32> {
+        self.children.get(&i).and_then(Child::id)
+    }
+
+    /// Starts (or restarts) node `i`.
+    pub fn start(&mut self, i: u64) -> Result<()> {
+        let voters: Vec<String> = self
+            .ids()
+            .iter()
+            .map(|id| format!("{id}@{}", self.addr(*id)))
+            .collect();
+        let log_path = self.log_path(i);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let child = Command::new(&self.exe)
+            .args(["node", "--id", &i.to_string(), "--listen", &self.addr(i)])
+            .arg("--data-dir")
+            .arg(self.data_dir.join(format!("node-{i}")))
+            .args(["--voters", &voters.join(",")])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start node {i}"))?;
+        self.children.insert(i, child);
+        Ok(())
+    }
+
+    /// SIGKILLs node `i` and reaps it.
+    pub async fn kill(&mut self, i: u64) {
+        if let Some(mut c) = self.children.remove(&i) {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Waits until a controller is elected and `brokers` brokers are live,
+    /// as node 1 (or any answering node) sees it; returns the cluster id.
+    pub async fn wait_ready(&mut self, brokers: usize, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for i in self.ids() {
+                let ready = async {
+                    let mut c = crate::admin::connect(&self.addr(i)).await.ok()?;
+                    let d = c
+                        .describe_cluster(DescribeClusterRequest {})
+                        .await
+                        .ok()?
+                        .into_inner();
+                    let live = d.brokers.iter().filter(|b| !b.fenced).count();
+                    (d.controller_leader.is_some() && live >= brokers).then_some(d.cluster_id)
+                }
+                .await;
+                if let Some(id) = ready {
+                    return Ok(id);
+                }
+            }
+            for (i, c) in &mut self.children {
+                if let Some(status) = c.try_wait()? {
+                    bail!(
+                        "node {i} exited ({status}); see {}",
+                        self.data_dir.join(format!("node-{i}.log")).display()
+                    );
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the cluster was not ready within {timeout:?}; see the logs in {}",
+                    self.data_dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Nodes that exited since the last call, with their status.
+    pub fn exited(&mut self) -> Result<Vec<(u64, std::process::ExitStatus)>> {
+        let mut out = Vec::new();
+        for (i, c) in &mut self.children {
+            if let Some(status) = c.try_wait()? {
+                out.push((*i, status));
+            }
+        }
+        for (i, _) in &out {
+            self.children.remove(i);
+        }
+        Ok(out)
+    }
+
+    /// SIGTERM to every node, SIGKILL to those still up after `grace`.
+    pub async fn stop(mut self, grace: Duration) {
+        for c in self.children.values() {
+            signal(c, "TERM");
+        }
+        let deadline = Instant::now() + grace;
+        for (i, c) in &mut self.children {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, c.wait()).await.is_err() {
+                eprintln!("node {i} did not stop in time; killing it");
+                let _ = c.kill().await;
+            }
+        }
+    }
+}

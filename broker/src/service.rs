@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rivulet_metadata::quorum::topic_info;
+use rivulet_metadata::quorum::{broker_info, topic_info};
 use rivulet_metadata::BrokerId;
 use rivulet_proto::v1::broker_server::{Broker, BrokerServer};
 use rivulet_proto::v1::list_offsets_partition::Spec;
 use rivulet_proto::v1::produce_partition::Data;
 use rivulet_proto::v1::replication_server::{Replication, ReplicationServer};
 use rivulet_proto::v1::{
-    Acks, BrokerInfo, DivergingEpoch, ErrorCode, FetchPartitionResponse, FetchRequest,
+    Acks, DivergingEpoch, ErrorCode, FetchPartitionResponse, FetchRequest,
     FetchResponse, ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
     MetadataRequest, MetadataResponse, OffsetSpec, ProducePartitionResponse, ProduceRequest,
     ProduceResponse, RecordList, ReplicaFetchPartitionResponse, ReplicaFetchRequest,
@@ -368,17 +368,7 @@ impl Broker for BrokerRpc {
     ) -> Result<Response<MetadataResponse>, Status> {
         let r = request.into_inner();
         let image = self.mgr.image();
-        let brokers = image
-            .brokers()
-            .values()
-            .map(|b| BrokerInfo {
-                id: b.id.0,
-                address: b.address.clone(),
-                rack: b.rack.clone(),
-                broker_epoch: b.broker_epoch,
-                fenced: b.fenced,
-            })
-            .collect();
+        let brokers = image.brokers().values().map(broker_info).collect();
         let (topics, unknown_topics) = if r.topics.is_empty() {
             (image.topics().values().map(topic_info).collect(), vec![])
         } else {

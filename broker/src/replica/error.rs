@@ -97,18 +97,4 @@ impl PartitionError {
             },
         }
     }
-
-    /// Whether a client should refresh metadata and retry.
-    pub fn is_retriable(&self) -> bool {
-        matches!(
-            self.code(),
-            ErrorCode::NotLeaderOrFollower
-                | ErrorCode::LeaderNotAvailable
-                | ErrorCode::NotEnoughReplicas
-                | ErrorCode::NotEnoughReplicasAfterAppend
-                | ErrorCode::RequestTimedOut
-                | ErrorCode::UnknownLeaderEpoch
-                | ErrorCode::FencedLeaderEpoch
-        )
-    }
 }

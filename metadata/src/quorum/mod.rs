@@ -51,7 +51,7 @@ pub use broker::{run_broker_lifecycle, BrokerIdentity};
 pub use liveness::run_controller_duties;
 pub use network::{channel, RaftNetworkClients, RaftRpc};
 pub use node::ControllerNode;
-pub use service::{partition_info, topic_info, ControllerRpc};
+pub use service::{broker_info, partition_info, topic_info, ControllerRpc};
 
 /// Timing of the quorum and of broker liveness.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,7 +33,7 @@ use super::{network, Quorum, QuorumError};
 use crate::controller::{self, AlterPartitionRequest as Alter};
 use crate::error::{ControllerError, ErrorKind};
 use crate::ids::{BrokerId, TopicId, TopicPartition};
-use crate::image::{PartitionImage, TopicImage};
+use crate::image::{BrokerRegistration, PartitionImage, TopicImage};
 
 /// Metadata key marking a request a node already forwarded.
 const FORWARDED: &str = "x-rivulet-forwarded";
@@ -72,6 +72,17 @@ fn outcome<T>(r: Result<T, QuorumError>) -> Result<(ErrorCode, String, Option<T>
         Ok(v) => Ok((ErrorCode::None, String::new(), Some(v))),
         Err(QuorumError::Controller(c)) => Ok((error_code(c.kind()), c.to_string(), None)),
         Err(e) => Err(status(&e)),
+    }
+}
+
+/// The wire form of a broker registration.
+pub fn broker_info(b: &BrokerRegistration) -> BrokerInfo {
+    BrokerInfo {
+        id: b.id.0,
+        address: b.address.clone(),
+        rack: b.rack.clone(),
+        broker_epoch: b.broker_epoch,
+        fenced: b.fenced,
     }
 }
 
@@ -470,17 +481,7 @@ impl Controller for ControllerRpc {
             raft_term: m.current_term,
             metadata_offset: image.metadata_offset(),
             voters,
-            brokers: image
-                .brokers()
-                .values()
-                .map(|b| BrokerInfo {
-                    id: b.id.0,
-                    address: b.address.clone(),
-                    rack: b.rack.clone(),
-                    broker_epoch: b.broker_epoch,
-                    fenced: b.fenced,
-                })
-                .collect(),
+            brokers: image.brokers().values().map(broker_info).collect(),
         }))
     }
 

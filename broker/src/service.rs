@@ -17,11 +17,10 @@ use rivulet_proto::v1::list_offsets_partition::Spec;
 use rivulet_proto::v1::produce_partition::Data;
 use rivulet_proto::v1::replication_server::{Replication, ReplicationServer};
 use rivulet_proto::v1::{
-    Acks, DivergingEpoch, ErrorCode, FetchPartitionResponse, FetchRequest,
-    FetchResponse, ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, OffsetSpec, ProducePartitionResponse, ProduceRequest,
-    ProduceResponse, RecordList, ReplicaFetchPartitionResponse, ReplicaFetchRequest,
-    ReplicaFetchResponse,
+    Acks, DivergingEpoch, ErrorCode, FetchPartitionResponse, FetchRequest, FetchResponse,
+    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, OffsetSpec, ProducePartitionResponse, ProduceRequest, ProduceResponse,
+    RecordList, ReplicaFetchPartitionResponse, ReplicaFetchRequest, ReplicaFetchResponse,
 };
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -161,27 +160,29 @@ impl Broker for BrokerRpc {
             }
         }
         let require_min_isr = acks == Acks::All;
-        let append = move || {
-            work.into_iter()
-                .map(|(i, part, mut batch)| {
-                    let r = part.append_as_leader(&mut batch, require_min_isr);
-                    (i, part, r)
-                })
-                .collect::<Vec<_>>()
-        };
+        // One blocking task per partition: their fsyncs overlap.
+        let mut appends = tokio::task::JoinSet::new();
+        for (i, part, mut batch) in work {
+            appends.spawn_blocking(move || {
+                let r = part.append_as_leader(&mut batch, require_min_isr);
+                (i, part, r)
+            });
+        }
         if acks == Acks::None {
-            // Fire and forget: answer before the append.
-            tokio::task::spawn_blocking(append);
+            // Fire and forget: answer before the appends finish.
+            appends.detach_all();
             return Ok(Response::new(ProduceResponse { partitions: out }));
         }
-        let appended = tokio::task::spawn_blocking(append)
-            .await
-            .map_err(|e| Status::internal(format!("append task failed: {e}")))?;
+        let mut appended = Vec::with_capacity(appends.len());
+        while let Some(done) = appends.join_next().await {
+            appended.push(done.map_err(|e| Status::internal(format!("append task failed: {e}")))?);
+        }
         let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
         for (i, part, result) in appended {
             let (topic, partition) = (part.topic.clone(), part.partition);
             let result = match result {
                 Ok((info, epoch)) => {
+                    out[i].appended = true;
                     out[i].base_offset = info.base_offset;
                     out[i].log_start_offset = part.offsets().log_start_offset;
                     if acks == Acks::All {

@@ -198,14 +198,16 @@ impl Env {
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let info = admin.describe_topic(&t.topic).await?;
-            let mut ready = !info.partitions.is_empty();
-            for p in &info.partitions {
-                ready &= p.leader.is_some()
-                    && admin.partition_offsets(&t.topic, p.partition).await.is_ok();
-            }
-            if ready {
-                return Ok(info.partitions.len() as u32);
+            // The node asked may not have the new topic in its image yet.
+            if let Ok(info) = admin.describe_topic(&t.topic).await {
+                let mut ready = !info.partitions.is_empty();
+                for p in &info.partitions {
+                    ready &= p.leader.is_some()
+                        && admin.partition_offsets(&t.topic, p.partition).await.is_ok();
+                }
+                if ready {
+                    return Ok(info.partitions.len() as u32);
+                }
             }
             anyhow::ensure!(
                 Instant::now() < deadline,

@@ -72,6 +72,10 @@ impl Default for ProducerConfig {
     }
 }
 
+/// The largest batch the producer builds by merging queued ones (the
+/// broker's default limit is 1 MiB).
+const MAX_MERGED_BATCH_BYTES: usize = 960 * 1024;
+
 /// Where a record landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
@@ -115,6 +119,12 @@ impl Producer {
     /// Connects (one metadata round trip, so a wrong address fails here) and
     /// starts the sender task.
     pub async fn connect(client: ClientConfig, config: ProducerConfig) -> Result<Self> {
+        if config.batch_size > MAX_MERGED_BATCH_BYTES {
+            return Err(Error::Invalid(format!(
+                "batch_size {} is over the limit of {MAX_MERGED_BATCH_BYTES} bytes",
+                config.batch_size
+            )));
+        }
         if config.batch_size == 0 || config.buffer_records == 0 {
             return Err(Error::Invalid(
                 "batch_size and buffer_records must be positive".into(),
@@ -385,6 +395,20 @@ impl Sender {
                 continue;
             };
             let mut batch = q.batches.pop_front().expect("ready queues have a batch");
+            // Batches that queued up behind the one in flight go together, up
+            // to one request's worth: a busy partition pays one replication
+            // round trip (and one fsync per replica) for all of them.
+            while batch.encoded.is_none()
+                && q.batches.front().is_some_and(|next| {
+                    next.encoded.is_none() && batch.bytes + next.bytes <= MAX_MERGED_BATCH_BYTES
+                })
+            {
+                let next = q.batches.pop_front().expect("front checked");
+                batch.bytes += next.bytes;
+                batch.records.extend(next.records);
+                batch.waiters.extend(next.waiters);
+                batch.created = batch.created.min(next.created);
+            }
             if batch.encoded.is_none() {
                 match encode_batch(&batch.records, self.config.compression) {
                     Ok(b) => batch.encoded = Some(b),

@@ -9,8 +9,8 @@ use rivulet_broker::log::batch::{build_batch, decode_records, RecordInput};
 use rivulet_proto::v1::broker_client::BrokerClient;
 use rivulet_proto::v1::produce_partition::Data;
 use rivulet_proto::v1::{
-    Acks, ConfigEntry, CreateTopicRequest, ErrorCode, FetchPartition, FetchRequest,
-    MetadataRequest, PartitionInfo, ProducePartition, ProduceRequest,
+    Acks, ConfigEntry, CreateTopicRequest, ErrorCode, FetchPartition, FetchRequest, LeaderHint,
+    MetadataRequest, PartitionInfo, ProducePartition, ProduceRequest, ProduceResponse,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -185,44 +185,10 @@ impl Cluster {
                 }
             },
         };
-        let records: Vec<RecordInput> = values
-            .iter()
-            .map(|v| RecordInput {
-                value: Some(Bytes::copy_from_slice(v)),
-                timestamp_ms: 1,
-                ..RecordInput::default()
-            })
-            .collect();
-        let batch = build_batch(&records).expect("test records encode");
-        let req = ProduceRequest {
-            acks: acks.into(),
-            timeout_ms,
-            partitions: vec![ProducePartition {
-                topic: topic.into(),
-                partition: p,
-                data: Some(Data::RecordBatch(batch)),
-            }],
-        };
+        let req = produce_request(topic, p, values, acks, timeout_ms);
         let rpc_timeout = Duration::from_millis(u64::from(timeout_ms) + 2_000);
         match self.broker_client(target, rpc_timeout).produce(req).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                let Some(pr) = r.partitions.into_iter().next() else {
-                    return ProduceOutcome::Unknown("empty produce response".into());
-                };
-                if pr.error_code == ErrorCode::None as i32 {
-                    ProduceOutcome::Acked(pr.base_offset)
-                } else if pr.error_code == ErrorCode::RequestTimedOut as i32
-                    || pr.error_code == ErrorCode::NotEnoughReplicasAfterAppend as i32
-                    || pr.error_code == ErrorCode::NotLeaderOrFollower as i32
-                {
-                    // Possibly appended at a leader that then lost its role
-                    // or timed out: the records may yet be committed.
-                    ProduceOutcome::Unknown(pr.error_message)
-                } else {
-                    ProduceOutcome::Failed(pr.error_code, pr.error_message)
-                }
-            }
+            Ok(r) => classify_produce(r.into_inner()).0,
             Err(status) => ProduceOutcome::Unknown(status.to_string()),
         }
     }
@@ -307,4 +273,58 @@ impl Cluster {
             })
             .collect()
     }
+}
+
+/// A produce request of `values` as one batch (timestamps fixed at 1 ms, no
+/// keys) to `topic`/`p`.
+pub(crate) fn produce_request(
+    topic: &str,
+    p: u32,
+    values: &[Vec<u8>],
+    acks: Acks,
+    timeout_ms: u32,
+) -> ProduceRequest {
+    let records: Vec<RecordInput> = values
+        .iter()
+        .map(|v| RecordInput {
+            value: Some(Bytes::copy_from_slice(v)),
+            timestamp_ms: 1,
+            ..RecordInput::default()
+        })
+        .collect();
+    let batch = build_batch(&records).expect("test records encode");
+    ProduceRequest {
+        acks: acks.into(),
+        timeout_ms,
+        partitions: vec![ProducePartition {
+            topic: topic.into(),
+            partition: p,
+            data: Some(Data::RecordBatch(batch)),
+        }],
+    }
+}
+
+/// What a produce response (of one partition) says about the send, and the
+/// leader hint it carries (with `NOT_LEADER_OR_FOLLOWER`).
+///
+/// Only refusals that happen before an append are [`ProduceOutcome::Failed`]:
+/// the broker says so with `appended = false`. After an append (a timeout,
+/// `NOT_ENOUGH_REPLICAS_AFTER_APPEND`, `NOT_LEADER_OR_FOLLOWER` for a pending
+/// acks=all write whose leader was deposed) the records may be committed
+/// later, so the outcome is [`ProduceOutcome::Unknown`].
+pub(crate) fn classify_produce(r: ProduceResponse) -> (ProduceOutcome, Option<LeaderHint>) {
+    let Some(pr) = r.partitions.into_iter().next() else {
+        return (
+            ProduceOutcome::Unknown("empty produce response".into()),
+            None,
+        );
+    };
+    let outcome = if pr.error_code == ErrorCode::None as i32 {
+        ProduceOutcome::Acked(pr.base_offset)
+    } else if pr.appended {
+        ProduceOutcome::Unknown(pr.error_message)
+    } else {
+        ProduceOutcome::Failed(pr.error_code, pr.error_message)
+    };
+    (outcome, pr.leader)
 }

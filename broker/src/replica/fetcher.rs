@@ -128,54 +128,60 @@ pub(crate) async fn run_fetcher(mgr: Arc<ReplicaManager>, source: u64, cancel: C
                 continue;
             }
         };
-        // Apply off the async threads: appends fsync.
-        let applied = tokio::task::spawn_blocking(move || {
-            let mut all_failed = true;
-            for r in &response.partitions {
-                let Some((part, epoch)) = parts
-                    .iter()
-                    .find(|(p, _)| p.topic == r.topic && p.partition == r.partition)
-                else {
-                    continue;
-                };
-                let data = match ErrorCode::try_from(r.error_code) {
-                    Ok(ErrorCode::None) => match &r.diverging_epoch {
-                        Some(d) => FetchedData::Diverging {
-                            end_offset: d.end_offset,
-                        },
-                        None => FetchedData::Records {
-                            records: &r.records,
-                            high_watermark: r.high_watermark,
-                        },
-                    },
-                    Ok(ErrorCode::OffsetOutOfRange) => FetchedData::OutOfRange {
+        // Apply off the async threads (appends fsync), one blocking task per
+        // partition so their fsyncs overlap.
+        let mut applies = tokio::task::JoinSet::new();
+        let asked = response.partitions.len();
+        for r in response.partitions {
+            let Some((part, epoch)) = parts
+                .iter()
+                .find(|(p, _)| p.topic == r.topic && p.partition == r.partition)
+                .map(|(p, e)| (Arc::clone(p), *e))
+            else {
+                continue;
+            };
+            let code = ErrorCode::try_from(r.error_code);
+            if !matches!(code, Ok(ErrorCode::None | ErrorCode::OffsetOutOfRange)) {
+                debug!(topic = %r.topic, partition = r.partition, ?code,
+                    reason = %r.error_message, "leader refused the fetch");
+                continue;
+            }
+            applies.spawn_blocking(move || {
+                let data = match (code, &r.diverging_epoch) {
+                    (Ok(ErrorCode::OffsetOutOfRange), _) => FetchedData::OutOfRange {
                         leader_log_start: r.log_start_offset,
                     },
-                    code => {
-                        debug!(topic = %r.topic, partition = r.partition, ?code,
-                            reason = %r.error_message, "leader refused the fetch");
-                        continue;
-                    }
+                    (_, Some(d)) => FetchedData::Diverging {
+                        end_offset: d.end_offset,
+                    },
+                    (_, None) => FetchedData::Records {
+                        records: &r.records,
+                        high_watermark: r.high_watermark,
+                    },
                 };
-                all_failed = false;
-                match part.apply_fetched(source, *epoch, data) {
-                    Ok(progress) if progress.truncated => {
-                        tracing::info!(topic = %part.topic, partition = part.partition,
-                            log_end = part.offsets().log_end_offset,
-                            "truncated a diverged log tail to match the leader");
+                match part.apply_fetched(source, epoch, data) {
+                    Ok(progress) => {
+                        if progress.truncated {
+                            tracing::info!(topic = %part.topic, partition = part.partition,
+                                log_end = part.offsets().log_end_offset,
+                                "truncated a diverged log tail to match the leader");
+                        }
+                        true
                     }
-                    Ok(_) => {}
                     Err(e) => {
                         warn!(topic = %part.topic, partition = part.partition, error = %e,
                             "cannot apply fetched data");
-                        all_failed = true;
+                        false
                     }
                 }
-            }
-            all_failed && !response.partitions.is_empty()
-        })
-        .await;
-        if matches!(applied, Ok(true) | Err(_)) {
+            });
+        }
+        let mut applied = 0;
+        while let Some(done) = applies.join_next().await {
+            applied += usize::from(done.unwrap_or(false));
+        }
+        // Nothing usable came back: the leader refuses us, or our disk fails.
+        if asked > 0 && applied == 0 {
             failures += 1;
             sleep(&cancel, backoff(failures)).await;
         }

@@ -58,16 +58,17 @@ pub struct ProducerKnobs {
     /// Batch size in bytes.
     #[arg(long, default_value_t = 64 * 1024)]
     batch_size: usize,
-    /// How long a batch waits for more records (ms).
-    #[arg(long, default_value_t = 5)]
-    linger_ms: u64,
+    /// How long a batch waits for more records (ms); default 5 for
+    /// `produce`, 0 for `e2e` (latency first).
+    #[arg(long)]
+    linger_ms: Option<u64>,
     /// none, lz4 or zstd.
     #[arg(long, default_value = "none")]
     compression: String,
 }
 
 impl ProducerKnobs {
-    fn config(&self) -> Result<ProducerConfig> {
+    fn config(&self, default_linger_ms: u64) -> Result<ProducerConfig> {
         let compression: Compression = self.compression.parse()?;
         Ok(ProducerConfig {
             acks: match self.acks {
@@ -76,7 +77,7 @@ impl ProducerKnobs {
                 AcksArg::All => Acks::All,
             },
             batch_size: self.batch_size,
-            linger: Duration::from_millis(self.linger_ms),
+            linger: Duration::from_millis(self.linger_ms.unwrap_or(default_linger_ms)),
             compression,
             ..ProducerConfig::default()
         })
@@ -400,7 +401,7 @@ pub async fn produce(bootstrap: &str, args: ProduceArgs) -> Result<()> {
     let env = Env::new(bootstrap, &args.target).await?;
     let t = &args.target;
     let partitions = env.topic(t).await?;
-    let config = args.producer.config()?;
+    let config = args.producer.config(5)?;
     let out = produce_load(
         &env,
         t,
@@ -575,7 +576,7 @@ pub async fn e2e(bootstrap: &str, args: E2eArgs) -> Result<()> {
             anyhow::Ok(h)
         })
     };
-    let producer = Producer::connect(env.client(), args.producer.config()?).await?;
+    let producer = Producer::connect(env.client(), args.producer.config(0)?).await?;
     let mut progress = Progress::new(t.json);
     let mut pending = std::collections::VecDeque::new();
     let (mut failed, mut first_error) = (0u64, None);

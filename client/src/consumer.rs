@@ -78,6 +78,12 @@ pub struct Consumer {
     positions: BTreeMap<(String, u32), Option<u64>>,
     /// High watermarks seen, for lag.
     high_watermarks: HashMap<(String, u32), u64>,
+    /// Fetches in flight (at most one per leader at a time).
+    in_flight: JoinSet<FetchResult>,
+    /// Partitions in a fetch in flight → the offset asked for.
+    fetching: HashMap<(String, u32), u64>,
+    /// When metadata was last refreshed for leaderless partitions.
+    refreshed: tokio::time::Instant,
 }
 
 impl Consumer {
@@ -90,6 +96,9 @@ impl Consumer {
             config,
             positions: BTreeMap::new(),
             high_watermarks: HashMap::new(),
+            in_flight: JoinSet::new(),
+            fetching: HashMap::new(),
+            refreshed: tokio::time::Instant::now(),
         })
     }
 
@@ -258,15 +267,43 @@ impl Consumer {
         Ok(())
     }
 
-    /// Fetches from every assigned partition's leader (one request per
-    /// leader, concurrently) and returns the records, waiting up to the
-    /// configured `max_wait` for some to arrive.
+    /// Returns the records of the next fetch to complete, waiting up to the
+    /// configured `max_wait` (plus a round trip) for one.
+    ///
+    /// Every leader has at most one fetch in flight for the partitions it
+    /// leads; fetches stay in flight across polls, so records from one leader
+    /// are returned as soon as they arrive, without waiting for the long
+    /// polls at the others. A fetch whose partition was sought meanwhile is
+    /// ignored.
     pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>> {
         self.reset_positions().await?;
+        self.send_fetches().await;
+        if self.in_flight.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Ok(Vec::new());
+        }
+        let wait = self.config.max_wait + Duration::from_secs(1);
+        let mut out = Vec::new();
+        if let Ok(Some(Ok(done))) = tokio::time::timeout(wait, self.in_flight.join_next()).await {
+            self.absorb(done, &mut out)?;
+        }
+        // Whatever else already arrived comes along.
+        while let Some(Ok(done)) = self.in_flight.try_join_next() {
+            self.absorb(done, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Sends a fetch to every leader of assigned partitions that has none in
+    /// flight.
+    async fn send_fetches(&mut self) {
         let mut by_leader: HashMap<String, Vec<FetchPartition>> = HashMap::new();
         let mut leaderless = false;
         for ((t, p), pos) in &self.positions {
             let Some(offset) = *pos else { continue };
+            if self.fetching.contains_key(&(t.clone(), *p)) {
+                continue;
+            }
             match self.cluster.leader(t, *p) {
                 Some(l) => by_leader
                     .entry(l.address)
@@ -281,22 +318,22 @@ impl Consumer {
                 None => leaderless = true,
             }
         }
-        if leaderless {
+        if leaderless && self.refreshed.elapsed() >= Duration::from_millis(100) {
+            self.refreshed = tokio::time::Instant::now();
             let topics: Vec<String> = self.positions.keys().map(|(t, _)| t.clone()).collect();
             if let Err(e) = self.cluster.refresh(&topics).await {
                 debug!(error = %e, "metadata refresh failed");
             }
-            if by_leader.is_empty() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                return Ok(Vec::new());
-            }
         }
-        let mut calls = JoinSet::new();
         let max_wait = u32::try_from(self.config.max_wait.as_millis()).unwrap_or(u32::MAX);
         for (addr, partitions) in by_leader {
+            for fp in &partitions {
+                self.fetching
+                    .insert((fp.topic.clone(), fp.partition), fp.offset);
+            }
             let cluster = self.cluster.clone();
             let min_bytes = self.config.min_bytes;
-            calls.spawn(async move {
+            self.in_flight.spawn(async move {
                 let mut req = tonic::Request::new(FetchRequest {
                     partitions: partitions.clone(),
                     max_bytes: 0,
@@ -313,62 +350,72 @@ impl Consumer {
                 (partitions, r.map(|r| r.into_inner()))
             });
         }
-        let mut out = Vec::new();
-        let mut failures = 0;
-        while let Some(done) = calls.join_next().await {
-            let Ok((asked, result)) = done else { continue };
-            let response = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    debug!(error = %e, "fetch failed; refreshing metadata");
-                    failures += 1;
-                    for fp in &asked {
-                        self.cluster.invalidate(&fp.topic, fp.partition);
-                    }
-                    continue;
+    }
+
+    /// Takes in one completed fetch: records for partitions whose position
+    /// is still where the fetch started; errors move leadership or positions.
+    fn absorb(&mut self, done: FetchResult, out: &mut Vec<ConsumerRecord>) -> Result<()> {
+        let (asked, result) = done;
+        for fp in &asked {
+            self.fetching.remove(&(fp.topic.clone(), fp.partition));
+        }
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(error = %e, "fetch failed; refreshing metadata");
+                for fp in &asked {
+                    self.cluster.invalidate(&fp.topic, fp.partition);
                 }
+                return Ok(());
+            }
+        };
+        for part in response.partitions {
+            let key = (part.topic.clone(), part.partition);
+            let asked_at = asked
+                .iter()
+                .find(|fp| fp.topic == part.topic && fp.partition == part.partition)
+                .map(|fp| fp.offset);
+            let Some(Some(pos)) = self.positions.get(&key).copied() else {
+                continue;
             };
-            for part in response.partitions {
-                let key = (part.topic.clone(), part.partition);
-                let Some(Some(pos)) = self.positions.get(&key).copied() else {
-                    continue;
-                };
-                match ErrorCode::try_from(part.error_code) {
-                    Ok(ErrorCode::None) => {
-                        self.high_watermarks
-                            .insert(key.clone(), part.high_watermark);
-                        let records =
-                            decode_batches(&part.topic, part.partition, part.records, pos)?;
-                        if let Some(last) = records.last() {
-                            self.positions.insert(key, Some(last.offset + 1));
-                        }
-                        out.extend(records);
+            if asked_at != Some(pos) {
+                continue; // sought meanwhile
+            }
+            match ErrorCode::try_from(part.error_code) {
+                Ok(ErrorCode::None) => {
+                    self.high_watermarks
+                        .insert(key.clone(), part.high_watermark);
+                    let records = decode_batches(&part.topic, part.partition, part.records, pos)?;
+                    if let Some(last) = records.last() {
+                        self.positions.insert(key, Some(last.offset + 1));
                     }
-                    Ok(ErrorCode::OffsetOutOfRange) => {
-                        debug!(topic = %part.topic, partition = part.partition, pos, "position out of range; resetting");
-                        if self.config.offset_reset == OffsetReset::None {
-                            return Err(Error::broker(part.error_code, part.error_message));
-                        }
-                        self.positions.insert(key, None);
+                    out.extend(records);
+                }
+                Ok(ErrorCode::OffsetOutOfRange) => {
+                    debug!(topic = %part.topic, partition = part.partition, pos, "position out of range; resetting");
+                    if self.config.offset_reset == OffsetReset::None {
+                        return Err(Error::broker(part.error_code, part.error_message));
                     }
-                    _ => {
-                        let e = Error::broker(part.error_code, part.error_message);
-                        if !e.is_retriable() {
-                            return Err(e);
-                        }
-                        failures += 1;
-                        match &part.leader {
-                            Some(h) => self.cluster.apply_hint(&part.topic, part.partition, h),
-                            None => self.cluster.invalidate(&part.topic, part.partition),
-                        }
+                    self.positions.insert(key, None);
+                }
+                _ => {
+                    let e = Error::broker(part.error_code, part.error_message);
+                    if !e.is_retriable() {
+                        return Err(e);
+                    }
+                    match &part.leader {
+                        Some(h) => self.cluster.apply_hint(&part.topic, part.partition, h),
+                        None => self.cluster.invalidate(&part.topic, part.partition),
                     }
                 }
             }
         }
-        if out.is_empty() && failures > 0 {
-            // Leadership is moving: give the cluster a moment.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(out)
+        Ok(())
     }
 }
+
+/// A completed fetch: what was asked, and the answer.
+type FetchResult = (
+    Vec<FetchPartition>,
+    Result<rivulet_proto::v1::FetchResponse>,
+);

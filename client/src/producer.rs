@@ -3,12 +3,14 @@
 //! and resolves one delivery future per record.
 //!
 //! ```text
-//!  send() ──mpsc──▶ sender task: partition (explicit | murmur2(key) | sticky)
-//!                     per-partition queue of batches (batch_size, linger)
-//!                     one batch in flight per partition (keeps order on retry)
-//!                     ready batches grouped by leader ──▶ one Produce RPC per leader
-//!                     NOT_LEADER… ─▶ leader hint / metadata refresh ─▶ retry until
-//!                     delivery_timeout
+//!  send(): partition (explicit | murmur2(key) | sticky), then append to the
+//!          partition's open batch in a shared accumulator (one mutex, no
+//!          per-record channel or allocation); a full batch wakes the sender
+//!  sender task: one batch in flight per partition (keeps order on retry);
+//!          batches queued behind it go out merged; ready batches grouped by
+//!          leader ──▶ one Produce RPC per leader; NOT_LEADER… ─▶ leader hint /
+//!          metadata refresh ─▶ retry until delivery_timeout
+//!  completion: one shared result per batch; each record's future reads it
 //! ```
 //!
 //! Retries can write a batch twice when a response is lost after the leader
@@ -17,13 +19,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rivulet_proto::v1::produce_partition::Data;
 use rivulet_proto::v1::{Acks, ErrorCode, ProducePartition, ProduceRequest};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::debug;
@@ -87,32 +90,156 @@ pub struct RecordMetadata {
     pub offset: Option<u64>,
 }
 
+/// The outcome of one batch as appended by `send`, shared by its records'
+/// futures.
+#[derive(Debug)]
+struct BatchDone {
+    topic: String,
+    partition: u32,
+    /// The base offset (`None` with acks=0), or why the batch failed.
+    result: OnceLock<Result<Option<u64>>>,
+    /// Futures polled before the result was set.
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl BatchDone {
+    fn new(topic: String, partition: u32) -> Arc<Self> {
+        Arc::new(Self {
+            topic,
+            partition,
+            result: OnceLock::new(),
+            wakers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn complete(&self, r: Result<Option<u64>>) {
+        let _ = self.result.set(r);
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
 /// Resolves when the record is acknowledged or has failed for good.
 #[derive(Debug)]
-pub struct DeliveryFuture(oneshot::Receiver<Result<RecordMetadata>>);
+pub struct DeliveryFuture {
+    batch: Arc<BatchDone>,
+    index: u64,
+}
+
+impl DeliveryFuture {
+    fn failed(topic: &str, partition: u32, e: Error) -> Self {
+        let batch = BatchDone::new(topic.to_owned(), partition);
+        batch.complete(Err(e));
+        Self { batch, index: 0 }
+    }
+
+    fn ready(&self) -> Option<Result<RecordMetadata>> {
+        let r = self.batch.result.get()?;
+        Some(match r {
+            Ok(base) => Ok(RecordMetadata {
+                topic: self.batch.topic.clone(),
+                partition: self.batch.partition,
+                offset: base.map(|b| b + self.index),
+            }),
+            Err(e) => Err(e.clone()),
+        })
+    }
+}
 
 impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(Error::Closed)))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(r) = self.ready() {
+            return Poll::Ready(r);
+        }
+        let mut wakers = self.batch.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked again under the lock: `complete` sets, then drains.
+        if let Some(r) = self.ready() {
+            return Poll::Ready(r);
+        }
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 
-type Waiter = oneshot::Sender<Result<RecordMetadata>>;
+/// Records of one batch and the shared outcomes they report to.
+#[derive(Debug)]
+struct Batch {
+    records: Vec<ProducerRecord>,
+    /// `(outcome, index of its first record here)`: one part per batch
+    /// merged in.
+    parts: Vec<(Arc<BatchDone>, u64)>,
+    bytes: usize,
+    created: Instant,
+    encoded: Option<Bytes>,
+    attempts: u32,
+}
+
+impl Batch {
+    fn new(topic: &str, partition: u32) -> Self {
+        Self {
+            records: Vec::new(),
+            parts: vec![(BatchDone::new(topic.to_owned(), partition), 0)],
+            bytes: 0,
+            created: Instant::now(),
+            encoded: None,
+            attempts: 0,
+        }
+    }
+
+    fn finish(&self, r: &Result<Option<u64>>) {
+        for (done, start) in &self.parts {
+            done.complete(match r {
+                Ok(base) => Ok(base.map(|b| b + start)),
+                Err(e) => Err(e.clone()),
+            });
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    batches: VecDeque<Batch>,
+    in_flight: bool,
+    retry_at: Option<Instant>,
+}
+
+type Key = (String, u32);
+
+/// Batches waiting to be sent, shared by `send` and the sender task.
+#[derive(Debug, Default)]
+struct Accumulator {
+    queues: HashMap<Key, Queue>,
+    sticky: HashMap<String, u32>,
+    spin: u32,
+}
+
+/// What `send` and the sender task share.
+#[derive(Debug)]
+struct Shared {
+    cluster: Cluster,
+    config: ProducerConfig,
+    acc: Mutex<Accumulator>,
+    /// Wakes the sender: a batch filled, a partition got its first record.
+    wake: Notify,
+    /// One permit per record the producer may hold.
+    space: Semaphore,
+}
 
 enum Command {
-    Send(ProducerRecord, Waiter),
     Flush(oneshot::Sender<()>),
 }
 
 /// An async producer; cheap to clone (clones share one sender task).
 #[derive(Debug, Clone)]
 pub struct Producer {
-    tx: mpsc::Sender<Command>,
-    cluster: Cluster,
+    shared: Arc<Shared>,
+    control: mpsc::Sender<Command>,
 }
 
 impl Producer {
@@ -132,29 +259,103 @@ impl Producer {
         }
         let cluster = Cluster::new(client)?;
         cluster.refresh(&[]).await?;
-        let (tx, rx) = mpsc::channel(config.buffer_records);
-        tokio::spawn(Sender::new(cluster.clone(), config).run(rx));
-        Ok(Self { tx, cluster })
+        let shared = Arc::new(Shared {
+            cluster,
+            space: Semaphore::new(config.buffer_records.min(Semaphore::MAX_PERMITS)),
+            config,
+            acc: Mutex::new(Accumulator {
+                spin: std::process::id(),
+                ..Accumulator::default()
+            }),
+            wake: Notify::new(),
+        });
+        let (control, rx) = mpsc::channel(16);
+        tokio::spawn(Sender::new(Arc::clone(&shared)).run(rx));
+        Ok(Self { shared, control })
     }
 
     /// The partition count of `topic` (fresh from the cluster);
     /// `UnknownTopic` if it does not exist.
     pub async fn partitions(&self, topic: &str) -> Result<u32> {
-        self.cluster.refresh(&[topic.to_owned()]).await?;
-        self.cluster
+        let cluster = &self.shared.cluster;
+        cluster.refresh(&[topic.to_owned()]).await?;
+        cluster
             .cached_partition_count(topic)
             .ok_or_else(|| Error::UnknownTopic(topic.to_owned()))
     }
 
     /// Queues a record; waits only when the buffer is full. The returned
-    /// future resolves with the record's partition and offset.
+    /// future resolves with the record's partition and offset (or why it
+    /// could not be written).
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Send(record, tx))
+        if self.control.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.shared
+            .space
+            .acquire()
             .await
-            .map_err(|_| Error::Closed)?;
-        Ok(DeliveryFuture(rx))
+            .map_err(|_| Error::Closed)?
+            .forget();
+        let partition = match self.choose_partition(&record).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.shared.space.add_permits(1);
+                return Ok(DeliveryFuture::failed(&record.topic, 0, e));
+            }
+        };
+        let size = record.size_hint();
+        let batch_size = self.shared.config.batch_size;
+        let (future, wake) = {
+            let mut acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
+            let q = acc
+                .queues
+                .entry((record.topic.clone(), partition))
+                .or_default();
+            let fits = q
+                .batches
+                .back()
+                .is_some_and(|b| b.encoded.is_none() && b.bytes + size <= batch_size);
+            if !fits {
+                q.batches.push_back(Batch::new(&record.topic, partition));
+            }
+            let first = q.batches.len() == 1 && q.batches[0].records.is_empty();
+            let b = q.batches.back_mut().expect("a batch was just ensured");
+            let (done, start) = b.parts.last().expect("a batch has a part");
+            let future = DeliveryFuture {
+                batch: Arc::clone(done),
+                index: b.records.len() as u64 - start,
+            };
+            b.bytes += size;
+            b.records.push(record);
+            (future, first || b.bytes >= batch_size)
+        };
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        Ok(future)
+    }
+
+    async fn choose_partition(&self, rec: &ProducerRecord) -> Result<u32> {
+        if let Some(p) = rec.partition {
+            return Ok(p);
+        }
+        let cluster = &self.shared.cluster;
+        let n = match cluster.cached_partition_count(&rec.topic) {
+            Some(n) => n,
+            None => cluster.partition_count(&rec.topic).await?,
+        };
+        if let Some(key) = &rec.key {
+            return Ok(partition_for_key(key, n));
+        }
+        let mut acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = acc.sticky.get(&rec.topic) {
+            return Ok(*p);
+        }
+        acc.spin = acc.spin.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let p = (acc.spin >> 8) % n.max(1);
+        acc.sticky.insert(rec.topic.clone(), p);
+        Ok(p)
     }
 
     /// Sends one record and waits for its acknowledgement.
@@ -165,51 +366,13 @@ impl Producer {
     /// Sends everything queued now and waits until it is acknowledged or failed.
     pub async fn flush(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.tx
+        self.control
             .send(Command::Flush(tx))
             .await
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)
     }
 }
-
-/// Records of one batch with their waiters.
-struct Batch {
-    records: Vec<ProducerRecord>,
-    waiters: Vec<Waiter>,
-    bytes: usize,
-    created: Instant,
-    encoded: Option<Bytes>,
-    attempts: u32,
-}
-
-impl Batch {
-    fn new() -> Self {
-        Self {
-            records: Vec::new(),
-            waiters: Vec::new(),
-            bytes: 0,
-            created: Instant::now(),
-            encoded: None,
-            attempts: 0,
-        }
-    }
-
-    fn fail(self, e: &Error) {
-        for w in self.waiters {
-            let _ = w.send(Err(e.clone()));
-        }
-    }
-}
-
-#[derive(Default)]
-struct Queue {
-    batches: VecDeque<Batch>,
-    in_flight: bool,
-    retry_at: Option<Instant>,
-}
-
-type Key = (String, u32);
 
 /// The outcome of one batch of one request.
 struct Done {
@@ -219,23 +382,15 @@ struct Done {
 }
 
 struct Sender {
-    cluster: Cluster,
-    config: ProducerConfig,
-    queues: HashMap<Key, Queue>,
-    sticky: HashMap<String, u32>,
-    spin: u32,
+    shared: Arc<Shared>,
     in_flight: JoinSet<Vec<Done>>,
     flushes: Vec<oneshot::Sender<()>>,
 }
 
 impl Sender {
-    fn new(cluster: Cluster, config: ProducerConfig) -> Self {
+    fn new(shared: Arc<Shared>) -> Self {
         Self {
-            cluster,
-            config,
-            queues: HashMap::new(),
-            sticky: HashMap::new(),
-            spin: std::process::id(),
+            shared,
             in_flight: JoinSet::new(),
             flushes: Vec::new(),
         }
@@ -247,25 +402,16 @@ impl Sender {
             let next_linger = self.next_deadline();
             tokio::select! {
                 cmd = rx.recv(), if !closing => match cmd {
-                    Some(Command::Send(rec, w)) => self.enqueue(rec, w).await,
                     Some(Command::Flush(tx)) => self.flushes.push(tx),
                     None => closing = true,
                 },
+                () = self.shared.wake.notified() => {}
                 Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     if let Ok(done) = done {
                         self.complete(done);
                     }
                 }
                 _ = tokio::time::sleep_until(next_linger.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))), if next_linger.is_some() => {}
-            }
-            // Drain whatever else is waiting without blocking, so batches fill.
-            while !closing {
-                match rx.try_recv() {
-                    Ok(Command::Send(rec, w)) => self.enqueue(rec, w).await,
-                    Ok(Command::Flush(tx)) => self.flushes.push(tx),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => closing = true,
-                }
             }
             let urgent = closing || !self.flushes.is_empty();
             self.dispatch(urgent).await;
@@ -281,212 +427,204 @@ impl Sender {
     }
 
     fn idle(&self) -> bool {
-        self.in_flight.is_empty() && self.queues.values().all(|q| q.batches.is_empty())
+        let acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
+        self.in_flight.is_empty() && acc.queues.values().all(|q| q.batches.is_empty())
     }
 
     /// When the earliest waiting batch becomes due.
     fn next_deadline(&self) -> Option<Instant> {
-        self.queues
+        let acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
+        acc.queues
             .values()
             .filter(|q| !q.in_flight)
             .filter_map(|q| {
                 let b = q.batches.front()?;
-                let due = b.created + self.config.linger;
+                let due = b.created + self.shared.config.linger;
                 Some(q.retry_at.map_or(due, |r| r.max(due)))
             })
             .min()
     }
 
-    async fn choose_partition(&mut self, rec: &ProducerRecord) -> Result<u32> {
-        if let Some(p) = rec.partition {
-            return Ok(p);
-        }
-        let n = self.cluster.partition_count(&rec.topic).await?;
-        if let Some(key) = &rec.key {
-            return Ok(partition_for_key(key, n));
-        }
-        let spin = &mut self.spin;
-        Ok(*self.sticky.entry(rec.topic.clone()).or_insert_with(|| {
-            *spin = spin.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            (*spin >> 8) % n.max(1)
-        }))
-    }
-
-    async fn enqueue(&mut self, rec: ProducerRecord, waiter: Waiter) {
-        let partition = match self.choose_partition(&rec).await {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = waiter.send(Err(e));
-                return;
-            }
-        };
-        let size = rec.size_hint();
-        let batch_size = self.config.batch_size;
-        let q = self
-            .queues
-            .entry((rec.topic.clone(), partition))
-            .or_default();
-        let fits = q
-            .batches
-            .back()
-            .is_some_and(|b| b.encoded.is_none() && b.bytes + size <= batch_size);
-        if !fits {
-            q.batches.push_back(Batch::new());
-        }
-        let b = q.batches.back_mut().expect("a batch was just ensured");
-        b.bytes += size;
-        b.records.push(rec);
-        b.waiters.push(waiter);
-    }
-
     /// Sends every ready batch, grouped by leader.
     async fn dispatch(&mut self, urgent: bool) {
+        let config = &self.shared.config;
+        let cluster = &self.shared.cluster;
         let now = Instant::now();
-        let mut ready: Vec<Key> = Vec::new();
-        for (key, q) in &self.queues {
-            if q.in_flight || q.retry_at.is_some_and(|r| r > now) {
-                continue;
-            }
-            let Some(b) = q.batches.front() else { continue };
-            let full = q.batches.len() > 1 || b.bytes >= self.config.batch_size;
-            if urgent || full || b.created + self.config.linger <= now || b.attempts > 0 {
-                ready.push(key.clone());
-            }
-        }
+        let ready: Vec<Key> = {
+            let acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
+            acc.queues
+                .iter()
+                .filter(|(_, q)| !q.in_flight && q.retry_at.is_none_or(|r| r <= now))
+                .filter(|(_, q)| {
+                    q.batches.front().is_some_and(|b| {
+                        urgent
+                            || q.batches.len() > 1
+                            || b.bytes >= config.batch_size
+                            || b.created + config.linger <= now
+                            || b.attempts > 0
+                    })
+                })
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
         if ready.is_empty() {
             return;
         }
-        if ready
-            .iter()
-            .any(|(t, p)| self.cluster.leader(t, *p).is_none())
-        {
+        if ready.iter().any(|(t, p)| cluster.leader(t, *p).is_none()) {
             let mut topics: Vec<String> = ready.iter().map(|(t, _)| t.clone()).collect();
             topics.sort();
             topics.dedup();
-            if let Err(e) = self.cluster.refresh(&topics).await {
+            if let Err(e) = cluster.refresh(&topics).await {
                 debug!(error = %e, "metadata refresh failed");
             }
         }
         let mut by_leader: HashMap<String, Vec<(Key, Batch)>> = HashMap::new();
-        for key in ready {
-            let leader = self.cluster.leader(&key.0, key.1);
-            let q = self
-                .queues
-                .get_mut(&key)
-                .expect("ready keys come from the map");
-            let Some(leader) = leader else {
-                // Unknown topic or partition, or no leader right now.
-                let unknown = match self.cluster.cached_partition_count(&key.0) {
-                    None => Some(Error::UnknownTopic(key.0.clone())),
-                    Some(n) if key.1 >= n => Some(Error::UnknownPartition {
-                        topic: key.0.clone(),
-                        partition: key.1,
-                    }),
-                    Some(_) => None,
+        let mut failed: Vec<(Batch, Error)> = Vec::new();
+        {
+            let mut acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
+            for key in ready {
+                let leader = cluster.leader(&key.0, key.1);
+                let Some(q) = acc.queues.get_mut(&key) else {
+                    continue;
                 };
-                match unknown {
-                    Some(e) => {
-                        for b in q.batches.drain(..) {
-                            b.fail(&e);
-                        }
-                    }
-                    None => q.retry_at = Some(now + Duration::from_millis(100)),
+                if q.batches.is_empty() || q.in_flight {
+                    continue;
                 }
-                continue;
-            };
-            let mut batch = q.batches.pop_front().expect("ready queues have a batch");
-            // Batches that queued up behind the one in flight go together, up
-            // to one request's worth: a busy partition pays one replication
-            // round trip (and one fsync per replica) for all of them.
-            while batch.encoded.is_none()
-                && q.batches.front().is_some_and(|next| {
-                    next.encoded.is_none() && batch.bytes + next.bytes <= MAX_MERGED_BATCH_BYTES
-                })
-            {
-                let next = q.batches.pop_front().expect("front checked");
-                batch.bytes += next.bytes;
-                batch.records.extend(next.records);
-                batch.waiters.extend(next.waiters);
-                batch.created = batch.created.min(next.created);
-            }
-            if batch.encoded.is_none() {
-                match encode_batch(&batch.records, self.config.compression) {
-                    Ok(b) => batch.encoded = Some(b),
-                    Err(e) => {
-                        batch.fail(&e);
-                        continue;
+                let Some(leader) = leader else {
+                    // Unknown topic or partition, or no leader right now.
+                    let unknown = match cluster.cached_partition_count(&key.0) {
+                        None => Some(Error::UnknownTopic(key.0.clone())),
+                        Some(n) if key.1 >= n => Some(Error::UnknownPartition {
+                            topic: key.0.clone(),
+                            partition: key.1,
+                        }),
+                        Some(_) => None,
+                    };
+                    match unknown {
+                        Some(e) => failed.extend(q.batches.drain(..).map(|b| (b, e.clone()))),
+                        None => q.retry_at = Some(now + Duration::from_millis(100)),
                     }
-                }
-                // The sticky partition moves on once its batch is sealed.
-                if batch
-                    .records
-                    .first()
-                    .is_some_and(|r| r.partition.is_none() && r.key.is_none())
+                    continue;
+                };
+                let mut batch = q.batches.pop_front().expect("checked non-empty");
+                // Batches that queued up behind the one in flight go together,
+                // up to one request's worth: a busy partition pays one
+                // replication round trip (and one fsync per replica) for all.
+                while batch.encoded.is_none()
+                    && q.batches.front().is_some_and(|next| {
+                        next.encoded.is_none() && batch.bytes + next.bytes <= MAX_MERGED_BATCH_BYTES
+                    })
                 {
-                    self.sticky.remove(&key.0);
+                    let next = q.batches.pop_front().expect("front checked");
+                    let offset = batch.records.len() as u64;
+                    batch.bytes += next.bytes;
+                    batch.records.extend(next.records);
+                    batch
+                        .parts
+                        .extend(next.parts.into_iter().map(|(d, s)| (d, s + offset)));
                 }
+                q.in_flight = true;
+                let sealed_sticky = batch.encoded.is_none()
+                    && batch
+                        .records
+                        .first()
+                        .is_some_and(|r| r.partition.is_none() && r.key.is_none());
+                if sealed_sticky {
+                    // The sticky partition moves on once its batch is sealed.
+                    acc.sticky.remove(&key.0);
+                }
+                by_leader
+                    .entry(leader.address)
+                    .or_default()
+                    .push((key, batch));
             }
-            q.in_flight = true;
-            by_leader
-                .entry(leader.address)
-                .or_default()
-                .push((key, batch));
         }
-        for (addr, batches) in by_leader {
-            let cluster = self.cluster.clone();
-            let acks = self.config.acks;
-            let timeout = self.config.request_timeout;
-            self.in_flight
-                .spawn(send_request(cluster, addr, acks, timeout, batches));
+        for (batch, e) in failed {
+            self.release(&batch);
+            batch.finish(&Err(e));
         }
+        for (addr, mut batches) in by_leader {
+            // Encode outside the accumulator lock.
+            batches.retain_mut(|(key, b)| {
+                if b.encoded.is_some() {
+                    return true;
+                }
+                match encode_batch(&b.records, config.compression) {
+                    Ok(bytes) => {
+                        b.encoded = Some(bytes);
+                        true
+                    }
+                    Err(e) => {
+                        self.shared.space.add_permits(b.records.len());
+                        b.finish(&Err(e));
+                        let mut acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(q) = acc.queues.get_mut(key) {
+                            q.in_flight = false;
+                        }
+                        false
+                    }
+                }
+            });
+            if batches.is_empty() {
+                continue;
+            }
+            let cluster = cluster.clone();
+            self.in_flight.spawn(send_request(
+                cluster,
+                addr,
+                config.acks,
+                config.request_timeout,
+                batches,
+            ));
+        }
+    }
+
+    /// Gives a finished batch's buffer space back.
+    fn release(&self, batch: &Batch) {
+        self.shared.space.add_permits(batch.records.len());
     }
 
     fn complete(&mut self, done: Vec<Done>) {
         let now = Instant::now();
+        let config = &self.shared.config;
         for Done {
             key,
             mut batch,
             result,
         } in done
         {
-            let q = self.queues.entry(key.clone()).or_default();
-            q.in_flight = false;
-            match result {
-                Ok(base) => {
-                    q.retry_at = None;
-                    for (i, w) in batch.waiters.into_iter().enumerate() {
-                        let _ = w.send(Ok(RecordMetadata {
-                            topic: key.0.clone(),
-                            partition: key.1,
-                            offset: base.map(|b| b + i as u64),
-                        }));
-                    }
-                }
-                Err(e)
-                    if e.is_retriable()
-                        && batch.created.elapsed() < self.config.delivery_timeout =>
-                {
+            let retry = match &result {
+                Err(e) => e.is_retriable() && batch.created.elapsed() < config.delivery_timeout,
+                Ok(_) => false,
+            };
+            {
+                let mut acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
+                let q = acc.queues.entry(key.clone()).or_default();
+                q.in_flight = false;
+                if retry {
                     batch.attempts += 1;
-                    let backoff = self
-                        .config
+                    let backoff = config
                         .retry_backoff
                         .saturating_mul(1 << (batch.attempts - 1).min(10))
-                        .min(self.config.retry_backoff_max);
-                    debug!(topic = %key.0, partition = key.1, attempt = batch.attempts, error = %e, "retrying batch");
+                        .min(config.retry_backoff_max);
+                    if let Err(e) = &result {
+                        debug!(topic = %key.0, partition = key.1, attempt = batch.attempts, error = %e, "retrying batch");
+                    }
                     q.retry_at = Some(now + backoff);
                     q.batches.push_front(batch);
+                    continue;
                 }
-                Err(e) => {
-                    let e = match e {
-                        e if e.is_retriable() => Error::Timeout(
-                            self.config.delivery_timeout,
-                            format!("record not acknowledged; last error: {e}"),
-                        ),
-                        e => e,
-                    };
-                    batch.fail(&e);
-                }
+                q.retry_at = None;
             }
+            self.release(&batch);
+            let result = match result {
+                Err(e) if e.is_retriable() => Err(Error::Timeout(
+                    config.delivery_timeout,
+                    format!("record not acknowledged; last error: {e}"),
+                )),
+                r => r,
+            };
+            batch.finish(&result);
         }
     }
 }

@@ -60,6 +60,13 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "node") {
+        if let Err(e) = node::apply_config_file(&args) {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Node(args) => {

@@ -61,6 +61,11 @@ pub struct NodeArgs {
         default_value_t = 10_000
     )]
     replica_lag_time_max_ms: u64,
+    /// A TOML file of node options, keyed by flag name
+    /// (`data-dir = "/var/lib/rivulet"`, `broker-lease-ms = 1500`); flags and
+    /// `RIVULET_*` environment variables override it.
+    #[arg(long, env = "RIVULET_CONFIG")]
+    config: Option<PathBuf>,
     /// Runtime worker threads (several nodes may share a small machine).
     #[arg(long, env = "RIVULET_THREADS", default_value_t = 2)]
     pub threads: usize,
@@ -168,5 +173,107 @@ async fn wait_for_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// The options a `--config` file may set, with the environment variable
+/// each one stands for.
+const CONFIG_KEYS: &[(&str, &str)] = &[
+    ("id", "RIVULET_NODE_ID"),
+    ("listen", "RIVULET_LISTEN"),
+    ("advertise", "RIVULET_ADVERTISE"),
+    ("data-dir", "RIVULET_DATA_DIR"),
+    ("voters", "RIVULET_VOTERS"),
+    ("cluster-id", "RIVULET_CLUSTER_ID"),
+    ("rack", "RIVULET_RACK"),
+    ("broker-lease-ms", "RIVULET_BROKER_LEASE_MS"),
+    (
+        "preferred-leader-check-ms",
+        "RIVULET_PREFERRED_LEADER_CHECK_MS",
+    ),
+    ("flush", "RIVULET_FLUSH"),
+    ("replica-lag-time-max-ms", "RIVULET_REPLICA_LAG_TIME_MAX_MS"),
+    ("threads", "RIVULET_THREADS"),
+];
+
+/// For `rivulet node --config <file>`: reads the file before the command
+/// line is parsed and turns each key into its `RIVULET_*` environment
+/// variable unless that is already set, so the precedence is flag, then
+/// environment, then file.
+pub fn apply_config_file(args: &[std::ffi::OsString]) -> Result<()> {
+    let mut path = None;
+    let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            path = it.next();
+        } else if let Some(p) = a.strip_prefix("--config=") {
+            path = Some(p.to_owned());
+        }
+    }
+    let Some(path) = path.or_else(|| std::env::var("RIVULET_CONFIG").ok()) else {
+        return Ok(());
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read --config {path}"))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("--config {path} is not valid TOML"))?;
+    for (key, value) in table {
+        let name = key.replace('_', "-");
+        let Some((_, var)) = CONFIG_KEYS.iter().find(|(k, _)| *k == name) else {
+            let known: Vec<&str> = CONFIG_KEYS.iter().map(|(k, _)| *k).collect();
+            bail!(
+                "--config {path}: unknown key {key:?}; known keys: {}",
+                known.join(", ")
+            );
+        };
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => format!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => bail!("--config {path}: {key} = {other:?} is not a string, number or list"),
+        };
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, value);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_fills_in_what_flags_and_environment_leave_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "rack = \"r-7\"\ncluster_id = \"c-1\"\n").unwrap();
+        std::env::set_var("RIVULET_CLUSTER_ID", "from-env");
+        let args: Vec<std::ffi::OsString> = vec![
+            "rivulet".into(),
+            "node".into(),
+            "--config".into(),
+            file.clone().into(),
+        ];
+        apply_config_file(&args).unwrap();
+        assert_eq!(std::env::var("RIVULET_RACK").unwrap(), "r-7");
+        assert_eq!(std::env::var("RIVULET_CLUSTER_ID").unwrap(), "from-env");
+
+        std::fs::write(&file, "colour = 1\n").unwrap();
+        let err = apply_config_file(&args).unwrap_err().to_string();
+        assert!(err.contains("unknown key \"colour\""), "{err}");
+        std::fs::write(&file, "rack = \n").unwrap();
+        assert!(apply_config_file(&args)
+            .unwrap_err()
+            .to_string()
+            .contains("not valid TOML"));
     }
 }

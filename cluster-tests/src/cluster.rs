@@ -247,6 +247,15 @@ impl Cluster {
             .collect()
     }
 
+    /// The nodes stopped with SIGSTOP.
+    pub fn paused(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| matches!(n.state, State::Paused(_)))
+            .map(|n| n.id)
+            .collect()
+    }
+
     /// Node `id`'s gRPC address.
     pub fn addr(&self, id: u64) -> SocketAddr {
         self.node(id).addr
@@ -512,6 +521,25 @@ impl Cluster {
     /// The last `n` lines of node `id`'s log.
     pub fn log_tail(&self, id: u64, n: usize) -> Vec<String> {
         logs::tail(self.log_path(id), n)
+    }
+
+    /// Every ERROR line (or panic) so far, as `node-<id>.log: <line>`, that
+    /// contains none of [`logs::DEFAULT_ALLOWED_ERRORS`] and none of
+    /// `allowed`: for runs that report instead of panicking.
+    pub fn unexpected_errors(&self, allowed: &[&str]) -> Vec<String> {
+        let allowed: Vec<&str> = logs::DEFAULT_ALLOWED_ERRORS
+            .iter()
+            .map(|(s, _why)| *s)
+            .chain(allowed.iter().copied())
+            .collect();
+        self.nodes
+            .values()
+            .flat_map(|node| {
+                logs::unexpected_errors(&node.log_path, &allowed)
+                    .into_iter()
+                    .map(move |line| format!("node-{}.log: {line}", node.id))
+            })
+            .collect()
     }
 
     /// Fails the test if any node logged an ERROR line (or panicked) that

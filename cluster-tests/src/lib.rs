@@ -26,6 +26,12 @@
 //!
 //! # Modules
 //!
+//! - [`checker`]: the durability checker — a concurrent acks=all workload
+//!   that records every send, a reader watching the high watermark, and the
+//!   full-read check of each partition ([`checker::CheckReport`]).
+//! - [`chaos`]: fault episodes (kill, terminate, bounces, pause, whole
+//!   cluster) run under the workload, healed and checked; used by the
+//!   `chaos` binary and `tests/faults.rs`.
 //! - [`cluster`]: [`Cluster`] — start n voters, kill/terminate/pause/resume/
 //!   restart/wipe a node, RPC helpers, leader agreement, the ERROR-line scan.
 //! - [`data`]: produce to the leader, read a partition back, compare the
@@ -37,6 +43,8 @@
 //! - [`wait`]: [`wait_until`], polling a condition with a deadline.
 
 mod binary;
+pub mod chaos;
+pub mod checker;
 pub mod cluster;
 pub mod data;
 pub mod logs;

@@ -135,6 +135,10 @@ pub struct FailoverArgs {
     /// Kill/restart rounds.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Kill a partition leader that is also the active controller (a Raft
+    /// election comes first); by default the victim leads a partition only.
+    #[arg(long)]
+    with_controller: bool,
 }
 
 /// A cluster to run against: the given one, or a local one we own.
@@ -633,7 +637,7 @@ pub async fn e2e(bootstrap: &str, args: E2eArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs `rivulet bench failover`: kill -9 the leader of partition 0, time
+/// Runs `rivulet bench failover`: kill -9 the leader of a partition, time
 /// the first acks=all produce acknowledged afterwards, restart the node and
 /// time until the ISR is whole again.
 pub async fn failover(bootstrap: &str, args: FailoverArgs) -> Result<()> {
@@ -656,21 +660,34 @@ pub async fn failover(bootstrap: &str, args: FailoverArgs) -> Result<()> {
         ..ProducerConfig::default()
     };
     let producer = Producer::connect(env.client(), config).await?;
-    let record = || ProducerRecord::new(t.topic.clone(), vec![b'x'; t.record_size]).partition(0);
+    let record =
+        |p: u32| ProducerRecord::new(t.topic.clone(), vec![b'x'; t.record_size]).partition(p);
     let (mut failovers, mut restores) = (histogram(), histogram());
     for round in 1..=args.rounds {
+        // The victim: a partition whose leader is (or is not) the controller.
+        let controller = admin.describe_cluster().await?.controller_leader;
+        let info = admin.describe_topic(&t.topic).await?;
+        let target = info
+            .partitions
+            .iter()
+            .find(|p| p.leader.is_some() && (p.leader == controller) == args.with_controller)
+            .with_context(|| {
+                format!(
+                    "no partition led by {} the active controller; use more partitions",
+                    if args.with_controller {
+                        ""
+                    } else {
+                        "a node other than"
+                    }
+                )
+            })?;
+        let (partition, leader) = (target.partition, target.leader.expect("filtered"));
+        let replicas = target.replicas.len();
+        let record = || record(partition);
         producer
             .send_and_wait(record())
             .await
             .context("produce before the kill")?;
-        let info = admin.describe_topic(&t.topic).await?;
-        let p0 = info
-            .partitions
-            .iter()
-            .find(|p| p.partition == 0)
-            .context("no partition 0")?;
-        let leader = p0.leader.context("partition 0 has no leader")?;
-        let replicas = p0.replicas.len();
         let local = env.local.as_mut().expect("a local cluster");
         let killed = Instant::now();
         local.kill(leader).await;
@@ -679,14 +696,23 @@ pub async fn failover(bootstrap: &str, args: FailoverArgs) -> Result<()> {
             .await
             .context("produce after the kill")?;
         let failover = killed.elapsed();
+        // Ask the nodes that stayed up: the restarted one's image starts
+        // from before the kill, ISR whole.
+        let others: Vec<String> = local
+            .ids()
+            .into_iter()
+            .filter(|i| *i != leader)
+            .map(|i| local.addr(i))
+            .collect();
+        let watcher = Admin::connect(ClientConfig::new(&others.join(","))).await?;
         local.start(leader)?;
         let restarted = Instant::now();
         loop {
-            let info = admin.describe_topic(&t.topic).await?;
+            let info = watcher.describe_topic(&t.topic).await?;
             let isr = info
                 .partitions
                 .iter()
-                .find(|p| p.partition == 0)
+                .find(|p| p.partition == partition)
                 .map_or(0, |p| p.isr.len());
             if isr == replicas {
                 break;
@@ -702,7 +728,8 @@ pub async fn failover(bootstrap: &str, args: FailoverArgs) -> Result<()> {
         let _ = restores.record(restore.as_micros().max(1) as u64);
         if !t.json {
             println!(
-                "round {round}: killed leader {leader}; first acks=all ack after {:.0} ms; ISR whole {:.0} ms after restart",
+                "round {round}: killed node {leader}, leader of partition {partition}{}; first acks=all ack after {:.0} ms; ISR whole {:.0} ms after restart",
+                if args.with_controller { " and the controller" } else { "" },
                 failover.as_secs_f64() * 1000.0,
                 restore.as_secs_f64() * 1000.0
             );

@@ -188,7 +188,11 @@ pub fn register_broker(
                 }
                 _ => (leader, isr),
             };
-            let restarted_leader = strip_old_incarnation && partition.leader == Some(id);
+            // Whatever the image says of the old incarnation, a partition it
+            // still leads gets a new leader epoch: no leader may lead one
+            // epoch across two incarnations (its unflushed tail may be gone,
+            // and followers match logs by epoch).
+            let restarted_leader = partition.leader == Some(id);
             if let Some(new) = finish(partition, leader, isr, restarted_leader) {
                 changed.push(TopicPartition::new(topic.name.clone(), partition.partition));
                 records.push(change_record(topic, new));

@@ -1098,3 +1098,31 @@ fn racing_decisions_are_caught_by_apply() {
     assert!(second.records.iter().all(|r| !image.apply(r).is_applied()));
     assert!(image.broker(b(8)).is_none());
 }
+
+#[test]
+fn a_reregistering_broker_never_keeps_leading_its_old_epoch() {
+    // However the image came to name a fenced broker as a leader, its next
+    // incarnation must not lead that partition in the same epoch.
+    let mut image = cluster(3);
+    create(&mut image, "t", 1, 3, &[]);
+    let before = partition(&image, "t", 0);
+    let leader = before.leader.unwrap();
+    let epoch = image.broker(leader).unwrap().broker_epoch;
+    let outcome = image.apply(&Record::FenceBroker {
+        id: leader,
+        broker_epoch: epoch,
+    });
+    if !outcome.is_applied() {
+        // The image refuses the inconsistent state outright: nothing to guard.
+        return;
+    }
+    let result = register_broker(&image, leader, "again:9092", None);
+    for record in &result.records {
+        let _ = image.apply(record);
+    }
+    let after = partition(&image, "t", 0);
+    assert!(
+        after.leader != Some(leader) || after.leader_epoch > before.leader_epoch,
+        "{after:?} after {before:?}"
+    );
+}

@@ -422,15 +422,22 @@ impl ReplicaManager {
         let me = BrokerId(self.config.node_id);
         let mut images = self.quorum.subscribe();
         // The image on disk may be stale: it may still name this broker the
-        // leader of partitions that moved while it was down. Host nothing
-        // until the image holds this incarnation's registration, and so
-        // every change made before it.
-        let first_epoch = images.borrow().broker(me).map(|b| b.broker_epoch);
+        // leader of partitions that moved while it was down, and replaying
+        // the Raft log at start shows earlier incarnations' registrations.
+        // Host nothing until this process has registered and the image holds
+        // that very registration (and so every change made before it).
+        let mut registered = self.quorum.registered_epoch();
+        let epoch = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = registered.wait_for(Option::is_some) => match r {
+                Ok(e) => e.expect("waited for Some"),
+                Err(_) => return,
+            },
+        };
         tokio::select! {
             _ = cancel.cancelled() => return,
             r = images.wait_for(|img| {
-                let now = img.broker(me).map(|b| b.broker_epoch);
-                now.is_some() && now != first_epoch
+                img.broker(me).is_some_and(|b| b.broker_epoch >= epoch)
             }) => if r.is_err() { return },
         }
         info!("metadata caught up with this broker's registration; starting the data plane");

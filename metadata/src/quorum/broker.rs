@@ -118,6 +118,7 @@ pub async fn run_broker_lifecycle(
             }
         };
         info!(broker_epoch = epoch, "registered with the controller");
+        quorum.registered.send_replace(Some(epoch));
 
         // Heartbeats, on one stream to the active controller at a time.
         let every = Duration::from_millis(quorum.config.timing.broker_heartbeat_ms);

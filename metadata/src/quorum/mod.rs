@@ -210,6 +210,8 @@ pub struct Quorum {
     propose_lock: tokio::sync::Mutex<()>,
     /// Broker leases (meaningful on the active controller only).
     leases: std::sync::Mutex<liveness::Leases>,
+    /// The broker epoch this process registered with, once it has.
+    registered: watch::Sender<Option<u64>>,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -284,7 +286,15 @@ impl Quorum {
             image,
             propose_lock: tokio::sync::Mutex::new(()),
             leases: std::sync::Mutex::new(liveness::Leases::default()),
+            registered: watch::Sender::new(None),
         }))
+    }
+
+    /// The broker epoch this process registered with (`None` until it has):
+    /// the data plane trusts only an image that holds this registration,
+    /// never one replayed from an earlier incarnation.
+    pub fn registered_epoch(&self) -> watch::Receiver<Option<u64>> {
+        self.registered.subscribe()
     }
 
     /// This node's id.

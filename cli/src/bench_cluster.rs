@@ -479,7 +479,9 @@ pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> Result<()> {
             };
             pending.push_back(producer.send(rec).await?);
             if pending.len() >= 1 << 16 {
-                pending.pop_front().expect("non-empty").await?;
+                if let Some(d) = pending.pop_front() {
+                    d.await?;
+                }
             }
         }
         for d in pending {
@@ -572,7 +574,9 @@ pub async fn e2e(bootstrap: &str, args: E2eArgs) -> Result<()> {
                     let Some(v) = r.value.as_deref().filter(|v| v.len() >= 8) else {
                         continue;
                     };
-                    let sent = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
+                    let mut stamp = [0u8; 8];
+                    stamp.copy_from_slice(&v[..8]);
+                    let sent = u64::from_le_bytes(stamp);
                     let _ = h.record(now.saturating_sub(sent).max(1));
                 }
                 consumed.fetch_add(records.len() as u64, Ordering::Relaxed);
@@ -596,7 +600,8 @@ pub async fn e2e(bootstrap: &str, args: E2eArgs) -> Result<()> {
         };
         pending.push_back(producer.send(rec).await?);
         while pending.len() > 1 << 14 {
-            if let Err(e) = pending.pop_front().expect("non-empty").await {
+            let Some(d) = pending.pop_front() else { break };
+            if let Err(e) = d.await {
                 failed += 1;
                 first_error.get_or_insert(e.to_string());
             }

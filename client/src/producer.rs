@@ -506,7 +506,9 @@ impl Sender {
                     }
                     continue;
                 };
-                let mut batch = q.batches.pop_front().expect("checked non-empty");
+                let Some(mut batch) = q.batches.pop_front() else {
+                    continue;
+                };
                 // Batches that queued up behind the one in flight go together,
                 // up to one request's worth: a busy partition pays one
                 // replication round trip (and one fsync per replica) for all.
@@ -515,7 +517,9 @@ impl Sender {
                         next.encoded.is_none() && batch.bytes + next.bytes <= MAX_MERGED_BATCH_BYTES
                     })
                 {
-                    let next = q.batches.pop_front().expect("front checked");
+                    let Some(next) = q.batches.pop_front() else {
+                        break;
+                    };
                     let offset = batch.records.len() as u64;
                     batch.bytes += next.bytes;
                     batch.records.extend(next.records);

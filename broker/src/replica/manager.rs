@@ -429,9 +429,9 @@ impl ReplicaManager {
         let mut registered = self.quorum.registered_epoch();
         let epoch = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = registered.wait_for(Option::is_some) => match r {
-                Ok(e) => e.expect("waited for Some"),
-                Err(_) => return,
+            r = registered.wait_for(Option::is_some) => match r.ok().and_then(|e| *e) {
+                Some(e) => e,
+                None => return,
             },
         };
         tokio::select! {

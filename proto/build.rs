@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/rivulet/v1/raft.proto",
         "proto/rivulet/v1/controller.proto",
         "proto/rivulet/v1/broker.proto",
+        "proto/rivulet/v1/groups.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -5,11 +5,16 @@
 //!   group-committed fsyncs.
 //! - [`replica`]: replication — hosted replicas and their roles, the high
 //!   watermark, ISR changes, follower fetchers, epoch fencing.
+//! - [`groups`]: consumer groups — the coordinator, assignment, committed
+//!   offsets in `__consumer_offsets`, and the gRPC `Groups` service.
 //! - [`service`]: the gRPC `Broker` and `Replication` services.
 
+pub mod groups;
 pub mod log;
 pub mod replica;
 pub mod service;
 
 pub use replica::{BrokerConfig, ReplicaManager};
+pub use groups::service::GroupsRpc;
+pub use groups::{GroupConfig, GroupCoordinator};
 pub use service::BrokerRpc;

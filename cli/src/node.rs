@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use rivulet_broker::log::FlushPolicy;
-use rivulet_broker::{BrokerConfig, BrokerRpc, ReplicaManager};
+use rivulet_broker::{
+    BrokerConfig, BrokerRpc, GroupConfig, GroupCoordinator, GroupsRpc, ReplicaManager,
+};
 use rivulet_metadata::quorum::{
     default_cluster_id, parse_voters, BrokerIdentity, ControllerNode, QuorumConfig, QuorumTiming,
 };
@@ -61,6 +63,33 @@ pub struct NodeArgs {
         default_value_t = 10_000
     )]
     replica_lag_time_max_ms: u64,
+    /// Partitions of `__consumer_offsets`, the internal topic of consumer
+    /// groups, when the first group creates it.
+    #[arg(
+        long,
+        env = "RIVULET_OFFSETS_TOPIC_PARTITIONS",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
+    offsets_topic_partitions: u32,
+    /// Its replication factor (capped by the live brokers at creation).
+    #[arg(
+        long,
+        env = "RIVULET_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        default_value_t = 3,
+        value_parser = clap::value_parser!(u32).range(1..=16)
+    )]
+    offsets_topic_replication_factor: u32,
+    /// A consumer-group member not heard from for this long loses its
+    /// partitions, unless it asks for another timeout (ms; members may ask
+    /// for 500 to 300000).
+    #[arg(
+        long,
+        env = "RIVULET_GROUP_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(500..=300_000)
+    )]
+    group_session_timeout_ms: u64,
     /// A TOML file of node options, keyed by flag name
     /// (`data-dir = "/var/lib/rivulet"`, `broker-lease-ms = 1500`); flags and
     /// `RIVULET_*` environment variables override it.
@@ -137,11 +166,21 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         replica_lag_time_max_ms: i64::try_from(args.replica_lag_time_max_ms).unwrap_or(i64::MAX),
         ..BrokerConfig::new(args.id, &args.data_dir)
     };
+    let group_config = GroupConfig {
+        offsets_partitions: args.offsets_topic_partitions,
+        offsets_replication: args.offsets_topic_replication_factor,
+        session_timeout: std::time::Duration::from_millis(args.group_session_timeout_ms),
+        ..GroupConfig::default()
+    };
     let node = ControllerNode::start_with(listener, config, identity, |quorum, tasks, cancel| {
         let mgr = ReplicaManager::new(broker_config, std::sync::Arc::clone(quorum));
         tasks.spawn(std::sync::Arc::clone(&mgr).run(cancel.child_token()));
+        let groups =
+            GroupCoordinator::new(std::sync::Arc::clone(&mgr), std::sync::Arc::clone(quorum), group_config);
+        tasks.spawn(std::sync::Arc::clone(&groups).run(cancel.child_token()));
         tonic::service::Routes::new(BrokerRpc::broker_server(std::sync::Arc::clone(&mgr)))
             .add_service(BrokerRpc::replication_server(mgr))
+            .add_service(GroupsRpc::server(groups))
     })
     .await
     .context("cannot start the node")?;
@@ -193,6 +232,12 @@ const CONFIG_KEYS: &[(&str, &str)] = &[
     ),
     ("flush", "RIVULET_FLUSH"),
     ("replica-lag-time-max-ms", "RIVULET_REPLICA_LAG_TIME_MAX_MS"),
+    ("offsets-topic-partitions", "RIVULET_OFFSETS_TOPIC_PARTITIONS"),
+    (
+        "offsets-topic-replication-factor",
+        "RIVULET_OFFSETS_TOPIC_REPLICATION_FACTOR",
+    ),
+    ("group-session-timeout-ms", "RIVULET_GROUP_SESSION_TIMEOUT_MS"),
     ("threads", "RIVULET_THREADS"),
 ];
 

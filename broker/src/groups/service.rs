@@ -1,0 +1,349 @@
+//! The gRPC `Groups` service: the coordinator's edge.
+//!
+//! Every answer carries an error code; gRPC status codes are not used for
+//! group problems, so clients handle NOT_COORDINATOR and friends in one place.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use rivulet_proto::v1::groups_server::{Groups as GroupsApi, GroupsServer};
+use rivulet_proto::v1::{
+    CommittedOffset, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
+    DeleteGroupRequest, DeleteGroupResponse, DescribeGroupRequest, DescribeGroupResponse,
+    ErrorCode, FindCoordinatorRequest, FindCoordinatorResponse, GroupListing, GroupMember,
+    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, TopicPartitions,
+};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use tracing::debug;
+
+use super::state::{Group, Heartbeat, OffsetValue, Tp};
+use super::{validate_group_id, CoordError, GroupCoordinator};
+use crate::replica::partition::now_ms;
+
+/// The `Groups` service over one coordinator; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct GroupsRpc {
+    coord: Arc<GroupCoordinator>,
+}
+
+impl GroupsRpc {
+    pub fn server(coord: Arc<GroupCoordinator>) -> GroupsServer<Self> {
+        GroupsServer::new(Self { coord })
+    }
+
+    fn topic_counts(&self) -> impl Fn(&str) -> Option<u32> {
+        let image = self.coord.image();
+        move |t: &str| {
+            image
+                .topic(t)
+                .map(|t| u32::try_from(t.partitions.len()).unwrap_or(u32::MAX))
+        }
+    }
+}
+
+/// Topic partitions grouped per topic, for the wire.
+pub fn to_wire(set: &BTreeSet<Tp>) -> Vec<TopicPartitions> {
+    let mut by_topic: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for (t, p) in set {
+        by_topic.entry(t).or_default().push(*p);
+    }
+    by_topic
+        .into_iter()
+        .map(|(topic, partitions)| TopicPartitions {
+            topic: topic.to_owned(),
+            partitions,
+        })
+        .collect()
+}
+
+fn from_wire(list: &[TopicPartitions]) -> BTreeSet<Tp> {
+    list.iter()
+        .flat_map(|tp| tp.partitions.iter().map(|p| (tp.topic.clone(), *p)))
+        .collect()
+}
+
+fn committed(tp: &Tp, v: Option<&OffsetValue>) -> CommittedOffset {
+    CommittedOffset {
+        topic: tp.0.clone(),
+        partition: tp.1,
+        offset: v.map(|v| v.offset),
+        metadata: v.map(|v| v.metadata.clone()).unwrap_or_default(),
+        commit_timestamp_ms: v.map_or(-1, |v| v.timestamp_ms),
+    }
+}
+
+/// (code, message) of a failure; `None` for success.
+fn fail(e: &CoordError) -> (i32, String) {
+    (e.code() as i32, e.to_string())
+}
+
+macro_rules! check_group {
+    ($group:expr, $resp:ident) => {
+        if let Err((code, message)) = validate_group_id($group) {
+            return Ok(Response::new($resp {
+                error_code: code as i32,
+                error_message: message,
+                ..Default::default()
+            }));
+        }
+    };
+}
+
+#[tonic::async_trait]
+impl GroupsApi for GroupsRpc {
+    async fn find_coordinator(
+        &self,
+        request: Request<FindCoordinatorRequest>,
+    ) -> Result<Response<FindCoordinatorResponse>, Status> {
+        let r = request.into_inner();
+        check_group!(&r.group_id, FindCoordinatorResponse);
+        Ok(Response::new(match self.coord.find(&r.group_id).await {
+            Ok((broker, partition)) => FindCoordinatorResponse {
+                coordinator: Some(broker),
+                partition,
+                ..Default::default()
+            },
+            Err(e) => {
+                let (error_code, error_message) = fail(&e);
+                FindCoordinatorResponse {
+                    error_code,
+                    error_message,
+                    ..Default::default()
+                }
+            }
+        }))
+    }
+
+    async fn consumer_group_heartbeat(
+        &self,
+        request: Request<ConsumerGroupHeartbeatRequest>,
+    ) -> Result<Response<ConsumerGroupHeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        check_group!(&r.group_id, ConsumerGroupHeartbeatResponse);
+        let session_ms = self.coord.session_timeout_ms(r.session_timeout_ms);
+        let hb = Heartbeat {
+            group: r.group_id.clone(),
+            member_id: r.member_id,
+            member_epoch: r.member_epoch,
+            subscribed: r.subscribed_topics,
+            owned: from_wire(&r.owned_partitions),
+            client_id: r.client_id,
+            session_timeout_ms: session_ms,
+        };
+        let counts = self.topic_counts();
+        let outcome = async {
+            let shard = self.coord.shard_for(&hb.group)?;
+            let mut groups = shard.groups.lock().await;
+            let (records, reply) = groups.heartbeat(hb, &counts, Instant::now(), now_ms())?;
+            let pending = self.coord.append(&shard, &records).await?;
+            drop(groups);
+            pending.committed().await?;
+            Ok::<_, CoordError>(reply)
+        }
+        .await;
+        Ok(Response::new(match outcome {
+            Ok(reply) => ConsumerGroupHeartbeatResponse {
+                member_id: reply.member_id,
+                member_epoch: reply.member_epoch,
+                heartbeat_interval_ms: self.coord.heartbeat_interval_ms(session_ms),
+                assignment: to_wire(&reply.assignment),
+                ..Default::default()
+            },
+            Err(e) => {
+                debug!(group = %r.group_id, error = %e, "heartbeat refused");
+                let (error_code, error_message) = fail(&e);
+                ConsumerGroupHeartbeatResponse {
+                    error_code,
+                    error_message,
+                    ..Default::default()
+                }
+            }
+        }))
+    }
+
+    async fn offset_commit(
+        &self,
+        request: Request<OffsetCommitRequest>,
+    ) -> Result<Response<OffsetCommitResponse>, Status> {
+        let r = request.into_inner();
+        check_group!(&r.group_id, OffsetCommitResponse);
+        let offsets: Vec<(Tp, u64, String)> = r
+            .offsets
+            .into_iter()
+            .map(|o| ((o.topic, o.partition), o.offset, o.metadata))
+            .collect();
+        let outcome = async {
+            let shard = self.coord.shard_for(&r.group_id)?;
+            let mut groups = shard.groups.lock().await;
+            let records = groups.commit(
+                &r.group_id,
+                &r.member_id,
+                r.member_epoch,
+                offsets,
+                Instant::now(),
+                now_ms(),
+            )?;
+            let pending = self.coord.append(&shard, &records).await?;
+            drop(groups);
+            pending.committed().await
+        }
+        .await;
+        let (error_code, error_message) = match outcome {
+            Ok(()) => (ErrorCode::None as i32, String::new()),
+            Err(e) => fail(&e),
+        };
+        Ok(Response::new(OffsetCommitResponse {
+            error_code,
+            error_message,
+        }))
+    }
+
+    async fn offset_fetch(
+        &self,
+        request: Request<OffsetFetchRequest>,
+    ) -> Result<Response<OffsetFetchResponse>, Status> {
+        let r = request.into_inner();
+        check_group!(&r.group_id, OffsetFetchResponse);
+        let shard = match self.coord.shard_for(&r.group_id) {
+            Ok(s) => s,
+            Err(e) => {
+                let (error_code, error_message) = fail(&e);
+                return Ok(Response::new(OffsetFetchResponse {
+                    error_code,
+                    error_message,
+                    offsets: Vec::new(),
+                }));
+            }
+        };
+        let groups = shard.groups.lock().await;
+        let empty = BTreeMap::new();
+        let stored = groups.groups.get(&r.group_id).map_or(&empty, |g| &g.offsets);
+        let offsets = if r.partitions.is_empty() {
+            stored.iter().map(|(tp, v)| committed(tp, Some(v))).collect()
+        } else {
+            from_wire(&r.partitions)
+                .iter()
+                .map(|tp| committed(tp, stored.get(tp)))
+                .collect()
+        };
+        Ok(Response::new(OffsetFetchResponse {
+            error_code: ErrorCode::None as i32,
+            error_message: String::new(),
+            offsets,
+        }))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<DescribeGroupRequest>,
+    ) -> Result<Response<DescribeGroupResponse>, Status> {
+        let r = request.into_inner();
+        check_group!(&r.group_id, DescribeGroupResponse);
+        let shard = match self.coord.shard_for(&r.group_id) {
+            Ok(s) => s,
+            Err(e) => {
+                let (error_code, error_message) = fail(&e);
+                return Ok(Response::new(DescribeGroupResponse {
+                    error_code,
+                    error_message,
+                    ..Default::default()
+                }));
+            }
+        };
+        let counts = self.topic_counts();
+        let mut groups = shard.groups.lock().await;
+        let target = groups.target(&r.group_id, &counts);
+        let Some(g) = groups.groups.get_mut(&r.group_id) else {
+            return Ok(Response::new(DescribeGroupResponse {
+                error_code: ErrorCode::GroupIdNotFound as i32,
+                error_message: format!("group {} does not exist", r.group_id),
+                group_id: r.group_id,
+                ..Default::default()
+            }));
+        };
+        let state = g.state(&counts).to_owned();
+        let members = g
+            .members
+            .iter()
+            .map(|(id, m)| GroupMember {
+                member_id: id.clone(),
+                client_id: m.value.client_id.clone(),
+                member_epoch: m.value.epoch,
+                subscribed_topics: m.value.subscribed.iter().cloned().collect(),
+                assignment: to_wire(&m.value.assigned),
+                revoking: to_wire(&m.value.revoking),
+                target: to_wire(target.get(id).unwrap_or(&BTreeSet::new())),
+            })
+            .collect();
+        Ok(Response::new(DescribeGroupResponse {
+            error_code: ErrorCode::None as i32,
+            error_message: String::new(),
+            group_id: r.group_id,
+            state,
+            group_epoch: g.epoch,
+            coordinator: self.coord.broker_id(),
+            members,
+            offsets: g
+                .offsets
+                .iter()
+                .map(|(tp, v)| committed(tp, Some(v)))
+                .collect(),
+        }))
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<ListGroupsRequest>,
+    ) -> Result<Response<ListGroupsResponse>, Status> {
+        let counts = self.topic_counts();
+        let mut listings = Vec::new();
+        for shard in self.coord.ready_shards() {
+            let mut groups = shard.groups.lock().await;
+            for (id, g) in groups.groups.iter_mut() {
+                listings.push(listing(id, g, &counts, self.coord.broker_id()));
+            }
+        }
+        listings.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        Ok(Response::new(ListGroupsResponse {
+            error_code: ErrorCode::None as i32,
+            error_message: String::new(),
+            groups: listings,
+        }))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<DeleteGroupRequest>,
+    ) -> Result<Response<DeleteGroupResponse>, Status> {
+        let r = request.into_inner();
+        check_group!(&r.group_id, DeleteGroupResponse);
+        let outcome = async {
+            let shard = self.coord.shard_for(&r.group_id)?;
+            let mut groups = shard.groups.lock().await;
+            let records = groups.delete(&r.group_id, Instant::now())?;
+            let pending = self.coord.append(&shard, &records).await?;
+            drop(groups);
+            pending.committed().await
+        }
+        .await;
+        let (error_code, error_message) = match outcome {
+            Ok(()) => (ErrorCode::None as i32, String::new()),
+            Err(e) => fail(&e),
+        };
+        Ok(Response::new(DeleteGroupResponse {
+            error_code,
+            error_message,
+        }))
+    }
+}
+
+fn listing(id: &str, g: &mut Group, counts: &dyn Fn(&str) -> Option<u32>, coordinator: u64) -> GroupListing {
+    GroupListing {
+        group_id: id.to_owned(),
+        state: g.state(&counts).to_owned(),
+        members: u32::try_from(g.members.len()).unwrap_or(u32::MAX),
+        coordinator,
+    }
+}

@@ -14,7 +14,7 @@ pub mod log;
 pub mod replica;
 pub mod service;
 
-pub use replica::{BrokerConfig, ReplicaManager};
 pub use groups::service::GroupsRpc;
 pub use groups::{GroupConfig, GroupCoordinator};
+pub use replica::{BrokerConfig, ReplicaManager};
 pub use service::BrokerRpc;

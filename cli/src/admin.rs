@@ -69,11 +69,15 @@ pub enum ClusterCommand {
 pub enum TopicCommand {
     /// Create a topic.
     Create(CreateArgs),
-    /// List topics.
+    /// List topics (internal ones such as `__consumer_offsets` with
+    /// `--internal`).
     List {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Include internal topics (names starting with `__`).
+        #[arg(long)]
+        internal: bool,
     },
     /// Show a topic's partitions: leader, epochs, replicas, in-sync replicas.
     Describe {
@@ -281,7 +285,7 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> Result<()> {
                 .collect();
             println!("altered topic {name}: {}", all.join(" "));
         }
-        TopicCommand::List { json } => {
+        TopicCommand::List { json, internal } => {
             let r = c
                 .describe_topics(DescribeTopicsRequest { names: Vec::new() })
                 .await
@@ -289,6 +293,7 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> Result<()> {
                 .into_inner();
             check(r.error_code, &r.error_message)?;
             let mut topics = r.topics;
+            topics.retain(|t| internal || !t.name.starts_with("__"));
             topics.sort_by(|a, b| a.name.cmp(&b.name));
             if json {
                 let v: Vec<_> = topics.iter().map(|t| topic_json(t, &[])).collect();

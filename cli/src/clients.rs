@@ -1,6 +1,7 @@
 //! `rivulet produce` and `rivulet consume`: stdin lines to records, records
 //! to stdout lines, through the rivulet-client producer and consumer.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -8,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use rivulet_client::{
-    Acks, ClientConfig, Compression, Consumer, ConsumerConfig, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, SeekTo,
+    Acks, ClientConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, GroupConfig,
+    GroupConsumer, OffsetReset, Producer, ProducerConfig, ProducerRecord, RebalanceEvent, SeekTo,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -81,6 +82,17 @@ pub struct ConsumeArgs {
     /// Print `partition:offset` before each record, tab separated.
     #[arg(long)]
     print_offset: bool,
+    /// Read as a member of this consumer group: the group's coordinator
+    /// splits the topic's partitions among its members, reading starts at
+    /// the group's committed offsets (else at the end, or the beginning with
+    /// --from-beginning), and offsets are committed every 5 s, before a
+    /// partition moves to another member, and on exit.
+    #[arg(long, conflicts_with_all = ["offset", "partition"])]
+    group: Option<String>,
+    /// With --group: expire this member after this long without a heartbeat
+    /// (ms).
+    #[arg(long, requires = "group", default_value_t = 10_000)]
+    session_timeout_ms: u64,
 }
 
 /// Strips one trailing `\n` or `\r\n`.
@@ -213,8 +225,140 @@ pub async fn produce(bootstrap: &str, args: ProduceArgs) -> Result<()> {
     Ok(())
 }
 
+/// Writes one record as `rivulet consume` prints it.
+fn print_record(out: &mut impl Write, args: &ConsumeArgs, r: &ConsumerRecord) -> Result<()> {
+    if args.print_offset {
+        write!(out, "{}:{}\t", r.partition, r.offset)?;
+    }
+    if args.print_key {
+        out.write_all(r.key.as_deref().unwrap_or_default())?;
+        out.write_all(b"\t")?;
+    }
+    out.write_all(r.value.as_deref().unwrap_or_default())?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs `rivulet consume --group`: prints records of the partitions the
+/// coordinator assigns, commits what it printed.
+async fn consume_group(bootstrap: &str, group: &str, args: &ConsumeArgs) -> Result<()> {
+    let config = GroupConfig {
+        consumer: ConsumerConfig {
+            offset_reset: if args.from_beginning {
+                OffsetReset::Earliest
+            } else {
+                OffsetReset::Latest
+            },
+            max_wait: Duration::from_millis(args.timeout_ms.unwrap_or(500).clamp(10, 500)),
+            ..ConsumerConfig::default()
+        },
+        session_timeout: Duration::from_millis(args.session_timeout_ms),
+        client_id: format!("rivulet-cli@{}", std::process::id()),
+        ..GroupConfig::default()
+    };
+    let mut consumer =
+        GroupConsumer::subscribe(ClientConfig::new(bootstrap), group, &[&args.topic], config)
+            .await
+            .context("cannot join the group")?;
+    let timeout = args.timeout_ms.map(Duration::from_millis);
+    let progress = std::io::stderr().is_terminal();
+    let mut last_record = Instant::now();
+    let mut count = 0u64;
+    let stdout = std::io::stdout();
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        if args.max_messages.is_some_and(|m| count >= m)
+            || timeout.is_some_and(|t| last_record.elapsed() >= t)
+        {
+            break;
+        }
+        let records = tokio::select! {
+            r = consumer.poll() => r?,
+            _ = &mut stop => break,
+        };
+        if progress {
+            for e in consumer.take_events() {
+                eprintln!("{}", describe_event(&e));
+            }
+        }
+        if !records.is_empty() {
+            last_record = Instant::now();
+        }
+        let mut out = stdout.lock();
+        // Where to rewind partitions whose records were not printed.
+        let mut unprinted: BTreeMap<(String, u32), u64> = BTreeMap::new();
+        for r in &records {
+            if args.max_messages.is_some_and(|m| count >= m) {
+                unprinted
+                    .entry((r.topic.clone(), r.partition))
+                    .or_insert(r.offset);
+                continue;
+            }
+            print_record(&mut out, args, r)?;
+            count += 1;
+        }
+        out.flush()?;
+        for ((t, p), o) in unprinted {
+            consumer.seek(&t, p, o)?;
+        }
+    }
+    let (member, _) = consumer.member();
+    consumer
+        .close()
+        .await
+        .context("committing offsets on exit failed")?;
+    if progress {
+        eprintln!(
+            "consumed {count} records from {} as {member} of group {group}",
+            args.topic
+        );
+    }
+    Ok(())
+}
+
+fn describe_event(e: &RebalanceEvent) -> String {
+    let list = |v: &[(String, u32)]| {
+        v.iter()
+            .map(|(t, p)| format!("{t}-{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match e {
+        RebalanceEvent::Assigned(v) => format!("assigned {}", list(v)),
+        RebalanceEvent::Revoked(v) => format!("revoked {}", list(v)),
+        RebalanceEvent::Lost(v) => format!("lost {} (fenced; rejoined)", list(v)),
+    }
+}
+
 /// Runs `rivulet consume`.
 pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> Result<()> {
+    if let Some(group) = args.group.clone() {
+        return consume_group(bootstrap, &group, &args).await;
+    }
     let config = ConsumerConfig {
         offset_reset: if args.from_beginning {
             OffsetReset::Earliest
@@ -268,15 +412,7 @@ pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> Result<()> {
             if args.max_messages.is_some_and(|m| count >= m) {
                 break;
             }
-            if args.print_offset {
-                write!(out, "{}:{}\t", r.partition, r.offset)?;
-            }
-            if args.print_key {
-                out.write_all(r.key.as_deref().unwrap_or_default())?;
-                out.write_all(b"\t")?;
-            }
-            out.write_all(r.value.as_deref().unwrap_or_default())?;
-            out.write_all(b"\n")?;
+            print_record(&mut out, &args, &r)?;
             count += 1;
         }
         out.flush()?;

@@ -8,6 +8,7 @@ mod bench;
 mod bench_cluster;
 mod clients;
 mod dev;
+mod groups;
 mod local;
 mod logging;
 mod node;
@@ -45,8 +46,12 @@ enum Command {
     Topic(admin::TopicCommand),
     /// Write stdin lines to a topic, one record per line.
     Produce(clients::ProduceArgs),
-    /// Print a topic's records to stdout, one value per line.
+    /// Print a topic's records to stdout, one value per line (alone, or as
+    /// a member of a consumer group with `--group`).
     Consume(clients::ConsumeArgs),
+    /// List, describe (with lag), reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(groups::GroupCommand),
     /// Measure Rivulet's performance.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -89,6 +94,10 @@ fn main() {
         Command::Topic(cmd) => {
             logging::init(None, "warn");
             runtime(1).and_then(|rt| rt.block_on(admin::topic(&cli.bootstrap, cmd)))
+        }
+        Command::Group(cmd) => {
+            logging::init(None, "warn");
+            runtime(1).and_then(|rt| rt.block_on(groups::run(&cli.bootstrap, cmd)))
         }
         Command::Produce(args) => {
             logging::init(None, "warn");

@@ -175,8 +175,11 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     let node = ControllerNode::start_with(listener, config, identity, |quorum, tasks, cancel| {
         let mgr = ReplicaManager::new(broker_config, std::sync::Arc::clone(quorum));
         tasks.spawn(std::sync::Arc::clone(&mgr).run(cancel.child_token()));
-        let groups =
-            GroupCoordinator::new(std::sync::Arc::clone(&mgr), std::sync::Arc::clone(quorum), group_config);
+        let groups = GroupCoordinator::new(
+            std::sync::Arc::clone(&mgr),
+            std::sync::Arc::clone(quorum),
+            group_config,
+        );
         tasks.spawn(std::sync::Arc::clone(&groups).run(cancel.child_token()));
         tonic::service::Routes::new(BrokerRpc::broker_server(std::sync::Arc::clone(&mgr)))
             .add_service(BrokerRpc::replication_server(mgr))
@@ -232,12 +235,18 @@ const CONFIG_KEYS: &[(&str, &str)] = &[
     ),
     ("flush", "RIVULET_FLUSH"),
     ("replica-lag-time-max-ms", "RIVULET_REPLICA_LAG_TIME_MAX_MS"),
-    ("offsets-topic-partitions", "RIVULET_OFFSETS_TOPIC_PARTITIONS"),
+    (
+        "offsets-topic-partitions",
+        "RIVULET_OFFSETS_TOPIC_PARTITIONS",
+    ),
     (
         "offsets-topic-replication-factor",
         "RIVULET_OFFSETS_TOPIC_REPLICATION_FACTOR",
     ),
-    ("group-session-timeout-ms", "RIVULET_GROUP_SESSION_TIMEOUT_MS"),
+    (
+        "group-session-timeout-ms",
+        "RIVULET_GROUP_SESSION_TIMEOUT_MS",
+    ),
     ("threads", "RIVULET_THREADS"),
 ];
 

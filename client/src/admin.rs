@@ -44,6 +44,10 @@ impl Admin {
         Ok(Self { cluster })
     }
 
+    pub(crate) fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
     /// Runs `f` against nodes in turn until one answers at the RPC level.
     async fn any_node<T, F, Fut>(&self, f: F) -> Result<T>
     where

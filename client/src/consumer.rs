@@ -131,6 +131,25 @@ impl Consumer {
         Ok(())
     }
 
+    /// Adds one partition starting at `offset` (`None`: the reset point),
+    /// without checking it exists (a group coordinator assigned it).
+    pub(crate) fn assign_at(&mut self, topic: &str, partition: u32, offset: Option<u64>) {
+        self.positions.insert((topic.to_owned(), partition), offset);
+    }
+
+    /// Stops reading these partitions; records of fetches in flight for them
+    /// are dropped.
+    pub fn unassign(&mut self, partitions: &[(String, u32)]) {
+        for tp in partitions {
+            self.positions.remove(tp);
+            self.high_watermarks.remove(tp);
+        }
+    }
+
+    pub(crate) fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
     /// The assigned partitions.
     pub fn assignment(&self) -> Vec<(String, u32)> {
         self.positions.keys().cloned().collect()

@@ -88,6 +88,8 @@ pub(crate) fn is_retriable_code(code: ErrorCode) -> bool {
             | ErrorCode::KafkaStorageError
             | ErrorCode::NotController
             | ErrorCode::CoordinatorNotAvailable
+            | ErrorCode::NotCoordinator
+            | ErrorCode::CoordinatorLoadInProgress
     )
 }
 

@@ -20,7 +20,11 @@
 //!   record.
 //! - Consumer: assign partitions, seek (beginning, end, offset, timestamp),
 //!   long-poll fetches from each partition's leader, following leader changes.
-//! - Admin: create, delete, describe and configure topics; describe the cluster.
+//! - GroupConsumer: consumer groups — the coordinator splits the subscribed
+//!   topics' partitions among members (no stop-the-world rebalance); positions
+//!   start at committed offsets; auto or manual commit; rebalance events.
+//! - Admin: create, delete, describe and configure topics; describe the
+//!   cluster; list, describe (with lag), reset and delete groups.
 //!
 //! Runnable examples are in `client/examples/`.
 
@@ -28,6 +32,8 @@ mod admin;
 mod cluster;
 mod consumer;
 mod error;
+mod group;
+mod group_admin;
 mod producer;
 mod records;
 
@@ -35,9 +41,11 @@ pub use admin::{Admin, PartitionOffsets};
 pub use cluster::ClientConfig;
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 pub use error::{Error, Result};
+pub use group::{GroupConfig, GroupConsumer, RebalanceEvent, TopicPartition};
+pub use group_admin::{GroupDescription, MemberDescription, PartitionLag};
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, RecordMetadata};
 pub use records::{
     decode_batches, encode_batch, murmur2, partition_for_key, Compression, ConsumerRecord,
     ProducerRecord,
 };
-pub use rivulet_proto::v1::{Acks, ErrorCode, PartitionInfo, TopicInfo};
+pub use rivulet_proto::v1::{Acks, ErrorCode, GroupListing, PartitionInfo, TopicInfo};

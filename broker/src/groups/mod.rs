@@ -297,7 +297,11 @@ impl GroupCoordinator {
         }
         .await;
         match result {
-            Ok(()) => info!(topic = OFFSETS_TOPIC, replication_factor = rf, "created the offsets topic"),
+            Ok(()) => info!(
+                topic = OFFSETS_TOPIC,
+                replication_factor = rf,
+                "created the offsets topic"
+            ),
             Err(e) => warn!(error = %e, "cannot create {OFFSETS_TOPIC} yet"),
         }
         self.creating.store(false, Ordering::Release);
@@ -334,7 +338,11 @@ impl GroupCoordinator {
     /// Appends `records` to the shard's partition; call with the shard's
     /// groups locked, so the log order is the order they were applied in.
     /// A failed append drops the shard (it reloads from the log).
-    pub async fn append(&self, shard: &Shard, records: &[GroupRecord]) -> Result<Pending, CoordError> {
+    pub async fn append(
+        &self,
+        shard: &Shard,
+        records: &[GroupRecord],
+    ) -> Result<Pending, CoordError> {
         let pending = |at| Pending {
             at,
             log: Arc::clone(&shard.log),
@@ -423,7 +431,10 @@ impl GroupCoordinator {
                     tokio::spawn(async move { this.load(p, e, part).await });
                 }
                 (None, _) if have.is_some() => {
-                    info!(partition = p, "no longer coordinating this offsets partition");
+                    info!(
+                        partition = p,
+                        "no longer coordinating this offsets partition"
+                    );
                     slots.remove(&p);
                 }
                 _ => {}
@@ -435,7 +446,8 @@ impl GroupCoordinator {
     /// Replays an offsets partition this broker leads at `epoch`.
     async fn load(self: Arc<Self>, p: u32, epoch: u32, log: Arc<Partition>) {
         let started = Instant::now();
-        let still_loading = |this: &Self| matches!(this.slots().get(&p), Some(Slot::Loading(e)) if *e == epoch);
+        let still_loading =
+            |this: &Self| matches!(this.slots().get(&p), Some(Slot::Loading(e)) if *e == epoch);
         // Everything in the leader's log will commit: wait for it, so the
         // state never includes what could still be truncated.
         let end = log.offsets().log_end_offset;
@@ -551,7 +563,9 @@ fn replay(log: &Partition, end: u64) -> Result<(Groups, u64), PartitionError> {
                     groups.apply(&record, now);
                     count += 1;
                 }
-                Err(e) => warn!(offset = r.offset, error = %e, "skipping an unreadable group record"),
+                Err(e) => {
+                    warn!(offset = r.offset, error = %e, "skipping an unreadable group record")
+                }
             }
         }
         offset = last + 1;

@@ -147,7 +147,12 @@ impl GroupsApi for GroupsRpc {
             Ok(reply) => ConsumerGroupHeartbeatResponse {
                 member_id: reply.member_id,
                 member_epoch: reply.member_epoch,
-                heartbeat_interval_ms: self.coord.heartbeat_interval_ms(session_ms),
+                heartbeat_interval_ms: if reply.reconciling {
+                    // Partitions are moving: come back soon for the rest.
+                    self.coord.heartbeat_interval_ms(session_ms).min(200)
+                } else {
+                    self.coord.heartbeat_interval_ms(session_ms)
+                },
                 assignment: to_wire(&reply.assignment),
                 ..Default::default()
             },
@@ -219,9 +224,15 @@ impl GroupsApi for GroupsRpc {
         };
         let groups = shard.groups.lock().await;
         let empty = BTreeMap::new();
-        let stored = groups.groups.get(&r.group_id).map_or(&empty, |g| &g.offsets);
+        let stored = groups
+            .groups
+            .get(&r.group_id)
+            .map_or(&empty, |g| &g.offsets);
         let offsets = if r.partitions.is_empty() {
-            stored.iter().map(|(tp, v)| committed(tp, Some(v))).collect()
+            stored
+                .iter()
+                .map(|(tp, v)| committed(tp, Some(v)))
+                .collect()
         } else {
             from_wire(&r.partitions)
                 .iter()
@@ -339,7 +350,12 @@ impl GroupsApi for GroupsRpc {
     }
 }
 
-fn listing(id: &str, g: &mut Group, counts: &dyn Fn(&str) -> Option<u32>, coordinator: u64) -> GroupListing {
+fn listing(
+    id: &str,
+    g: &mut Group,
+    counts: &dyn Fn(&str) -> Option<u32>,
+    coordinator: u64,
+) -> GroupListing {
     GroupListing {
         group_id: id.to_owned(),
         state: g.state(&counts).to_owned(),

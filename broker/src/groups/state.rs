@@ -196,6 +196,9 @@ pub struct HeartbeatReply {
     pub member_id: String,
     pub member_epoch: i32,
     pub assignment: BTreeSet<Tp>,
+    /// The member still has partitions to receive or release: it should
+    /// heartbeat again soon.
+    pub reconciling: bool,
 }
 
 /// A heartbeat, as the coordinator sees it.
@@ -341,6 +344,7 @@ impl Groups {
                     member_id: hb.member_id,
                     member_epoch: -1,
                     assignment: BTreeSet::new(),
+                    reconciling: false,
                 },
             ));
         }
@@ -428,7 +432,11 @@ impl Groups {
             m.value.subscribed = value.subscribed.clone();
         }
         let all_counts = Self::all_counts(g, topics);
-        let target = g.target(&all_counts).get(&member_id).cloned().unwrap_or_default();
+        let target = g
+            .target(&all_counts)
+            .get(&member_id)
+            .cloned()
+            .unwrap_or_default();
         let held_by_others: BTreeSet<&Tp> = g
             .members
             .iter()
@@ -477,12 +485,14 @@ impl Groups {
         {
             m.deadline = now + Duration::from_millis(u64::from(value.session_timeout_ms));
         }
+        let reconciling = !value.revoking.is_empty() || value.assigned != target;
         Ok((
             out,
             HeartbeatReply {
                 member_id,
                 member_epoch: value.epoch,
                 assignment: value.assigned,
+                reconciling,
             },
         ))
     }
@@ -628,7 +638,11 @@ impl Groups {
     }
 
     /// The target assignment of every member of `group`.
-    pub fn target(&mut self, group: &str, topics: &dyn TopicCounts) -> BTreeMap<String, BTreeSet<Tp>> {
+    pub fn target(
+        &mut self,
+        group: &str,
+        topics: &dyn TopicCounts,
+    ) -> BTreeMap<String, BTreeSet<Tp>> {
         match self.groups.get_mut(group) {
             Some(g) => {
                 let counts = Self::all_counts(g, topics);
@@ -682,8 +696,10 @@ pub fn assign(
     counts: &BTreeMap<String, u32>,
     previous: &BTreeMap<String, BTreeSet<Tp>>,
 ) -> BTreeMap<String, BTreeSet<Tp>> {
-    let mut out: BTreeMap<String, BTreeSet<Tp>> =
-        members.keys().map(|id| (id.clone(), BTreeSet::new())).collect();
+    let mut out: BTreeMap<String, BTreeSet<Tp>> = members
+        .keys()
+        .map(|id| (id.clone(), BTreeSet::new()))
+        .collect();
     for (topic, &n) in counts {
         let subs: Vec<&String> = members
             .iter()
@@ -697,9 +713,7 @@ pub fn assign(
         let mut taken = BTreeSet::new();
         let mut had: BTreeMap<&String, Vec<u32>> = BTreeMap::new();
         for id in &subs {
-            let source = previous
-                .get(*id)
-                .unwrap_or(&members[*id].value.assigned);
+            let source = previous.get(*id).unwrap_or(&members[*id].value.assigned);
             let mut ps: Vec<u32> = source
                 .iter()
                 .filter(|(t, p)| t == topic && *p < n)
@@ -828,7 +842,10 @@ mod tests {
         members.insert("c".to_owned(), join(&mut gs, "c"));
         settle(&mut gs, &mut members);
         assert_partitioned(&members, 6);
-        assert!(members["a"].1.is_subset(&a_before), "sticky: a only lost partitions");
+        assert!(
+            members["a"].1.is_subset(&a_before),
+            "sticky: a only lost partitions"
+        );
     }
 
     #[test]
@@ -848,14 +865,29 @@ mod tests {
         // b still gets nothing while a has not released.
         let b_epoch = gs.groups["g"].members["b"].value.epoch;
         let (_, rb) = gs
-            .heartbeat(hb("b", b_epoch, &BTreeSet::new()), &counts, Instant::now(), 0)
+            .heartbeat(
+                hb("b", b_epoch, &BTreeSet::new()),
+                &counts,
+                Instant::now(),
+                0,
+            )
             .expect("b");
         assert!(rb.assignment.is_empty(), "{rb:?}");
         // a releases: b gets them.
-        gs.heartbeat(hb("a", r.member_epoch, &r.assignment), &counts, Instant::now(), 0)
-            .expect("a");
+        gs.heartbeat(
+            hb("a", r.member_epoch, &r.assignment),
+            &counts,
+            Instant::now(),
+            0,
+        )
+        .expect("a");
         let (_, rb) = gs
-            .heartbeat(hb("b", rb.member_epoch, &BTreeSet::new()), &counts, Instant::now(), 0)
+            .heartbeat(
+                hb("b", rb.member_epoch, &BTreeSet::new()),
+                &counts,
+                Instant::now(),
+                0,
+            )
             .expect("b");
         assert_eq!(rb.assignment.len(), 3);
         assert!(rb.assignment.is_disjoint(&r.assignment));
@@ -879,7 +911,14 @@ mod tests {
         let a = &gs.groups["g"].members["a"].value;
         let stale = a.epoch.min(a.previous_epoch) - 1;
         let err = gs
-            .commit("g", "a", stale, vec![(("orders".into(), 0), 5, String::new())], Instant::now(), 0)
+            .commit(
+                "g",
+                "a",
+                stale,
+                vec![(("orders".into(), 0), 5, String::new())],
+                Instant::now(),
+                0,
+            )
             .expect_err("stale commit");
         assert!(matches!(err, GroupError::FencedEpoch { .. }), "{err}");
         let err = gs
@@ -916,8 +955,15 @@ mod tests {
         }
         let a_epoch = members["a"].0;
         log.extend(
-            gs.commit("g", "a", a_epoch, vec![(("orders".into(), 1), 42, "m".into())], Instant::now(), 7)
-                .expect("commit"),
+            gs.commit(
+                "g",
+                "a",
+                a_epoch,
+                vec![(("orders".into(), 1), 42, "m".into())],
+                Instant::now(),
+                7,
+            )
+            .expect("commit"),
         );
         let mut replayed = Groups::default();
         for r in &log {
@@ -929,7 +975,9 @@ mod tests {
         let (g1, g2) = (&gs.groups["g"], &replayed.groups["g"]);
         assert_eq!(g1.epoch, g2.epoch);
         assert_eq!(g1.offsets, g2.offsets);
-        let values = |g: &Group| -> Vec<MemberValue> { g.members.values().map(|m| m.value.clone()).collect() };
+        let values = |g: &Group| -> Vec<MemberValue> {
+            g.members.values().map(|m| m.value.clone()).collect()
+        };
         assert_eq!(values(g1), values(g2));
     }
 
@@ -944,7 +992,8 @@ mod tests {
         // Only b keeps heartbeating; a expires.
         let b_epoch = members["b"].0;
         let b_owned = members["b"].1.clone();
-        gs.heartbeat(hb("b", b_epoch, &b_owned), &counts, far, 0).expect("b");
+        gs.heartbeat(hb("b", b_epoch, &b_owned), &counts, far, 0)
+            .expect("b");
         let expired = gs.expire(far + Duration::from_millis(1));
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].1, "a");
@@ -952,7 +1001,8 @@ mod tests {
         settle(&mut gs, &mut members);
         assert_eq!(members["b"].1.len(), 6);
         // b leaves: the group is empty and can be deleted.
-        gs.heartbeat(hb("b", -1, &BTreeSet::new()), &counts, far, 0).expect("leave");
+        gs.heartbeat(hb("b", -1, &BTreeSet::new()), &counts, far, 0)
+            .expect("leave");
         assert!(gs.groups["g"].members.is_empty());
         gs.delete("g", far).expect("delete");
         assert!(!gs.groups.contains_key("g"));

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,8 +84,8 @@ impl Seen {
 /// A group member polling in its own task.
 struct Member {
     name: String,
-    /// 0 run, 1 close (commit and leave).
-    stop: Arc<AtomicU8>,
+    /// Set: close (commit and leave).
+    stop: Arc<AtomicBool>,
     assignment: Arc<Mutex<Vec<(String, u32)>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -107,7 +107,7 @@ impl Member {
             GroupConsumer::subscribe(ClientConfig::new(&bootstrap(c)), group, &[topic], config)
                 .await
                 .expect("subscribe");
-        let stop = Arc::new(AtomicU8::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
         let assignment = Arc::new(Mutex::new(Vec::new()));
         let (seen, flag, owned, me) = (
             Arc::clone(seen),
@@ -117,12 +117,9 @@ impl Member {
         );
         let task = tokio::spawn(async move {
             loop {
-                match flag.load(Ordering::Acquire) {
-                    1 => {
-                        consumer.close().await.expect("close commits and leaves");
-                        return;
-                    }
-                    _ => {}
+                if flag.load(Ordering::Acquire) {
+                    consumer.close().await.expect("close commits and leaves");
+                    return;
                 }
                 let records = match consumer.poll().await {
                     Ok(r) => r,
@@ -154,7 +151,7 @@ impl Member {
     }
 
     async fn close(self) {
-        self.stop.store(1, Ordering::Release);
+        self.stop.store(true, Ordering::Release);
         self.task.await.expect("member task");
     }
 }
@@ -609,6 +606,8 @@ fn spawn_cli_consumer(c: &Cluster, group: &str, topic: &str) -> Child {
             topic,
             "--group",
             group,
+            "--session-timeout-ms",
+            "2000",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -777,7 +776,7 @@ async fn cli_group_describe_lag_reset_offsets_and_delete() {
     fails_with(&c, &["group", "delete", "etl"], "NON_EMPTY_GROUP");
     member.kill().unwrap();
     member.wait().unwrap();
-    // The killed member expires after its 10 s session; then delete works.
+    // The killed member expires after its 2 s session; then delete works.
     wait_until(
         "the killed member to expire",
         Duration::from_secs(30),

@@ -81,6 +81,8 @@ fn fail(e: &CoordError) -> (i32, String) {
 
 macro_rules! check_group {
     ($group:expr, $resp:ident) => {
+        // Some responses have only the two error fields.
+        #[allow(clippy::needless_update)]
         if let Err((code, message)) = validate_group_id($group) {
             return Ok(Response::new($resp {
                 error_code: code as i32,

@@ -128,7 +128,7 @@ impl GroupRecord {
                 value,
             } => (
                 json(&Key::Three("member".into(), group.clone(), member.clone())),
-                value.as_ref().map(|v| json(v)),
+                value.as_ref().map(json),
             ),
             Self::Offset { group, tp, value } => (
                 json(&Key::Four(
@@ -137,7 +137,7 @@ impl GroupRecord {
                     tp.0.clone(),
                     tp.1,
                 )),
-                value.as_ref().map(|v| json(v)),
+                value.as_ref().map(json),
             ),
         }
     }

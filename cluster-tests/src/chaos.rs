@@ -33,6 +33,8 @@ pub const BROKER_LEASE: Duration = Duration::from_millis(1_500);
 /// How long a pause lasts: past the lease, so the paused node is fenced
 /// and comes back as a zombie that must learn it was deposed.
 pub const PAUSE: Duration = Duration::from_millis(2_500);
+/// How long a network cut lasts: past the lease.
+pub const PARTITION: Duration = Duration::from_millis(4_000);
 /// How long a killed or stopped node stays down before the heal.
 pub const DOWN: Duration = Duration::from_millis(2_000);
 /// Workload before the fault, so the fault hits a loaded cluster.
@@ -61,6 +63,17 @@ pub enum Fault {
     KillTwoFollowers,
     /// SIGKILL every node, then start them all again.
     WholeCluster,
+    /// SIGKILL the target and cut some bytes off the end of the last segment
+    /// of each of its partition logs (a torn write), then restart it.
+    TornTail,
+    /// Cut the target off from every other node for [`PARTITION`] (the
+    /// test's clients still reach it): a minority of one.
+    Isolate,
+    /// Cut the target from the active controller only (another node when
+    /// the target is the controller).
+    CutFromController,
+    /// Cut one follower of partition 0 from its leader only.
+    CutFromLeader,
 }
 
 impl Fault {
@@ -74,12 +87,17 @@ impl Fault {
             Self::Pause => "sigstop-zombie",
             Self::KillTwoFollowers => "kill-2-followers",
             Self::WholeCluster => "whole-cluster-kill",
+            Self::TornTail => "torn-tail",
+            Self::Isolate => "isolate",
+            Self::CutFromController => "cut-from-controller",
+            Self::CutFromLeader => "cut-follower-from-leader",
         }
     }
 
-    /// Every kind that makes sense on `nodes` nodes, with repeat counts
-    /// drawn from `rng` for the bounces.
-    pub fn random(rng: &mut SplitMix64, nodes: usize) -> Self {
+    /// Every kind that makes sense on `nodes` nodes (network cuts only when
+    /// the cluster runs in network namespaces), with repeat counts drawn
+    /// from `rng` for the bounces.
+    pub fn random(rng: &mut SplitMix64, nodes: usize, network: bool) -> Self {
         let k = 2 + u32::try_from(rng.below(4)).expect("small"); // 2..=5
         let mut choices = vec![
             Self::Kill,
@@ -88,7 +106,11 @@ impl Fault {
             Self::HardBounce(k),
             Self::Pause,
             Self::WholeCluster,
+            Self::TornTail,
         ];
+        if network {
+            choices.extend([Self::Isolate, Self::CutFromController, Self::CutFromLeader]);
+        }
         if nodes >= 5 {
             choices.push(Self::KillTwoFollowers);
         }
@@ -460,12 +482,65 @@ impl Scenario {
                 c.restart_stopped().await;
                 "all".into()
             }
+            Fault::TornTail => {
+                let t = self.pick(c, target).await;
+                c.kill(t.id);
+                let torn = tear_tails(c, t.id, &self.cfg.topic, self.cfg.partitions, self.episodes);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                format!("{} {} ({torn})", t.id, t.roles)
+            }
+            Fault::Isolate => {
+                let t = self.pick(c, target).await;
+                c.isolate(t.id);
+                tokio::time::sleep(PARTITION).await;
+                c.heal_network();
+                format!("{} {}", t.id, t.roles)
+            }
+            Fault::CutFromController => {
+                let t = self.pick(c, target).await;
+                let controller = c.leader().await;
+                let other = if t.id == controller {
+                    c.ids()
+                        .into_iter()
+                        .find(|id| *id != controller)
+                        .unwrap_or(t.id)
+                } else {
+                    t.id
+                };
+                c.cut(other, controller);
+                tokio::time::sleep(PARTITION).await;
+                c.heal_network();
+                format!(
+                    "{other} cut from controller {controller} (target {} {})",
+                    t.id, t.roles
+                )
+            }
+            Fault::CutFromLeader => {
+                let info = c
+                    .partition_info(&self.cfg.topic, 0)
+                    .await
+                    .expect("partition 0 state");
+                let leader = info.leader.unwrap_or(1);
+                let follower = info
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|r| *r != leader)
+                    .unwrap_or(leader);
+                c.cut(follower, leader);
+                tokio::time::sleep(PARTITION).await;
+                c.heal_network();
+                format!("follower {follower} cut from p0 leader {leader}")
+            }
         }
     }
 
     /// Resumes paused nodes, starts stopped ones, and waits (bounded) until
     /// every broker is unfenced and every ISR whole.
     async fn heal(&self, c: &mut Cluster) -> Result<(), String> {
+        if c.has_network() {
+            c.heal_network();
+        }
         for id in c.paused() {
             c.resume(id);
         }
@@ -635,4 +710,39 @@ impl Tally {
             "-".repeat(18)
         )
     }
+}
+
+/// Cuts 1..=200 bytes (chosen from `salt`) off the last segment of each of
+/// node `id`'s partition logs of `topic`, as a torn write at a crash would.
+/// Returns what it did, for the episode line.
+fn tear_tails(c: &Cluster, id: u64, topic: &str, partitions: u32, salt: u64) -> String {
+    let mut done = Vec::new();
+    for p in 0..partitions {
+        let dir = c.data_dir(id).join("logs").join(format!("{topic}-{p}"));
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut segments: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        segments.sort();
+        let Some(last) = segments.last() else {
+            continue;
+        };
+        let Ok(len) = std::fs::metadata(last).map(|m| m.len()) else {
+            continue;
+        };
+        let cut = (salt.wrapping_mul(2_654_435_761).wrapping_add(u64::from(p)) % 200 + 1).min(len);
+        let torn = std::fs::OpenOptions::new()
+            .write(true)
+            .open(last)
+            .and_then(|f| f.set_len(len - cut));
+        match torn {
+            Ok(()) => done.push(format!("p{p} -{cut} B")),
+            Err(e) => done.push(format!("p{p}: cannot tear: {e}")),
+        }
+    }
+    done.join(", ")
 }

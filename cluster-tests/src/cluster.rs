@@ -33,6 +33,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
+use crate::netns::Net;
 use crate::node::{Node, State};
 use crate::wait::{wait_until, POLL_INTERVAL};
 use crate::{binary, logs, ports};
@@ -95,6 +96,8 @@ pub struct Cluster {
     log_filter: String,
     /// Set by the final error scan; if unset at drop, the test failed.
     checked: AtomicBool,
+    /// Per-node network namespaces, for network faults (`start_netns`).
+    net: Option<Arc<Net>>,
     /// One cluster per test process at a time: tests run in parallel threads,
     /// and two clusters on a 2-core machine would turn timing assertions
     /// (failover within 2 s) into coin flips.
@@ -105,6 +108,19 @@ impl Cluster {
     /// Starts `n` nodes, all voters, and waits until every node answers and
     /// all agree on a leader (within [`START_TIMEOUT`]).
     pub async fn start(n: u64) -> Self {
+        Self::start_with(n, None).await
+    }
+
+    /// Like [`Cluster::start`], each node in its own network namespace so
+    /// [`Cluster::cut`] can partition the network; `Err` says why the
+    /// namespaces cannot be made here (tests then skip).
+    pub async fn start_netns(n: u64) -> Result<Self, String> {
+        let ids: Vec<u64> = (1..=n).collect();
+        let net = Net::create(&ids)?;
+        Ok(Self::start_with(n, Some(Arc::new(net))).await)
+    }
+
+    async fn start_with(n: u64, net: Option<Arc<Net>>) -> Self {
         assert!(n >= 1, "a cluster needs a node");
         static TURN: OnceLock<Arc<Mutex<()>>> = OnceLock::new();
         let turn = Arc::clone(TURN.get_or_init(Default::default))
@@ -119,6 +135,7 @@ impl Cluster {
             bin: binary::rivulet_binary(),
             log_filter: std::env::var("RIVULET_LOG").unwrap_or_else(|_| "info".into()),
             checked: AtomicBool::new(false),
+            net,
             _turn: turn,
         };
         for attempt in 1..=START_ATTEMPTS {
@@ -170,10 +187,20 @@ impl Cluster {
             .expect("cannot create a temp dir");
         self.root_path = root.path().to_path_buf();
         self.root = Some(root);
-        let addrs = ports::reserve(usize::try_from(n).expect("node count fits usize"));
+        let addrs = match &self.net {
+            // Each namespace has its own address: any port will do.
+            Some(net) => (1..=n)
+                .map(|id| SocketAddr::new(net.ip(id), 9092))
+                .collect(),
+            None => ports::reserve(usize::try_from(n).expect("node count fits usize")),
+        };
         self.nodes = (1..=n)
             .zip(addrs)
-            .map(|(id, addr)| (id, Node::new(&self.root_path, id, addr)))
+            .map(|(id, addr)| {
+                let mut node = Node::new(&self.root_path, id, addr);
+                node.netns = self.net.as_ref().map(|net| net.namespace(id));
+                (id, node)
+            })
             .collect();
         self.voters = self
             .nodes
@@ -229,6 +256,48 @@ impl Cluster {
         self.nodes
             .get_mut(&id)
             .unwrap_or_else(|| panic!("no node {id} in the cluster"))
+    }
+
+    // ----- the network -----
+
+    fn net(&self) -> &Net {
+        self.net
+            .as_deref()
+            .expect("network faults need Cluster::start_netns")
+    }
+
+    /// Cuts the network between nodes `a` and `b` (both ways; the test's
+    /// own connections stay up).
+    pub fn cut(&self, a: u64, b: u64) {
+        self.node(a)
+            .mark(&format!("network cut between {a} and {b}"));
+        self.node(b)
+            .mark(&format!("network cut between {a} and {b}"));
+        self.net()
+            .cut(a, b)
+            .unwrap_or_else(|e| panic!("cannot cut {a}-{b}: {e}"));
+    }
+
+    /// Cuts node `a` off from every other node.
+    pub fn isolate(&self, a: u64) {
+        for b in self.ids().into_iter().filter(|b| *b != a) {
+            self.cut(a, b);
+        }
+    }
+
+    /// Restores every cut.
+    pub fn heal_network(&self) {
+        for id in self.ids() {
+            self.node(id).mark("network healed");
+        }
+        self.net()
+            .heal_all()
+            .unwrap_or_else(|e| panic!("cannot heal the network: {e}"));
+    }
+
+    /// Whether the nodes run in network namespaces.
+    pub fn has_network(&self) -> bool {
+        self.net.is_some()
     }
 
     // ----- the nodes -----

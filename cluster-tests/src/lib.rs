@@ -48,6 +48,7 @@ pub mod checker;
 pub mod cluster;
 pub mod data;
 pub mod logs;
+pub mod netns;
 mod node;
 mod ports;
 pub mod wait;

@@ -37,6 +37,8 @@ pub(crate) struct Node {
     pub(crate) log_path: PathBuf,
     /// The process, if any.
     pub(crate) state: State,
+    /// The network namespace it runs in, if the cluster has them.
+    pub(crate) netns: Option<String>,
 }
 
 impl Node {
@@ -47,6 +49,7 @@ impl Node {
             data_dir: root.join(format!("node-{id}")).join("data"),
             log_path: root.join(format!("node-{id}.log")),
             state: State::Stopped,
+            netns: None,
         }
     }
 
@@ -73,7 +76,16 @@ impl Node {
         );
         std::fs::create_dir_all(&self.data_dir).expect("cannot create the data dir");
         let log = self.open_log().expect("cannot open the node log");
-        let child = Command::new(bin)
+        // `ip netns exec` enters the namespace and execs the node: same pid.
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .arg("node")
             .args(["--id", &self.id.to_string()])
             .args(["--listen", &self.addr.to_string()])

@@ -34,7 +34,22 @@ async fn bounded(body: impl Future<Output = ()>) {
 /// `fault` on `target`; asserts the check and the logs. Returns the roles
 /// the target had when hit.
 async fn episode(partitions: u32, fault: Fault, target: Target) -> String {
-    let mut c = Cluster::start(3).await;
+    run_episode(Cluster::start(3).await, partitions, fault, target).await
+}
+
+/// [`episode`] with each node in its own network namespace, for network
+/// cuts; skipped (with a message) where namespaces cannot be made.
+async fn network_episode(partitions: u32, fault: Fault, target: Target) -> Option<String> {
+    match Cluster::start_netns(3).await {
+        Ok(c) => Some(run_episode(c, partitions, fault, target).await),
+        Err(e) => {
+            eprintln!("SKIPPED: no network namespaces here ({e})");
+            None
+        }
+    }
+}
+
+async fn run_episode(mut c: Cluster, partitions: u32, fault: Fault, target: Target) -> String {
     c.wait_unfenced(&c.ids(), Duration::from_secs(15)).await;
     let cfg = WorkloadConfig {
         topic: "faults".into(),
@@ -237,6 +252,55 @@ async fn the_checker_sees_the_loss_an_unclean_election_causes() {
             "the checker saw no loss after an unclean election: {report:?}"
         );
         c.assert_no_unexpected_errors(&[]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torn_tail_of_a_partition_leader() {
+    bounded(async {
+        let hit = episode(3, Fault::TornTail, Target::Leader).await;
+        assert!(hit.contains(" B"), "nothing torn: {hit}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_partition_leader() {
+    bounded(async {
+        if let Some(hit) = network_episode(3, Fault::Isolate, Target::Leader).await {
+            assert!(hit.contains("leader("), "{hit}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_controller_that_leads() {
+    bounded(async {
+        if let Some(hit) = network_episode(3, Fault::Isolate, Target::Both).await {
+            assert!(hit.contains("controller"), "{hit}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_leader_cut_from_the_controller_only() {
+    bounded(async {
+        if let Some(hit) = network_episode(3, Fault::CutFromController, Target::Leader).await {
+            assert!(hit.contains("cut from controller"), "{hit}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_cut_from_its_leader_only() {
+    bounded(async {
+        if let Some(hit) = network_episode(3, Fault::CutFromLeader, Target::Follower).await {
+            assert!(hit.contains("cut from p0 leader"), "{hit}");
+        }
     })
     .await;
 }

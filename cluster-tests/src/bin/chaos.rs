@@ -50,6 +50,11 @@ struct Args {
     /// Stop at the first failed episode (the cluster's directory is kept).
     #[arg(long)]
     stop_on_failure: bool,
+    /// Run the nodes on loopback, without network namespaces (no network
+    /// cuts). By default each node gets its own namespace when the machine
+    /// allows (root, iproute2), so isolation and cuts are in the mix.
+    #[arg(long)]
+    loopback: bool,
 }
 
 fn main() -> ExitCode {
@@ -73,14 +78,15 @@ fn main() -> ExitCode {
     println!(
         "reproduce: cargo run -p cluster-tests --release --bin chaos -- --episodes {} --seed {seed} \
          --nodes {} --episode-secs {} --partitions {} --producers {} --max-batch {} \
-         --send-interval-ms {}",
+         --send-interval-ms {}{}",
         args.episodes,
         args.nodes,
         args.episode_secs,
         args.partitions,
         args.producers,
         args.max_batch,
-        args.send_interval_ms
+        args.send_interval_ms,
+        if args.loopback { " --loopback" } else { "" }
     );
     if ok {
         ExitCode::SUCCESS
@@ -92,7 +98,25 @@ fn main() -> ExitCode {
 async fn run(args: &Args, seed: u64) -> bool {
     let started = Instant::now();
     let mut rng = SplitMix64::new(seed);
-    let mut c = Cluster::start(args.nodes).await;
+    let mut c = if args.loopback {
+        Cluster::start(args.nodes).await
+    } else {
+        match Cluster::start_netns(args.nodes).await {
+            Ok(c) => c,
+            Err(e) => {
+                println!("chaos: no network namespaces ({e}); no network faults this run");
+                Cluster::start(args.nodes).await
+            }
+        }
+    };
+    println!(
+        "chaos: network faults {}",
+        if c.has_network() {
+            "on (a namespace per node)"
+        } else {
+            "off"
+        }
+    );
     c.wait_unfenced(&c.ids(), Duration::from_secs(20)).await;
     let cfg = WorkloadConfig {
         topic: "chaos".into(),
@@ -107,7 +131,7 @@ async fn run(args: &Args, seed: u64) -> bool {
     let mut tally = Tally::default();
     let mut healthy = true;
     for _ in 0..args.episodes {
-        let fault = Fault::random(&mut rng, nodes);
+        let fault = Fault::random(&mut rng, nodes, c.has_network());
         let target = *rng.pick(&Target::ALL);
         let length = Duration::from_secs(args.episode_secs);
         let e = scenario

@@ -463,13 +463,17 @@ impl Replication for BrokerRpc {
                             ..Default::default()
                         };
                         let res = mgr.partition(&fp.topic, fp.partition).and_then(|p| {
-                            p.replica_fetch(
+                            let read = p.replica_fetch(
                                 replica,
                                 fp.current_leader_epoch,
                                 fp.fetch_offset,
                                 fp.last_fetched_epoch,
                                 limit,
-                            )
+                            );
+                            if fp.storage_failed {
+                                p.follower_storage_failed(replica);
+                            }
+                            read
                         });
                         match res {
                             Ok(read) => {

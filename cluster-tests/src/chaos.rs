@@ -74,6 +74,9 @@ pub enum Fault {
     CutFromController,
     /// Cut one follower of partition 0 from its leader only.
     CutFromLeader,
+    /// Fill the target's disk for [`PARTITION`], then free it (clusters on
+    /// small disks only).
+    DiskFull,
 }
 
 impl Fault {
@@ -91,13 +94,14 @@ impl Fault {
             Self::Isolate => "isolate",
             Self::CutFromController => "cut-from-controller",
             Self::CutFromLeader => "cut-follower-from-leader",
+            Self::DiskFull => "disk-full",
         }
     }
 
     /// Every kind that makes sense on `nodes` nodes (network cuts only when
     /// the cluster runs in network namespaces), with repeat counts drawn
     /// from `rng` for the bounces.
-    pub fn random(rng: &mut SplitMix64, nodes: usize, network: bool) -> Self {
+    pub fn random(rng: &mut SplitMix64, nodes: usize, network: bool, disks: bool) -> Self {
         let k = 2 + u32::try_from(rng.below(4)).expect("small"); // 2..=5
         let mut choices = vec![
             Self::Kill,
@@ -110,6 +114,9 @@ impl Fault {
         ];
         if network {
             choices.extend([Self::Isolate, Self::CutFromController, Self::CutFromLeader]);
+        }
+        if disks {
+            choices.push(Self::DiskFull);
         }
         if nodes >= 5 {
             choices.push(Self::KillTwoFollowers);
@@ -488,6 +495,13 @@ impl Scenario {
                 let torn = tear_tails(c, t.id, &self.cfg.topic, self.cfg.partitions, self.episodes);
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 format!("{} {} ({torn})", t.id, t.roles)
+            }
+            Fault::DiskFull => {
+                let t = self.pick(c, target).await;
+                let filled = c.fill_disk(t.id);
+                tokio::time::sleep(PARTITION).await;
+                c.free_disk(t.id);
+                format!("{} {} ({} MiB filled)", t.id, t.roles, filled >> 20)
             }
             Fault::Isolate => {
                 let t = self.pick(c, target).await;

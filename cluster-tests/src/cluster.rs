@@ -98,6 +98,10 @@ pub struct Cluster {
     checked: AtomicBool,
     /// Per-node network namespaces, for network faults (`start_netns`).
     net: Option<Arc<Net>>,
+    /// Size of the tmpfs each node's data dir is mounted on, if any.
+    disk_mb: Option<u64>,
+    /// The tmpfs mounts to undo at drop.
+    mounts: Vec<PathBuf>,
     /// One cluster per test process at a time: tests run in parallel threads,
     /// and two clusters on a 2-core machine would turn timing assertions
     /// (failover within 2 s) into coin flips.
@@ -108,19 +112,25 @@ impl Cluster {
     /// Starts `n` nodes, all voters, and waits until every node answers and
     /// all agree on a leader (within [`START_TIMEOUT`]).
     pub async fn start(n: u64) -> Self {
-        Self::start_with(n, None).await
+        Self::start_with(n, None, None).await
     }
 
     /// Like [`Cluster::start`], each node in its own network namespace so
     /// [`Cluster::cut`] can partition the network; `Err` says why the
     /// namespaces cannot be made here (tests then skip).
     pub async fn start_netns(n: u64) -> Result<Self, String> {
-        let ids: Vec<u64> = (1..=n).collect();
-        let net = Net::create(&ids)?;
-        Ok(Self::start_with(n, Some(Arc::new(net))).await)
+        Self::start_isolated(n, None).await
     }
 
-    async fn start_with(n: u64, net: Option<Arc<Net>>) -> Self {
+    /// [`Cluster::start_netns`], and with `disk_mb` each node's data dir on
+    /// a tmpfs of that many MiB, so [`Cluster::fill_disk`] can fill it.
+    pub async fn start_isolated(n: u64, disk_mb: Option<u64>) -> Result<Self, String> {
+        let ids: Vec<u64> = (1..=n).collect();
+        let net = Net::create(&ids)?;
+        Ok(Self::start_with(n, Some(Arc::new(net)), disk_mb).await)
+    }
+
+    async fn start_with(n: u64, net: Option<Arc<Net>>, disk_mb: Option<u64>) -> Self {
         assert!(n >= 1, "a cluster needs a node");
         static TURN: OnceLock<Arc<Mutex<()>>> = OnceLock::new();
         let turn = Arc::clone(TURN.get_or_init(Default::default))
@@ -136,10 +146,13 @@ impl Cluster {
             log_filter: std::env::var("RIVULET_LOG").unwrap_or_else(|_| "info".into()),
             checked: AtomicBool::new(false),
             net,
+            disk_mb,
+            mounts: Vec::new(),
             _turn: turn,
         };
         for attempt in 1..=START_ATTEMPTS {
             c.layout(n);
+            c.mount_disks();
             for node in c.nodes.values_mut() {
                 node.spawn(c.bin, &c.voters, &c.log_filter);
             }
@@ -256,6 +269,64 @@ impl Cluster {
         self.nodes
             .get_mut(&id)
             .unwrap_or_else(|| panic!("no node {id} in the cluster"))
+    }
+
+    // ----- small disks -----
+
+    /// Mounts a tmpfs of `disk_mb` on every node's data dir (when asked).
+    fn mount_disks(&mut self) {
+        let Some(mb) = self.disk_mb else { return };
+        for node in self.nodes.values() {
+            std::fs::create_dir_all(&node.data_dir).expect("cannot create the data dir");
+            let out = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+                .arg(&node.data_dir)
+                .output()
+                .expect("run mount");
+            assert!(
+                out.status.success(),
+                "cannot mount a tmpfs on {}: {}",
+                node.data_dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            self.mounts.push(node.data_dir.clone());
+        }
+    }
+
+    /// Fills node `id`'s (tmpfs) data dir until it has no space left;
+    /// returns the bytes written. [`Cluster::free_disk`] undoes it.
+    pub fn fill_disk(&self, id: u64) -> u64 {
+        use std::io::Write;
+        assert!(
+            self.disk_mb.is_some(),
+            "fill_disk needs a cluster on small disks"
+        );
+        let node = self.node(id);
+        node.mark("disk filled");
+        let mut f = std::fs::File::create(node.data_dir.join("filler")).expect("create the filler");
+        let chunk = vec![0u8; 64 << 10];
+        let mut written = 0u64;
+        while f.write_all(&chunk).is_ok() {
+            written += chunk.len() as u64;
+        }
+        // The last partial chunk, byte by byte in 4 KiB steps.
+        while f.write_all(&chunk[..4096]).is_ok() {
+            written += 4096;
+        }
+        let _ = f.sync_all();
+        written
+    }
+
+    /// Frees what [`Cluster::fill_disk`] took.
+    pub fn free_disk(&self, id: u64) {
+        let node = self.node(id);
+        node.mark("disk freed");
+        let _ = std::fs::remove_file(node.data_dir.join("filler"));
+    }
+
+    /// Whether the nodes' data dirs are small tmpfs disks.
+    pub fn has_small_disks(&self) -> bool {
+        self.disk_mb.is_some()
     }
 
     // ----- the network -----
@@ -654,6 +725,12 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for node in self.nodes.values_mut() {
             node.kill();
+        }
+        for dir in self.mounts.drain(..) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&dir)
+                .status();
         }
         let failed = std::thread::panicking() || !self.checked.load(Ordering::Relaxed);
         if failed {

@@ -34,13 +34,20 @@ async fn bounded(body: impl Future<Output = ()>) {
 /// `fault` on `target`; asserts the check and the logs. Returns the roles
 /// the target had when hit.
 async fn episode(partitions: u32, fault: Fault, target: Target) -> String {
-    run_episode(Cluster::start(3).await, partitions, fault, target).await
+    run_episode(Cluster::start(3).await, partitions, fault, target)
+        .await
+        .0
 }
 
 /// [`episode`] with each node in its own network namespace, for network
 /// cuts; skipped (with a message) where namespaces cannot be made.
-async fn network_episode(partitions: u32, fault: Fault, target: Target) -> Option<String> {
-    match Cluster::start_netns(3).await {
+async fn network_episode(
+    partitions: u32,
+    fault: Fault,
+    target: Target,
+) -> Option<(String, Duration)> {
+    // Small disks too, for DiskFull (64 MiB each: ample for an episode).
+    match Cluster::start_isolated(3, Some(64)).await {
         Ok(c) => Some(run_episode(c, partitions, fault, target).await),
         Err(e) => {
             eprintln!("SKIPPED: no network namespaces here ({e})");
@@ -49,7 +56,13 @@ async fn network_episode(partitions: u32, fault: Fault, target: Target) -> Optio
     }
 }
 
-async fn run_episode(mut c: Cluster, partitions: u32, fault: Fault, target: Target) -> String {
+/// Returns the roles hit and the longest unavailability.
+async fn run_episode(
+    mut c: Cluster,
+    partitions: u32,
+    fault: Fault,
+    target: Target,
+) -> (String, Duration) {
     c.wait_unfenced(&c.ids(), Duration::from_secs(15)).await;
     let cfg = WorkloadConfig {
         topic: "faults".into(),
@@ -77,7 +90,7 @@ async fn run_episode(mut c: Cluster, partitions: u32, fault: Fault, target: Targ
         report.line()
     );
     c.assert_no_unexpected_errors(&[]);
-    report.hit
+    (report.hit, report.check.longest_unavailable)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,7 +281,7 @@ async fn torn_tail_of_a_partition_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolated_partition_leader() {
     bounded(async {
-        if let Some(hit) = network_episode(3, Fault::Isolate, Target::Leader).await {
+        if let Some((hit, _)) = network_episode(3, Fault::Isolate, Target::Leader).await {
             assert!(hit.contains("leader("), "{hit}");
         }
     })
@@ -278,7 +291,7 @@ async fn isolated_partition_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolated_controller_that_leads() {
     bounded(async {
-        if let Some(hit) = network_episode(3, Fault::Isolate, Target::Both).await {
+        if let Some((hit, _)) = network_episode(3, Fault::Isolate, Target::Both).await {
             assert!(hit.contains("controller"), "{hit}");
         }
     })
@@ -288,7 +301,7 @@ async fn isolated_controller_that_leads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_leader_cut_from_the_controller_only() {
     bounded(async {
-        if let Some(hit) = network_episode(3, Fault::CutFromController, Target::Leader).await {
+        if let Some((hit, _)) = network_episode(3, Fault::CutFromController, Target::Leader).await {
             assert!(hit.contains("cut from controller"), "{hit}");
         }
     })
@@ -298,8 +311,27 @@ async fn partition_leader_cut_from_the_controller_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_cut_from_its_leader_only() {
     bounded(async {
-        if let Some(hit) = network_episode(3, Fault::CutFromLeader, Target::Follower).await {
+        if let Some((hit, _)) = network_episode(3, Fault::CutFromLeader, Target::Follower).await {
             assert!(hit.contains("cut from p0 leader"), "{hit}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_on_a_follower() {
+    bounded(async {
+        // One partition, so two nodes are pure followers.
+        if let Some((hit, unavailable)) =
+            network_episode(1, Fault::DiskFull, Target::Follower).await
+        {
+            assert!(
+                hit.contains("follower") && hit.contains("MiB filled"),
+                "{hit}"
+            );
+            // The follower reports the failure and leaves the ISR at once:
+            // acks=all does not wait out the 4 s of the full disk.
+            assert!(unavailable < Duration::from_secs(2), "{unavailable:?}");
         }
     })
     .await;

@@ -76,6 +76,7 @@ pub(crate) async fn run_fetcher(mgr: Arc<ReplicaManager>, source: u64, cancel: C
                     fetch_offset: p.offsets().log_end_offset,
                     last_fetched_epoch: p.log.latest_epoch(),
                     partition_max_bytes: mgr.config.replica_fetch_max_bytes,
+                    storage_failed: p.storage_failed(),
                 })
                 .collect(),
         };
@@ -161,6 +162,10 @@ pub(crate) async fn run_fetcher(mgr: Arc<ReplicaManager>, source: u64, cancel: C
                 };
                 match part.apply_fetched(source, epoch, data) {
                     Ok(progress) => {
+                        if part.set_storage_failed(false) {
+                            tracing::info!(topic = %part.topic, partition = part.partition,
+                                "the log is writable again");
+                        }
                         if progress.truncated {
                             tracing::info!(topic = %part.topic, partition = part.partition,
                                 log_end = part.offsets().log_end_offset,
@@ -169,8 +174,13 @@ pub(crate) async fn run_fetcher(mgr: Arc<ReplicaManager>, source: u64, cancel: C
                         true
                     }
                     Err(e) => {
-                        warn!(topic = %part.topic, partition = part.partition, error = %e,
-                            "cannot apply fetched data");
+                        // A storage failure is reported to the leader (which
+                        // takes us out of the ISR) and logged once.
+                        let storage = e.code() == ErrorCode::KafkaStorageError;
+                        if !storage || part.set_storage_failed(true) {
+                            warn!(topic = %part.topic, partition = part.partition, error = %e,
+                                "cannot apply fetched data");
+                        }
                         false
                     }
                 }

@@ -45,6 +45,9 @@ pub struct FollowerProgress {
     prev_fetch_leader_leo: u64,
     /// When the previous fetch happened (ms).
     prev_fetch_ms: i64,
+    /// The follower reported it cannot write its log: out of sync until it
+    /// fetches without that report.
+    pub storage_failed: bool,
 }
 
 /// Replication state of a partition this broker leads.
@@ -145,6 +148,7 @@ impl LeaderState {
                         last_caught_up_ms: now_ms,
                         prev_fetch_leader_leo: 0,
                         prev_fetch_ms: now_ms,
+                        storage_failed: false,
                     },
                 )
             })
@@ -220,7 +224,18 @@ impl LeaderState {
         p.log_end_offset = fetch_offset.min(leader_leo);
         p.prev_fetch_leader_leo = leader_leo;
         p.prev_fetch_ms = now_ms;
+        p.storage_failed = false;
         true
+    }
+
+    /// Records that `follower` cannot write its log: it counts as not caught
+    /// up (the next ISR check removes it) and cannot rejoin until it fetches
+    /// without this report.
+    pub fn on_storage_failure(&mut self, follower: BrokerId) {
+        if let Some(p) = self.followers.get_mut(&follower) {
+            p.storage_failed = true;
+            p.last_caught_up_ms = i64::MIN / 2;
+        }
     }
 
     /// The ISR the HW is computed over: committed ∪ pending.
@@ -287,6 +302,7 @@ impl LeaderState {
             .iter()
             .filter(|(b, p)| {
                 !self.isr.contains(b)
+                    && !p.storage_failed
                     && p.log_end_offset >= self.high_watermark
                     && p.log_end_offset >= epoch_start_offset
             })
@@ -329,6 +345,28 @@ mod tests {
 
     fn state() -> LeaderState {
         LeaderState::new(1, 5, 7, &[1, 2, 3], &[1, 2, 3], 0, 1_000)
+    }
+
+    #[test]
+    fn a_follower_that_cannot_write_leaves_the_isr_at_once_and_rejoins_when_healthy() {
+        let mut s = state();
+        s.on_fetch(2, 10, 10, 1_100);
+        s.on_fetch(3, 10, 10, 1_100);
+        assert_eq!(s.isr_to_shrink(1_200, 10_000), None);
+        s.on_fetch(3, 10, 12, 1_200);
+        s.on_storage_failure(3);
+        assert_eq!(s.isr_to_shrink(1_200, 10_000), Some(vec![1, 2]));
+        s.isr_change_sent(&[1, 2]);
+        s.on_isr_committed(&[1, 2], 8);
+        // Still failing: not taken back even though its offset looks fine.
+        s.on_fetch(2, 12, 12, 1_300);
+        s.maybe_advance_hw(12);
+        s.on_fetch(3, 12, 12, 1_300);
+        s.on_storage_failure(3);
+        assert_eq!(s.isr_to_expand(0), None);
+        // Healthy again: rejoins.
+        s.on_fetch(3, 12, 12, 1_400);
+        assert_eq!(s.isr_to_expand(0), Some(vec![1, 2, 3]));
     }
 
     #[test]

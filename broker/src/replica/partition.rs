@@ -117,6 +117,9 @@ pub struct Partition {
     signal: watch::Sender<Signal>,
     /// Broker-wide wake-ups.
     signals: Arc<BrokerSignals>,
+    /// As follower: the last append of fetched data failed for lack of
+    /// storage; reported to the leader with every fetch.
+    storage_failed: std::sync::atomic::AtomicBool,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -154,7 +157,21 @@ impl Partition {
                 leading: None,
             }),
             signals,
+            storage_failed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether the last append of fetched data failed for lack of storage.
+    pub fn storage_failed(&self) -> bool {
+        self.storage_failed
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Sets the storage-failure flag; returns whether it changed.
+    pub fn set_storage_failed(&self, failed: bool) -> bool {
+        self.storage_failed
+            .swap(failed, std::sync::atomic::Ordering::AcqRel)
+            != failed
     }
 
     fn role(&self) -> RwLockReadGuard<'_, Role> {
@@ -535,6 +552,16 @@ impl Partition {
             self.publish(Some(*epoch));
         }
         Ok(out)
+    }
+
+    /// As leader: `follower` reports it cannot write its log.
+    pub fn follower_storage_failed(&self, follower: BrokerId) {
+        if let Role::Leader { state, .. } = &*self.role() {
+            state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .on_storage_failure(follower);
+        }
     }
 
     /// Applies the leader's answer as a follower of `leader` in `epoch`

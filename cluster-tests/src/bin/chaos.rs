@@ -131,7 +131,7 @@ async fn run(args: &Args, seed: u64) -> bool {
     let mut tally = Tally::default();
     let mut healthy = true;
     for _ in 0..args.episodes {
-        let fault = Fault::random(&mut rng, nodes, c.has_network());
+        let fault = Fault::random(&mut rng, nodes, c.has_network(), c.has_small_disks());
         let target = *rng.pick(&Target::ALL);
         let length = Duration::from_secs(args.episode_secs);
         let e = scenario

@@ -66,7 +66,6 @@
 //!   the report has the worst partition.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -574,10 +573,20 @@ pub struct Nodes {
 impl Nodes {
     /// The nodes of `c`.
     pub fn of(c: &Cluster) -> Arc<Self> {
+        let addrs: Vec<(u64, String)> = c
+            .ids()
+            .into_iter()
+            .map(|id| (id, c.addr(id).to_string()))
+            .collect();
+        Self::at(&addrs)
+    }
+
+    /// Nodes by id and the `host:port` they advertise (e.g. containers).
+    pub fn at(addrs: &[(u64, String)]) -> Arc<Self> {
         let mut channels = BTreeMap::new();
         let mut by_addr = HashMap::new();
-        for id in c.ids() {
-            let addr: SocketAddr = c.addr(id);
+        for (id, addr) in addrs {
+            let (id, addr) = (*id, addr.clone());
             let channel = Endpoint::from_shared(format!("http://{addr}"))
                 .expect("a socket address is a valid URI")
                 .connect_timeout(Duration::from_millis(500))

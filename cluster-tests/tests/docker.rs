@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use cluster_tests::checker::{check, Ledger, Nodes, Workload, WorkloadConfig};
 use cluster_tests::{fmt_duration, rivulet_binary, wait_until, DEFAULT_ALLOWED_ERRORS};
 use serde_json::Value;
 
@@ -420,18 +421,19 @@ fn consume_all(project: &Project, topic: &str) -> Vec<String> {
     values
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compose_cluster_serves_the_cli_and_fails_over_when_a_container_is_killed() {
-    let test_started = Instant::now();
+/// Builds the test image and brings a compose project up on a free subnet
+/// and ports, waiting until every broker is unfenced and every container
+/// healthy; `None` (with a SKIPPED message) without a Docker daemon.
+async fn compose_up() -> Option<Project> {
     if let Some(why) = docker_unavailable() {
         eprintln!("docker test: SKIPPED: {why}");
-        return;
+        return None;
     }
     let Some(compose) = find_compose() else {
         eprintln!(
             "docker test: SKIPPED: neither `docker-compose` nor `docker compose` is available"
         );
-        return;
+        return None;
     };
     let root = workspace_root();
 
@@ -512,6 +514,15 @@ async fn compose_cluster_serves_the_cli_and_fails_over_when_a_container_is_kille
         "docker test: cluster up and healthy {} after `up -d`",
         fmt_duration(started.elapsed())
     );
+    Some(project)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_cluster_serves_the_cli_and_fails_over_when_a_container_is_killed() {
+    let test_started = Instant::now();
+    let Some(project) = compose_up().await else {
+        return;
+    };
     let status = project
         .rivulet_json(&["cluster", "status", "--json"])
         .expect("cluster status");
@@ -640,4 +651,140 @@ async fn compose_cluster_serves_the_cli_and_fails_over_when_a_container_is_kille
         "docker test: passed in {} (before teardown)",
         fmt_duration(test_started.elapsed())
     );
+}
+
+/// A fault the docker checker test injects into one container.
+#[derive(Debug, Clone, Copy)]
+enum DockerFault {
+    /// `docker kill`, then `docker start` 2 s later.
+    Kill,
+    /// `docker pause` for 3 s (past the 1.5 s lease), then `docker unpause`.
+    Pause,
+    /// `docker network disconnect` for 4 s, then `connect` with its IP.
+    Disconnect,
+}
+
+/// The durability checker against the compose cluster: the concurrent acks=all
+/// workload runs while partition 0's leader is killed, paused and cut off
+/// the network in turn; after each heal every partition is read in full and
+/// checked (nothing acknowledged lost, offsets dense, no refused record, per
+/// producer order, nothing consumed vanishing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checker_finds_nothing_lost_under_docker_kill_pause_and_disconnect() {
+    let Some(project) = compose_up().await else {
+        return;
+    };
+    let topic = "ck";
+    success(
+        "rivulet topic create",
+        project.rivulet(
+            &[
+                "topic",
+                "create",
+                topic,
+                "--partitions",
+                "3",
+                "--replication-factor",
+                "3",
+                "--config",
+                "min.insync.replicas=2",
+            ],
+            None,
+        ),
+    );
+    let healed = || async {
+        let status = project.rivulet_json(&["cluster", "status", "--json"])?;
+        let live = status["brokers"]
+            .as_array()?
+            .iter()
+            .filter(|b| b["fenced"] == Value::Bool(false))
+            .count();
+        let t = project.rivulet_json(&["topic", "describe", topic, "--json"])?;
+        let whole = (0..3).all(|p| {
+            let p = partition(&t, p);
+            p["leader"].as_u64().is_some() && ids(&p["isr"]).len() == 3
+        });
+        (live == 3 && whole).then_some(t)
+    };
+    wait_until("the topic fully replicated", READY_TIMEOUT, healed).await;
+
+    let addrs: Vec<(u64, String)> = (1..=3)
+        .map(|id| (id, format!("{}.1{id}:9092", project.subnet_prefix)))
+        .collect();
+    let nodes = Nodes::at(&addrs);
+    let network = format!("{}_rivulet", project.name);
+    let cfg = WorkloadConfig {
+        topic: topic.into(),
+        partitions: 3,
+        producers: 3,
+        max_batch: 5,
+        send_interval: Duration::from_millis(10),
+        seed: 23,
+    };
+    let mut ledger = Ledger::new();
+    let mut next_message = 0;
+    let mut read_from = BTreeMap::new();
+    for fault in [
+        DockerFault::Kill,
+        DockerFault::Pause,
+        DockerFault::Disconnect,
+    ] {
+        let t = wait_until("a healed cluster", READY_TIMEOUT, healed).await;
+        let workload = Workload::start(&nodes, &cfg, next_message, &read_from);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let victim = partition(&t, 0)["leader"].as_u64().expect("a leader");
+        let container = project.container(victim);
+        let docker = |args: &[&str]| {
+            success(
+                &format!("docker {}", args.join(" ")),
+                run(Command::new("docker").args(args), None, PROBE_TIMEOUT),
+            )
+        };
+        match fault {
+            DockerFault::Kill => {
+                docker(&["kill", &container]);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                docker(&["start", &container]);
+            }
+            DockerFault::Pause => {
+                docker(&["pause", &container]);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                docker(&["unpause", &container]);
+            }
+            DockerFault::Disconnect => {
+                docker(&["network", "disconnect", &network, &container]);
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                let ip = format!("{}.1{victim}", project.subnet_prefix);
+                docker(&["network", "connect", "--ip", &ip, &network, &container]);
+            }
+        }
+        let heal_started = Instant::now();
+        wait_until("the cluster to heal", Duration::from_secs(60), healed).await;
+        let heal = heal_started.elapsed();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let run = workload.stop().await;
+        for s in &run.sends {
+            next_message = next_message.max(s.message + 1);
+        }
+        for s in run.sends.iter().cloned() {
+            ledger.record(s);
+        }
+        let report = check(&nodes, topic, cfg.partitions, &ledger, &run).await;
+        for p in &report.partitions {
+            read_from.insert(p.partition, p.records);
+        }
+        eprintln!(
+            "docker checker: {fault:?} of node{victim} (leader of {topic}-0): acked {} failed {} \
+             unknown {} lost {} duplicates {} longest unavailability {} heal {}",
+            report.acked,
+            report.failed,
+            report.unknown,
+            report.lost(),
+            report.duplicates(),
+            fmt_duration(report.longest_unavailable),
+            fmt_duration(heal)
+        );
+        report.assert_ok();
+        assert!(report.acked > 0, "nothing acknowledged during {fault:?}");
+    }
 }

@@ -336,3 +336,21 @@ async fn disk_full_on_a_follower() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_on_a_partition_leader() {
+    bounded(async {
+        if let Some((hit, unavailable)) = network_episode(3, Fault::DiskFull, Target::Leader).await
+        {
+            assert!(
+                hit.contains("leader(") && hit.contains("MiB filled"),
+                "{hit}"
+            );
+            // The leader reports the replicas it cannot write with its
+            // heartbeats and the controller moves their leadership: writes
+            // do not wait for the disk to be freed (4 s).
+            assert!(unavailable < Duration::from_secs(2), "{unavailable:?}");
+        }
+    })
+    .await;
+}

@@ -254,6 +254,42 @@ pub fn fence_broker(
     Ok(ControllerResult { records, response })
 }
 
+/// Broker `id` cannot write its replicas of `failed` (disk full or failing):
+/// it leaves their ISRs, and where it leads, the first other live in-sync
+/// replica takes over (a new leader epoch). A partition where no other live
+/// replica is in sync keeps it as it is: it holds the only copy of what was
+/// acknowledged, and it can still serve reads. Returns the partitions changed.
+pub fn drop_failed_replicas(
+    image: &MetadataImage,
+    id: BrokerId,
+    failed: &[(String, u32)],
+) -> Result<ControllerResult<Vec<TopicPartition>>, ControllerError> {
+    let live = Liveness::with_down(image, id);
+    let mut records = Vec::new();
+    let mut changed = Vec::new();
+    for (name, index) in failed {
+        let Some(topic) = image.topic(name) else {
+            continue;
+        };
+        let Some(partition) = topic.partitions.get(*index as usize) else {
+            continue;
+        };
+        let others_in_sync = partition.isr.iter().any(|b| *b != id && live.is_live(*b));
+        if !others_in_sync {
+            continue;
+        }
+        let (leader, isr) = without_broker(partition, id, live, false);
+        if let Some(new) = finish(partition, leader, isr, false) {
+            changed.push(TopicPartition::new(topic.name.clone(), partition.partition));
+            records.push(change_record(topic, new));
+        }
+    }
+    Ok(ControllerResult {
+        records,
+        response: changed,
+    })
+}
+
 /// Unfences broker `id` (heartbeating again, same incarnation), and gives it
 /// the offline partitions whose last ISR member it is, or, where the topic
 /// enables unclean election, those it merely holds a replica of.

@@ -415,6 +415,26 @@ impl ReplicaManager {
 
     /// Runs until `cancel`: follows the image, runs fetchers and timers, and
     /// checkpoints every high watermark on the way out.
+    /// Hands the replicas whose logs cannot be written to the heartbeats,
+    /// so the controller moves their leadership away and drops this broker
+    /// from their ISRs (Kafka's offline log dir, per partition).
+    fn report_storage_failures(&self, reported: &mut Vec<(String, u32)>) {
+        let mut failed: Vec<(String, u32)> = self
+            .all()
+            .iter()
+            .filter(|p| p.storage_failed())
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect();
+        failed.sort();
+        if failed != *reported {
+            if !failed.is_empty() {
+                warn!(replicas = ?failed, "cannot write these replicas' logs; asking the controller to move them");
+            }
+            self.quorum.report_storage_failed(failed.clone());
+            *reported = failed;
+        }
+    }
+
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         if let Err(e) = std::fs::create_dir_all(&self.config.log_dir) {
             error!(dir = %self.config.log_dir.display(), error = %e, "cannot create the log directory");
@@ -445,6 +465,7 @@ impl ReplicaManager {
         let mut fetchers: HashMap<u64, CancellationToken> = HashMap::new();
         let mut tasks = JoinSet::new();
         let mut isr_tick = tokio::time::interval(Duration::from_millis(100));
+        let mut storage_reported: Vec<(String, u32)> = Vec::new();
         let mut checkpoint_tick = tokio::time::interval(self.config.hw_checkpoint_interval);
         let mut retention_tick = tokio::time::interval(self.config.retention_check_interval);
         let flush_every = match self.config.flush {
@@ -484,7 +505,10 @@ impl ReplicaManager {
                     }
                     reconcile_now = true;
                 }
-                _ = isr_tick.tick() => self.propose_isr_changes(&mut tasks),
+                _ = isr_tick.tick() => {
+                    self.propose_isr_changes(&mut tasks);
+                    self.report_storage_failures(&mut storage_reported);
+                }
                 _ = checkpoint_tick.tick() => {
                     let this = Arc::clone(&self);
                     let _ = tokio::task::spawn_blocking(move || this.checkpoint_all()).await;

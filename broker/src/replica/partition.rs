@@ -386,9 +386,21 @@ impl Partition {
                 });
             }
         }
-        let info = self
+        let info = match self
             .log
-            .append(batch, AppendOrigin::Leader { epoch: *epoch })?;
+            .append(batch, AppendOrigin::Leader { epoch: *epoch })
+        {
+            Ok(info) => {
+                self.set_storage_failed(false);
+                info
+            }
+            Err(e) => {
+                if matches!(e, LogError::Io { .. }) {
+                    self.set_storage_failed(true);
+                }
+                return Err(e.into());
+            }
+        };
         self.signals
             .appended
             .send_modify(|g| *g = g.wrapping_add(1));

@@ -263,6 +263,33 @@ fn fencing_a_leader_elects_the_next_isr_member_and_shrinks_the_isr() {
 }
 
 #[test]
+fn a_broker_that_cannot_write_loses_leadership_and_isr_membership_but_not_the_last_copy() {
+    let mut image = cluster(3);
+    create(&mut image, "t", 2, 3, &[]);
+    set_isr(&mut image, "t", 1, &[2]);
+    let failed = vec![
+        ("t".to_owned(), 0),
+        ("t".to_owned(), 1),
+        ("gone".to_owned(), 0),
+    ];
+    let moved = decide(&mut image, |img| {
+        drop_failed_replicas(img, b(1), &failed).unwrap()
+    });
+    assert_eq!(moved, vec![tp("t", 0)]);
+    // t-0: led by 1 → 2 takes over, 1 leaves the ISR.
+    let p0 = partition(&image, "t", 0);
+    assert_eq!((p0.leader, p0.isr.clone()), (Some(b(2)), bs(&[2, 3])));
+    assert_eq!(p0.leader_epoch, 1);
+    // t-1: 1 is not in the ISR: nothing to do. Reporting again changes nothing.
+    let again = drop_failed_replicas(&image, b(1), &failed).unwrap();
+    assert!(again.records.is_empty());
+    // The last in-sync copy stays where it is.
+    set_isr(&mut image, "t", 0, &[2]);
+    let last = drop_failed_replicas(&image, b(2), &[("t".to_owned(), 0)]).unwrap();
+    assert!(last.records.is_empty());
+}
+
+#[test]
 fn fencing_prefers_replica_order_over_isr_order() {
     let mut image = cluster(3);
     create(&mut image, "t", 1, 3, &[]);

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rivulet_proto::v1::controller_client::ControllerClient;
-use rivulet_proto::v1::{AddLearnerRequest, ErrorCode, HeartbeatRequest, RegisterBrokerRequest};
+use rivulet_proto::v1::{
+    AddLearnerRequest, ErrorCode, HeartbeatRequest, RegisterBrokerRequest, TopicPartitionRef,
+};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -141,6 +143,11 @@ pub async fn run_broker_lifecycle(
                 broker_id: id,
                 broker_epoch: epoch,
                 metadata_offset: q.image().metadata_offset(),
+                storage_failed: q
+                    .storage_failed()
+                    .into_iter()
+                    .map(|(topic, partition)| TopicPartitionRef { topic, partition })
+                    .collect(),
             });
             let mut inbound = match c.heartbeat(outbound).await {
                 Ok(r) => r.into_inner(),

@@ -212,6 +212,8 @@ pub struct Quorum {
     leases: std::sync::Mutex<liveness::Leases>,
     /// The broker epoch this process registered with, once it has.
     registered: watch::Sender<Option<u64>>,
+    /// Replicas this broker cannot write, reported with its heartbeats.
+    storage_failed: std::sync::Mutex<Vec<(String, u32)>>,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -287,6 +289,7 @@ impl Quorum {
             propose_lock: tokio::sync::Mutex::new(()),
             leases: std::sync::Mutex::new(liveness::Leases::default()),
             registered: watch::Sender::new(None),
+            storage_failed: std::sync::Mutex::new(Vec::new()),
         }))
     }
 
@@ -295,6 +298,22 @@ impl Quorum {
     /// never one replayed from an earlier incarnation.
     pub fn registered_epoch(&self) -> watch::Receiver<Option<u64>> {
         self.registered.subscribe()
+    }
+
+    /// Sets the replicas this broker cannot write (its data plane calls this;
+    /// the next heartbeats report them to the controller).
+    pub fn report_storage_failed(&self, replicas: Vec<(String, u32)>) {
+        *self
+            .storage_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = replicas;
+    }
+
+    fn storage_failed(&self) -> Vec<(String, u32)> {
+        self.storage_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// This node's id.

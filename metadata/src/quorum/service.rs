@@ -249,6 +249,25 @@ impl Controller for ControllerRpc {
                 let id = BrokerId(hb.broker_id);
                 last_broker = Some(id);
                 let reply = heartbeat_reply(&quorum, id, hb.broker_epoch, lease).await;
+                if reply.error_code == i32::from(ErrorCode::None) && !hb.storage_failed.is_empty() {
+                    let failed: Vec<(String, u32)> = hb
+                        .storage_failed
+                        .iter()
+                        .map(|r| (r.topic.clone(), r.partition))
+                        .collect();
+                    match quorum
+                        .propose(|img| controller::drop_failed_replicas(img, id, &failed))
+                        .await
+                    {
+                        Ok(moved) if !moved.is_empty() => {
+                            warn!(broker = id.0, partitions = ?moved, "moved replicas off a broker that cannot write them");
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            debug!(broker = id.0, error = %e, "cannot move failed replicas yet")
+                        }
+                    }
+                }
                 let not_controller = reply.error_code == i32::from(ErrorCode::NotController);
                 if tx.send(Ok(reply)).await.is_err() || not_controller {
                     break;

@@ -80,7 +80,10 @@ pub(crate) async fn run_fetcher(mgr: Arc<ReplicaManager>, source: u64, cancel: C
                 })
                 .collect(),
         };
-        let deadline = Duration::from_millis(u64::from(mgr.config.replica_fetch_wait_ms) + 5_000);
+        // The long poll plus 2 s: a fetch on a connection the network
+        // black-holed is abandoned (and the connection re-made) soon after
+        // the network heals, instead of stalling the ISR for 5 s more.
+        let deadline = Duration::from_millis(u64::from(mgr.config.replica_fetch_wait_ms) + 2_000);
         let mut c = c;
         let fetching: Vec<(String, u32, u32)> = parts
             .iter()

@@ -50,9 +50,10 @@ struct Args {
     /// Stop at the first failed episode (the cluster's directory is kept).
     #[arg(long)]
     stop_on_failure: bool,
-    /// Run the nodes on loopback, without network namespaces (no network
-    /// cuts). By default each node gets its own namespace when the machine
-    /// allows (root, iproute2), so isolation and cuts are in the mix.
+    /// Run the nodes on loopback, without network namespaces or small disks
+    /// (no network cuts, no disk-full). By default, where the machine allows
+    /// (root, iproute2), each node gets its own namespace and a 256 MiB tmpfs
+    /// data dir, so isolation, cuts and full disks are in the mix.
     #[arg(long)]
     loopback: bool,
 }
@@ -101,7 +102,8 @@ async fn run(args: &Args, seed: u64) -> bool {
     let mut c = if args.loopback {
         Cluster::start(args.nodes).await
     } else {
-        match Cluster::start_netns(args.nodes).await {
+        // A small tmpfs data dir per node too, so disk-full is in the mix.
+        match Cluster::start_isolated(args.nodes, Some(256)).await {
             Ok(c) => c,
             Err(e) => {
                 println!("chaos: no network namespaces ({e}); no network faults this run");

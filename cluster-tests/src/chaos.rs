@@ -77,6 +77,10 @@ pub enum Fault {
     /// Fill the target's disk for [`PARTITION`], then free it (clusters on
     /// small disks only).
     DiskFull,
+    /// Split the network in two for [`PARTITION`]: the target and the next
+    /// node (the controller, if the target is not it) against the rest; with
+    /// five nodes a minority of two against a majority of three.
+    Split,
 }
 
 impl Fault {
@@ -95,6 +99,7 @@ impl Fault {
             Self::CutFromController => "cut-from-controller",
             Self::CutFromLeader => "cut-follower-from-leader",
             Self::DiskFull => "disk-full",
+            Self::Split => "split",
         }
     }
 
@@ -117,6 +122,9 @@ impl Fault {
         }
         if disks {
             choices.push(Self::DiskFull);
+        }
+        if network && nodes >= 5 {
+            choices.push(Self::Split);
         }
         if nodes >= 5 {
             choices.push(Self::KillTwoFollowers);
@@ -502,6 +510,30 @@ impl Scenario {
                 tokio::time::sleep(PARTITION).await;
                 c.free_disk(t.id);
                 format!("{} {} ({} MiB filled)", t.id, t.roles, filled >> 20)
+            }
+            Fault::Split => {
+                let t = self.pick(c, target).await;
+                let controller = c.leader().await;
+                let ids = c.ids();
+                let second = if t.id == controller {
+                    ids.iter().copied().find(|id| *id != t.id)
+                } else {
+                    Some(controller)
+                }
+                .unwrap_or(t.id);
+                let minority = [t.id, second];
+                let majority: Vec<u64> = ids
+                    .into_iter()
+                    .filter(|id| !minority.contains(id))
+                    .collect();
+                for a in minority {
+                    for b in &majority {
+                        c.cut(a, *b);
+                    }
+                }
+                tokio::time::sleep(PARTITION).await;
+                c.heal_network();
+                format!("{minority:?} | {majority:?} (target {} {})", t.id, t.roles)
             }
             Fault::Isolate => {
                 let t = self.pick(c, target).await;

@@ -46,8 +46,17 @@ async fn network_episode(
     fault: Fault,
     target: Target,
 ) -> Option<(String, Duration)> {
+    network_episode_on(3, partitions, fault, target).await
+}
+
+async fn network_episode_on(
+    nodes: u64,
+    partitions: u32,
+    fault: Fault,
+    target: Target,
+) -> Option<(String, Duration)> {
     // Small disks too, for DiskFull (64 MiB each: ample for an episode).
-    match Cluster::start_isolated(3, Some(64)).await {
+    match Cluster::start_isolated(nodes, Some(64)).await {
         Ok(c) => Some(run_episode(c, partitions, fault, target).await),
         Err(e) => {
             eprintln!("SKIPPED: no network namespaces here ({e})");
@@ -350,6 +359,17 @@ async fn disk_full_on_a_partition_leader() {
             // heartbeats and the controller moves their leadership: writes
             // do not wait for the disk to be freed (4 s).
             assert!(unavailable < Duration::from_secs(2), "{unavailable:?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_of_two_split_from_a_majority_of_three() {
+    bounded(async {
+        // The controller and a partition leader on the minority side.
+        if let Some((hit, _)) = network_episode_on(5, 3, Fault::Split, Target::Leader).await {
+            assert!(hit.contains(" | "), "{hit}");
         }
     })
     .await;

@@ -111,13 +111,11 @@ async fn run(args: &Args, seed: u64) -> bool {
             }
         }
     };
+    let on_off = |on: bool, what: &'static str| if on { what } else { "off" };
     println!(
-        "chaos: network faults {}",
-        if c.has_network() {
-            "on (a namespace per node)"
-        } else {
-            "off"
-        }
+        "chaos: network faults {}, disk-full {}",
+        on_off(c.has_network(), "on (a namespace per node)"),
+        on_off(c.has_small_disks(), "on (256 MiB tmpfs data dirs)")
     );
     c.wait_unfenced(&c.ids(), Duration::from_secs(20)).await;
     let cfg = WorkloadConfig {

@@ -13,7 +13,7 @@ use rivulet_broker::{
 use rivulet_metadata::quorum::{
     default_cluster_id, parse_voters, BrokerIdentity, ControllerNode, QuorumConfig, QuorumTiming,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 /// Options of `rivulet node`.
 #[derive(Debug, Args)]
@@ -189,9 +189,24 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     .context("cannot start the node")?;
     info!(listen = %args.listen, advertise = %advertise, data_dir = %args.data_dir.display(), "node started");
     let cancel = node.cancel_token();
+    let quorum = std::sync::Arc::clone(node.quorum());
     tokio::spawn(async move {
         wait_for_signal().await;
-        info!("shutdown requested");
+        // Controlled shutdown: leaderships move to other in-sync replicas
+        // while this node still serves, so clients fail over at once. A
+        // second signal stops at once.
+        info!("shutdown requested; handing over leadership first (a second signal stops at once)");
+        let started = std::time::Instant::now();
+        let handed_over = tokio::select! {
+            done = quorum.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT) => done,
+            _ = wait_for_signal() => false,
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if handed_over {
+            info!(elapsed_ms, "leadership handed over; stopping");
+        } else {
+            warn!(elapsed_ms, "stopping without handing every leadership over");
+        }
         cancel.cancel();
     });
     match node.run_until_cancelled().await {
@@ -202,6 +217,9 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         Err(reason) => bail!("node stopped after a fatal error: {reason}"),
     }
 }
+
+/// Longest a SIGTERM waits for the controller to move leadership away.
+const CONTROLLED_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -290,6 +290,21 @@ pub fn drop_failed_replicas(
     })
 }
 
+/// Broker `id` is stopping: every partition it leads or is in sync for is
+/// handled as by [`drop_failed_replicas`] (leadership to another live
+/// in-sync replica, out of the ISR, the last in-sync copy left as it is).
+pub fn shut_down_broker(
+    image: &MetadataImage,
+    id: BrokerId,
+) -> Result<ControllerResult<Vec<TopicPartition>>, ControllerError> {
+    let hosted: Vec<(String, u32)> = image
+        .partitions()
+        .filter(|(_, p)| p.leader == Some(id) || p.is_in_isr(id))
+        .map(|(t, p)| (t.name.clone(), p.partition))
+        .collect();
+    drop_failed_replicas(image, id, &hosted)
+}
+
 /// Unfences broker `id` (heartbeating again, same incarnation), and gives it
 /// the offline partitions whose last ISR member it is, or, where the topic
 /// enables unclean election, those it merely holds a replica of.

@@ -290,6 +290,25 @@ fn a_broker_that_cannot_write_loses_leadership_and_isr_membership_but_not_the_la
 }
 
 #[test]
+fn a_stopping_broker_hands_over_every_leadership_it_can() {
+    let mut image = cluster(3);
+    create(&mut image, "t", 3, 3, &[]);
+    create(&mut image, "solo", 1, 1, &[]);
+    let moved = decide(&mut image, |img| shut_down_broker(img, b(1)).unwrap());
+    // Every t partition: 1 out of the ISR, a new leader where it led.
+    assert_eq!(moved, vec![tp("t", 0), tp("t", 1), tp("t", 2)]);
+    for p in 0..3 {
+        let state = partition(&image, "t", p);
+        assert_ne!(state.leader, Some(b(1)));
+        assert!(!state.isr.contains(&b(1)), "{state:?}");
+    }
+    // A single-replica partition stays: its only copy is on 1.
+    let solo = partition(&image, "solo", 0);
+    assert!(solo.isr.contains(&b(1)) || solo.leader != Some(b(1)));
+    assert!(shut_down_broker(&image, b(1)).unwrap().records.is_empty());
+}
+
+#[test]
 fn fencing_prefers_replica_order_over_isr_order() {
     let mut image = cluster(3);
     create(&mut image, "t", 1, 3, &[]);

@@ -148,6 +148,7 @@ pub async fn run_broker_lifecycle(
                     .into_iter()
                     .map(|(topic, partition)| TopicPartitionRef { topic, partition })
                     .collect(),
+                shutting_down: q.shutting_down(),
             });
             let mut inbound = match c.heartbeat(outbound).await {
                 Ok(r) => r.into_inner(),

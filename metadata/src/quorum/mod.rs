@@ -214,6 +214,8 @@ pub struct Quorum {
     registered: watch::Sender<Option<u64>>,
     /// Replicas this broker cannot write, reported with its heartbeats.
     storage_failed: std::sync::Mutex<Vec<(String, u32)>>,
+    /// Set on SIGTERM: the heartbeats ask for a controlled shutdown.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -290,6 +292,7 @@ impl Quorum {
             leases: std::sync::Mutex::new(liveness::Leases::default()),
             registered: watch::Sender::new(None),
             storage_failed: std::sync::Mutex::new(Vec::new()),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -307,6 +310,28 @@ impl Quorum {
             .storage_failed
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = replicas;
+    }
+
+    /// Starts a controlled shutdown: the next heartbeats ask the controller
+    /// to move this broker's leaderships and ISR memberships away. Returns
+    /// once nothing is left to move (every partition this broker leads has
+    /// no other live in-sync replica), or after `timeout`.
+    pub async fn controlled_shutdown(&self, timeout: Duration) -> bool {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::Release);
+        let me = crate::BrokerId(self.config.node_id);
+        self.wait_for_image(timeout, |img| {
+            img.partitions().all(|(_, p)| {
+                p.leader != Some(me) || !p.isr.iter().any(|b| *b != me && img.is_live(*b))
+            })
+        })
+        .await
+        .is_some()
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.shutting_down
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn storage_failed(&self) -> Vec<(String, u32)> {

@@ -249,6 +249,18 @@ impl Controller for ControllerRpc {
                 let id = BrokerId(hb.broker_id);
                 last_broker = Some(id);
                 let reply = heartbeat_reply(&quorum, id, hb.broker_epoch, lease).await;
+                if reply.error_code == i32::from(ErrorCode::None) && hb.shutting_down {
+                    match quorum
+                        .propose(|img| controller::shut_down_broker(img, id))
+                        .await
+                    {
+                        Ok(moved) if !moved.is_empty() => {
+                            info!(broker = id.0, partitions = moved.len(), "controlled shutdown: moved leaderships and ISR memberships away");
+                        }
+                        Ok(_) => {}
+                        Err(e) => debug!(broker = id.0, error = %e, "controlled shutdown not decided yet"),
+                    }
+                }
                 if reply.error_code == i32::from(ErrorCode::None) && !hb.storage_failed.is_empty() {
                     let failed: Vec<(String, u32)> = hb
                         .storage_failed

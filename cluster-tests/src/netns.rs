@@ -62,6 +62,7 @@ impl Net {
             cuts: Mutex::new(BTreeSet::new()),
         };
         net.cleanup(); // leftovers of an earlier run with the same pid
+        remove_stale();
         net.setup().inspect_err(|_| net.cleanup())?;
         Ok(net)
     }
@@ -194,8 +195,70 @@ impl Net {
     }
 }
 
+/// The pid in a name made by [`Net`] (`rv<pid>br`, `rv<pid>-<id>`).
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("rv")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let tail = &rest[digits.len()..];
+    (tail == "br" || tail.starts_with('-')).then(|| digits.parse().ok())?
+}
+
+/// Deletes namespaces and bridges left by test processes that died without
+/// dropping their `Net` (a timeout kill), so their subnets are free again.
+fn remove_stale() {
+    let dead = |name: &str| {
+        owner_pid(name).is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let list = |args: &[&str]| -> Vec<String> {
+        Command::new("ip")
+            .args(args)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for ns in list(&["netns", "list"]).into_iter().filter(|n| dead(n)) {
+        let _ = run(&["ip", "netns", "del", &ns]);
+    }
+    // `-o` lines read "<index>: <name>: <flags> ...".
+    let bridges: Vec<String> = Command::new("ip")
+        .args(["-o", "link", "show", "type", "bridge"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for br in bridges.into_iter().filter(|b| dead(b)) {
+        let _ = run(&[
+            "iptables", "-D", "FORWARD", "-i", &br, "-o", &br, "-j", "ACCEPT",
+        ]);
+        let _ = run(&["ip", "link", "del", &br]);
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         self.cleanup();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_pid;
+
+    #[test]
+    fn names_made_here_name_their_process() {
+        assert_eq!(owner_pid("rv1234br"), Some(1234));
+        assert_eq!(owner_pid("rv1234-3"), Some(1234));
+        assert_eq!(owner_pid("rv1234v3"), None);
+        assert_eq!(owner_pid("docker0"), None);
+        assert_eq!(owner_pid("rvbr"), None);
     }
 }

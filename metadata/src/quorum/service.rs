@@ -255,10 +255,16 @@ impl Controller for ControllerRpc {
                         .await
                     {
                         Ok(moved) if !moved.is_empty() => {
-                            info!(broker = id.0, partitions = moved.len(), "controlled shutdown: moved leaderships and ISR memberships away");
+                            info!(
+                                broker = id.0,
+                                partitions = moved.len(),
+                                "controlled shutdown: moved leaderships and ISR memberships away"
+                            );
                         }
                         Ok(_) => {}
-                        Err(e) => debug!(broker = id.0, error = %e, "controlled shutdown not decided yet"),
+                        Err(e) => {
+                            debug!(broker = id.0, error = %e, "controlled shutdown not decided yet")
+                        }
                     }
                 }
                 if reply.error_code == i32::from(ErrorCode::None) && !hb.storage_failed.is_empty() {

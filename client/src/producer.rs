@@ -502,7 +502,21 @@ impl Sender {
                     };
                     match unknown {
                         Some(e) => failed.extend(q.batches.drain(..).map(|b| (b, e.clone()))),
-                        None => q.retry_at = Some(now + Duration::from_millis(100)),
+                        None => {
+                            // A leaderless partition still answers within
+                            // delivery_timeout: its oldest batches fail.
+                            let expired = q
+                                .batches
+                                .iter()
+                                .take_while(|b| b.created.elapsed() >= config.delivery_timeout)
+                                .count();
+                            let e = Error::Timeout(
+                                config.delivery_timeout,
+                                format!("{}-{} had no leader", key.0, key.1),
+                            );
+                            failed.extend(q.batches.drain(..expired).map(|b| (b, e.clone())));
+                            q.retry_at = Some(now + Duration::from_millis(100));
+                        }
                     }
                     continue;
                 };

@@ -27,6 +27,12 @@ pub const DEFAULT_ALLOWED_ERRORS: &[(&str, &str)] = &[
         "a peer that shuts down gracefully resets the HTTP/2 streams of Raft \
          RPCs in flight; tonic reports that as Internal",
     ),
+    (
+        "TransportError: Some resource has been exhausted: h2 protocol error",
+        "after a network cut heals, the HTTP/2 connection of a Raft peer that \
+         timed out its streams meanwhile is reset (ResourceExhausted); the \
+         RPC is retried on a new connection",
+    ),
 ];
 
 /// Removes ANSI colour sequences (in case the node colours its output).

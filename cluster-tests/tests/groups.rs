@@ -792,3 +792,74 @@ async fn cli_group_describe_lag_reset_offsets_and_delete() {
     fails_with(&c, &["group", "describe", ""], "INVALID_GROUP_ID");
     c.assert_no_unexpected_errors(&[]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_coordinator_costs_no_committed_offset_and_no_record() {
+    let c = match Cluster::start_netns(3).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("SKIPPED: no network namespaces here ({e})");
+            return;
+        }
+    };
+    c.leader().await;
+    c.wait_unfenced(&c.ids(), Duration::from_secs(10)).await;
+    let code = c
+        .create_topic_with(1, "trades", 4, 3, &[("min.insync.replicas", "2")])
+        .await;
+    assert_eq!(code, ErrorCode::None as i32);
+    for p in 0..4 {
+        c.wait_partition_leader("trades", p, SETTLE).await;
+    }
+    let seen = Arc::new(Seen::default());
+    let m1 = Member::start(&c, "risk", "trades", "m1", &seen).await;
+    let m2 = Member::start(&c, "risk", "trades", "m2", &seen).await;
+    wait_split(&[&m1, &m2], 4, SETTLE).await;
+    let mut want = produce(&c, "trades", "a", 200).await;
+    wait_consumed(&seen, &want, SETTLE).await;
+    let admin = Admin::connect(ClientConfig::new(&bootstrap(&c)))
+        .await
+        .unwrap();
+    let before = wait_until("the group to commit everything", SETTLE, || async {
+        let d = admin.describe_group("risk").await.ok()?;
+        (d.partitions.len() == 4 && d.total_lag() == 0).then_some(d)
+    })
+    .await;
+
+    // Cut the coordinator off from the other brokers (clients still reach
+    // it) past the lease; keep producing meanwhile.
+    let coordinator = before.coordinator;
+    c.isolate(coordinator);
+    want.extend(produce(&c, "trades", "b", 200).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.heal_network();
+    wait_consumed(&seen, &want, Duration::from_secs(40)).await;
+    // The members heartbeated the cut-off coordinator, which still answered
+    // from memory; the new one expired them. They learn it once the network
+    // heals (NOT_COORDINATOR, then UNKNOWN_MEMBER_ID), drop their partitions
+    // and rejoin: wait for that before closing, so the closing commits count.
+    wait_until("both members back in a stable group", SETTLE, || async {
+        let d = admin.describe_group("risk").await.ok()?;
+        (d.state == "stable" && d.members.len() == 2 && d.coordinator != coordinator).then_some(())
+    })
+    .await;
+    wait_split(&[&m1, &m2], 4, SETTLE).await;
+    m1.close().await;
+    m2.close().await;
+    let after = wait_until("every record committed", SETTLE, || async {
+        let d = admin.describe_group("risk").await.ok()?;
+        (d.total_lag() == 0 && d.members.is_empty()).then_some(d)
+    })
+    .await;
+    let committed = |d: &rivulet_client::GroupDescription| -> u64 {
+        d.partitions.iter().filter_map(|p| p.committed).sum()
+    };
+    assert_eq!(committed(&before), 200);
+    assert_eq!(committed(&after), 400);
+    eprintln!(
+        "coordinator {coordinator} isolated: group moved to {}, {} record(s) read twice",
+        after.coordinator,
+        duplicates(&seen).len()
+    );
+    c.assert_no_unexpected_errors(&[]);
+}

@@ -161,9 +161,13 @@ pub async fn run_broker_lifecycle(
                 }
             };
             loop {
+                // A reply is due every `every`; on a connection the network
+                // black-holed none comes and no error either, so a silent
+                // stream is abandoned (and the controller looked up again)
+                // well within the broker lease.
                 let msg = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    m = inbound.next() => m,
+                    m = tokio::time::timeout(every * 3, inbound.next()) => m,
                 };
                 // Follow the leader as this node sees it, even if the old one
                 // still answers (e.g. it lost leadership without noticing).
@@ -171,6 +175,10 @@ pub async fn run_broker_lifecycle(
                     debug!(old = %leader, "the active controller moved; reconnecting heartbeats");
                     break;
                 }
+                let Ok(msg) = msg else {
+                    debug!(controller = %leader, "no heartbeat reply in time; reconnecting");
+                    break;
+                };
                 match msg {
                     Some(Ok(r)) => match ErrorCode::try_from(r.error_code) {
                         Ok(ErrorCode::None) => {}

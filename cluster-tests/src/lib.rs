@@ -45,6 +45,7 @@
 mod binary;
 pub mod chaos;
 pub mod checker;
+pub mod cli;
 pub mod cluster;
 pub mod data;
 pub mod logs;

@@ -5,46 +5,9 @@
 use std::process::Output;
 use std::time::Duration;
 
+use cluster_tests::cli::{fails_with, ok_json, rivulet};
 use cluster_tests::{rivulet_binary, wait_until, Cluster};
 use serde_json::Value;
-
-/// Runs `rivulet --bootstrap <all nodes> <args>`.
-fn rivulet(c: &Cluster, args: &[&str]) -> Output {
-    let bootstrap: Vec<String> = c.ids().iter().map(|id| c.addr(*id).to_string()).collect();
-    std::process::Command::new(rivulet_binary())
-        .arg("--bootstrap")
-        .arg(bootstrap.join(","))
-        .args(args)
-        .output()
-        .expect("run rivulet")
-}
-
-fn ok_json(c: &Cluster, args: &[&str]) -> Value {
-    let out = rivulet(c, args);
-    assert!(
-        out.status.success(),
-        "rivulet {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "rivulet {args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-fn fails_with(c: &Cluster, args: &[&str], needle: &str) {
-    let out = rivulet(c, args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "rivulet {args:?} should fail");
-    assert!(
-        stderr.contains(needle),
-        "rivulet {args:?}: {stderr:?} lacks {needle:?}"
-    );
-    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr:?}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_commands_work_end_to_end_with_json_and_clear_errors() {

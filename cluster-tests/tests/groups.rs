@@ -5,11 +5,12 @@
 //! refused, and the CLI's describe (lag), reset-offsets and delete.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cluster_tests::cli::{bootstrap, fails_with, ok_json, ok_stdout, rivulet};
 use cluster_tests::{rivulet_binary, wait_until, Cluster};
 use rivulet_client::{
     Admin, ClientConfig, ConsumerConfig, GroupConfig, GroupConsumer, OffsetReset, Producer,
@@ -20,19 +21,10 @@ use rivulet_proto::v1::{
     CommitOffset, ConsumerGroupHeartbeatRequest, ErrorCode, FindCoordinatorRequest,
     OffsetCommitRequest, TopicPartitions,
 };
-use serde_json::Value;
 use tokio::time::Instant;
 
 const SESSION: Duration = Duration::from_secs(2);
 const SETTLE: Duration = Duration::from_secs(20);
-
-fn bootstrap(c: &Cluster) -> String {
-    c.ids()
-        .iter()
-        .map(|id| c.addr(*id).to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-}
 
 async fn start_with_topic(topic: &str, partitions: u32) -> Cluster {
     let c = Cluster::start(3).await;
@@ -560,41 +552,6 @@ async fn stale_member_epochs_and_unknown_members_are_fenced() {
         .into_inner();
     assert_eq!(r.error_code, ErrorCode::FencedMemberEpoch as i32);
     c.assert_no_unexpected_errors(&[]);
-}
-
-fn rivulet(c: &Cluster, args: &[&str]) -> Output {
-    Command::new(rivulet_binary())
-        .arg("--bootstrap")
-        .arg(bootstrap(c))
-        .args(args)
-        .output()
-        .expect("run rivulet")
-}
-
-fn ok_stdout(c: &Cluster, args: &[&str]) -> String {
-    let out = rivulet(c, args);
-    assert!(
-        out.status.success(),
-        "rivulet {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ok_json(c: &Cluster, args: &[&str]) -> Value {
-    let out = ok_stdout(c, args);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("rivulet {args:?}: no JSON ({e}): {out}"))
-}
-
-fn fails_with(c: &Cluster, args: &[&str], needle: &str) {
-    let out = rivulet(c, args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "rivulet {args:?} should fail");
-    assert!(
-        stderr.contains(needle),
-        "rivulet {args:?}: {stderr:?} lacks {needle:?}"
-    );
-    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr:?}");
 }
 
 fn spawn_cli_consumer(c: &Cluster, group: &str, topic: &str) -> Child {

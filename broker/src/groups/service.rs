@@ -93,6 +93,23 @@ macro_rules! check_group {
     };
 }
 
+/// The loaded shard of a group, or an early answer with the error code.
+macro_rules! shard_or_refuse {
+    ($self:ident, $group:expr, $resp:ident) => {
+        match $self.coord.shard_for($group) {
+            Ok(s) => s,
+            Err(e) => {
+                let (error_code, error_message) = fail(&e);
+                return Ok(Response::new($resp {
+                    error_code,
+                    error_message,
+                    ..Default::default()
+                }));
+            }
+        }
+    };
+}
+
 #[tonic::async_trait]
 impl GroupsApi for GroupsRpc {
     async fn find_coordinator(
@@ -213,17 +230,7 @@ impl GroupsApi for GroupsRpc {
     ) -> Result<Response<OffsetFetchResponse>, Status> {
         let r = request.into_inner();
         check_group!(&r.group_id, OffsetFetchResponse);
-        let shard = match self.coord.shard_for(&r.group_id) {
-            Ok(s) => s,
-            Err(e) => {
-                let (error_code, error_message) = fail(&e);
-                return Ok(Response::new(OffsetFetchResponse {
-                    error_code,
-                    error_message,
-                    offsets: Vec::new(),
-                }));
-            }
-        };
+        let shard = shard_or_refuse!(self, &r.group_id, OffsetFetchResponse);
         let groups = shard.groups.lock().await;
         let empty = BTreeMap::new();
         let stored = groups
@@ -254,17 +261,7 @@ impl GroupsApi for GroupsRpc {
     ) -> Result<Response<DescribeGroupResponse>, Status> {
         let r = request.into_inner();
         check_group!(&r.group_id, DescribeGroupResponse);
-        let shard = match self.coord.shard_for(&r.group_id) {
-            Ok(s) => s,
-            Err(e) => {
-                let (error_code, error_message) = fail(&e);
-                return Ok(Response::new(DescribeGroupResponse {
-                    error_code,
-                    error_message,
-                    ..Default::default()
-                }));
-            }
-        };
+        let shard = shard_or_refuse!(self, &r.group_id, DescribeGroupResponse);
         let counts = self.topic_counts();
         let mut groups = shard.groups.lock().await;
         let target = groups.target(&r.group_id, &counts);

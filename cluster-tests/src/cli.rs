@@ -1,0 +1,59 @@
+//! Running the `rivulet` CLI against a [`Cluster`], for the tests that
+//! drive it end to end: its output, its `--json` shapes, its one-line errors.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::{rivulet_binary, Cluster};
+
+/// `--bootstrap` naming every node of `c`.
+pub fn bootstrap(c: &Cluster) -> String {
+    c.ids()
+        .iter()
+        .map(|id| c.addr(*id).to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs `rivulet --bootstrap <all nodes> <args>` to completion.
+pub fn rivulet(c: &Cluster, args: &[&str]) -> Output {
+    Command::new(rivulet_binary())
+        .arg("--bootstrap")
+        .arg(bootstrap(c))
+        .args(args)
+        .output()
+        .expect("run rivulet")
+}
+
+/// Its stdout; panics with its stderr if it failed.
+pub fn ok_stdout(c: &Cluster, args: &[&str]) -> String {
+    let out = rivulet(c, args);
+    assert!(
+        out.status.success(),
+        "rivulet {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Its stdout as JSON; panics if it failed or printed something else.
+pub fn ok_json(c: &Cluster, args: &[&str]) -> Value {
+    let out = ok_stdout(c, args);
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("rivulet {args:?} printed no JSON ({e}): {out}"))
+}
+
+/// Asserts it fails with one line on stderr containing `needle`, and no
+/// panic.
+pub fn fails_with(c: &Cluster, args: &[&str], needle: &str) {
+    let out = rivulet(c, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "rivulet {args:?} should fail");
+    assert!(
+        stderr.contains(needle),
+        "rivulet {args:?}: {stderr:?} lacks {needle:?}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

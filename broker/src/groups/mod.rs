@@ -387,6 +387,23 @@ impl GroupCoordinator {
         }
     }
 
+    /// Runs `op` on the shard of `group` under its lock, appends the records
+    /// it emits (in the order applied), and answers once they are
+    /// replicated.
+    pub async fn update<R>(
+        &self,
+        group: &str,
+        op: impl FnOnce(&mut Groups) -> Result<(Vec<GroupRecord>, R), GroupError>,
+    ) -> Result<R, CoordError> {
+        let shard = self.shard_for(group)?;
+        let mut groups = shard.groups.lock().await;
+        let (records, answer) = op(&mut groups)?;
+        let pending = self.append(&shard, &records).await?;
+        drop(groups);
+        pending.committed().await?;
+        Ok(answer)
+    }
+
     fn drop_shard(&self, shard: &Shard) {
         let mut slots = self.slots();
         if matches!(slots.get(&shard.partition), Some(Slot::Ready(s)) if s.epoch == shard.epoch) {

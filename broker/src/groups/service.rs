@@ -152,16 +152,13 @@ impl GroupsApi for GroupsRpc {
             session_timeout_ms: session_ms,
         };
         let counts = self.topic_counts();
-        let outcome = async {
-            let shard = self.coord.shard_for(&hb.group)?;
-            let mut groups = shard.groups.lock().await;
-            let (records, reply) = groups.heartbeat(hb, &counts, Instant::now(), now_ms())?;
-            let pending = self.coord.append(&shard, &records).await?;
-            drop(groups);
-            pending.committed().await?;
-            Ok::<_, CoordError>(reply)
-        }
-        .await;
+        let group = hb.group.clone();
+        let outcome = self
+            .coord
+            .update(&group, |groups| {
+                groups.heartbeat(hb, &counts, Instant::now(), now_ms())
+            })
+            .await;
         Ok(Response::new(match outcome {
             Ok(reply) => ConsumerGroupHeartbeatResponse {
                 member_id: reply.member_id,
@@ -198,22 +195,20 @@ impl GroupsApi for GroupsRpc {
             .into_iter()
             .map(|o| ((o.topic, o.partition), o.offset, o.metadata))
             .collect();
-        let outcome = async {
-            let shard = self.coord.shard_for(&r.group_id)?;
-            let mut groups = shard.groups.lock().await;
-            let records = groups.commit(
-                &r.group_id,
-                &r.member_id,
-                r.member_epoch,
-                offsets,
-                Instant::now(),
-                now_ms(),
-            )?;
-            let pending = self.coord.append(&shard, &records).await?;
-            drop(groups);
-            pending.committed().await
-        }
-        .await;
+        let outcome = self
+            .coord
+            .update(&r.group_id, |groups| {
+                let records = groups.commit(
+                    &r.group_id,
+                    &r.member_id,
+                    r.member_epoch,
+                    offsets,
+                    Instant::now(),
+                    now_ms(),
+                )?;
+                Ok((records, ()))
+            })
+            .await;
         let (error_code, error_message) = match outcome {
             Ok(()) => (ErrorCode::None as i32, String::new()),
             Err(e) => fail(&e),
@@ -329,15 +324,12 @@ impl GroupsApi for GroupsRpc {
     ) -> Result<Response<DeleteGroupResponse>, Status> {
         let r = request.into_inner();
         check_group!(&r.group_id, DeleteGroupResponse);
-        let outcome = async {
-            let shard = self.coord.shard_for(&r.group_id)?;
-            let mut groups = shard.groups.lock().await;
-            let records = groups.delete(&r.group_id, Instant::now())?;
-            let pending = self.coord.append(&shard, &records).await?;
-            drop(groups);
-            pending.committed().await
-        }
-        .await;
+        let outcome = self
+            .coord
+            .update(&r.group_id, |groups| {
+                Ok((groups.delete(&r.group_id, Instant::now())?, ()))
+            })
+            .await;
         let (error_code, error_message) = match outcome {
             Ok(()) => (ErrorCode::None as i32, String::new()),
             Err(e) => fail(&e),

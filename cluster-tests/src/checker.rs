@@ -699,6 +699,8 @@ pub struct Workload {
     readers: Vec<JoinHandle<ReaderLog>>,
     /// When it started.
     started: Instant,
+    /// Acknowledged sends so far (all producers).
+    acked: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// What a stopped workload did.
@@ -724,12 +726,16 @@ impl Workload {
         start_offsets: &BTreeMap<u32, u64>,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(tokio::sync::watch::Sender::new(0u64));
         let mut rng = SplitMix64::new(cfg.seed);
         let producers = (0..cfg.producers)
             .map(|k| {
                 let (nodes, stop, cfg) = (Arc::clone(nodes), Arc::clone(&stop), cfg.clone());
+                let acked = Arc::clone(&acked);
                 let seed = rng.next_u64();
-                tokio::spawn(async move { produce(nodes, cfg, k, first_message, seed, stop).await })
+                tokio::spawn(async move {
+                    produce(nodes, cfg, k, first_message, seed, stop, acked).await
+                })
             })
             .collect();
         let readers = (0..cfg.partitions)
@@ -745,7 +751,18 @@ impl Workload {
             producers,
             readers,
             started: Instant::now(),
+            acked,
         }
+    }
+
+    /// Waits until `more` sends beyond those acknowledged so far are
+    /// acknowledged; false if `timeout` passes first.
+    pub async fn wait_acked(&self, more: u64, timeout: Duration) -> bool {
+        let mut rx = self.acked.subscribe();
+        let target = *rx.borrow_and_update() + more;
+        tokio::time::timeout(timeout, rx.wait_for(|n| *n >= target))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Stops every task and collects what they did. Each task finishes the
@@ -779,6 +796,7 @@ async fn produce(
     first_message: u64,
     seed: u64,
     stop: Arc<AtomicBool>,
+    acked: Arc<tokio::sync::watch::Sender<u64>>,
 ) -> Vec<SendRecord> {
     let p = k % cfg.partitions;
     let mut rng = SplitMix64::new(seed);
@@ -804,6 +822,7 @@ async fn produce(
                 finished: Instant::now(),
             });
             if matches!(outcome, SendOutcome::Acked(_)) {
+                acked.send_modify(|n| *n += 1);
                 tokio::time::sleep(cfg.send_interval).await;
                 break;
             }

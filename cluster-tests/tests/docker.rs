@@ -731,7 +731,11 @@ async fn checker_finds_nothing_lost_under_docker_kill_pause_and_disconnect() {
     ] {
         let t = wait_until("a healed cluster", READY_TIMEOUT, healed).await;
         let workload = Workload::start(&nodes, &cfg, next_message, &read_from);
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Strike under load.
+        assert!(
+            workload.wait_acked(20, READY_TIMEOUT).await,
+            "the workload acknowledged nothing before {fault:?}"
+        );
         let victim = partition(&t, 0)["leader"].as_u64().expect("a leader");
         let container = project.container(victim);
         let docker = |args: &[&str]| {
@@ -740,20 +744,27 @@ async fn checker_finds_nothing_lost_under_docker_kill_pause_and_disconnect() {
                 run(Command::new("docker").args(args), None, PROBE_TIMEOUT),
             )
         };
+        // The fault lasts until the cluster has moved partition 0 away from
+        // the victim (so a paused or cut-off node comes back deposed).
+        let deposed = || async {
+            let t = project.rivulet_json(&["topic", "describe", topic, "--json"])?;
+            let leader = partition(&t, 0)["leader"].as_u64()?;
+            (leader != victim).then_some(())
+        };
         match fault {
             DockerFault::Kill => {
                 docker(&["kill", &container]);
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                wait_until("a new leader of ck-0", FAILOVER_TIMEOUT, deposed).await;
                 docker(&["start", &container]);
             }
             DockerFault::Pause => {
                 docker(&["pause", &container]);
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                wait_until("a new leader of ck-0", FAILOVER_TIMEOUT, deposed).await;
                 docker(&["unpause", &container]);
             }
             DockerFault::Disconnect => {
                 docker(&["network", "disconnect", &network, &container]);
-                tokio::time::sleep(Duration::from_secs(4)).await;
+                wait_until("a new leader of ck-0", FAILOVER_TIMEOUT, deposed).await;
                 let ip = format!("{}.1{victim}", project.subnet_prefix);
                 docker(&["network", "connect", "--ip", &ip, &network, &container]);
             }
@@ -761,7 +772,11 @@ async fn checker_finds_nothing_lost_under_docker_kill_pause_and_disconnect() {
         let heal_started = Instant::now();
         wait_until("the cluster to heal", Duration::from_secs(60), healed).await;
         let heal = heal_started.elapsed();
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Availability is back: more acknowledgements after the heal.
+        assert!(
+            workload.wait_acked(20, READY_TIMEOUT).await,
+            "nothing acknowledged after healing {fault:?}"
+        );
         let run = workload.stop().await;
         for s in &run.sends {
             next_message = next_message.max(s.message + 1);

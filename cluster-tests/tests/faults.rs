@@ -241,13 +241,19 @@ async fn the_checker_sees_the_loss_an_unclean_election_causes() {
         };
         let nodes = Nodes::of(&c);
         let workload = Workload::start(&nodes, &cfg, 0, &BTreeMap::new());
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            workload.wait_acked(10, settle).await,
+            "no acks before the kills"
+        );
         // The leader alone in the ISR, acknowledging what only it has.
         for f in &followers {
             c.kill(*f);
         }
         c.wait_isr(topic, 0, &[leader], settle).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            workload.wait_acked(10, settle).await,
+            "the lone leader acknowledged nothing"
+        );
         // It dies; the stale followers come back and one is elected.
         c.kill(leader);
         for f in &followers {
@@ -255,7 +261,10 @@ async fn the_checker_sees_the_loss_an_unclean_election_causes() {
         }
         let new = c.wait_partition_leader(topic, 0, settle).await;
         assert_ne!(new.leader, Some(leader));
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            workload.wait_acked(10, settle).await,
+            "the stale leader acknowledged nothing"
+        );
         let run = workload.stop().await;
         let mut ledger = Ledger::new();
         for s in run.sends.iter().cloned() {

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use cluster_tests::checker::{self, SendOutcome, SendRecord};
-use cluster_tests::{fmt_duration, Cluster, ProduceOutcome};
+use cluster_tests::{fmt_duration, wait_until, Cluster, ProduceOutcome};
 use rivulet_proto::v1::{Acks, ErrorCode, FetchPartition, FetchRequest};
 
 /// Whole-test limit.
@@ -610,18 +610,11 @@ async fn per_partition_errors() {
         // acks=1 answers on the leader's append, not on a commit: the high
         // watermark passes the record only once the leader applies the ISR
         // that shrank to itself. Wait for that before reading up to the HW.
-        let deadline = tokio::time::Instant::now() + SETTLE;
-        loop {
+        wait_until("the HW to pass the acks=1 record", SETTLE, || async {
             let (_, hw) = c.read_partition(topic, 0).await;
-            if hw > offset {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the high watermark stayed at {hw}, below the acks=1 record at {offset}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (hw > offset).then_some(())
+        })
+        .await;
         ledger.check(&c, topic, 0).await;
         c.assert_no_unexpected_errors(&[]);
     })

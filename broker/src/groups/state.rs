@@ -416,22 +416,30 @@ impl Groups {
             value.revoking.retain(|tp| hb.owned.contains(tp));
         }
 
-        // A topic that grew (or appeared) changes the target: a new epoch.
-        let counts = self.subscribed_counts(&group, &value.subscribed, topics);
-        if self
+        // The member's pending value takes part in the assignment.
+        if let Some(m) = self
+            .groups
+            .get_mut(&group)
+            .and_then(|g| g.members.get_mut(&member_id))
+        {
+            m.value.subscribed = value.subscribed.clone();
+        }
+        // A subscribed topic that grew (or appeared) changes the target of
+        // an epoch nothing else moved: a new epoch.
+        let all_counts = self
             .groups
             .get(&group)
-            .and_then(|g| g.target_for.as_ref())
-            .is_some_and(|(_, c)| *c != counts)
-        {
+            .map(|g| Self::all_counts(g, topics))
+            .unwrap_or_default();
+        let grew = self.groups.get(&group).is_some_and(|g| {
+            g.target_for
+                .as_ref()
+                .is_some_and(|(e, c)| *e == g.epoch && *c != all_counts)
+        });
+        if grew {
             self.bump_epoch(&group, &mut out, now);
         }
         let g = self.groups.entry(group.clone()).or_default();
-        // The member's pending value takes part in the assignment.
-        if let Some(m) = g.members.get_mut(&member_id) {
-            m.value.subscribed = value.subscribed.clone();
-        }
-        let all_counts = Self::all_counts(g, topics);
         let target = g
             .target(&all_counts)
             .get(&member_id)
@@ -495,22 +503,6 @@ impl Groups {
                 reconciling,
             },
         ))
-    }
-
-    fn subscribed_counts(
-        &self,
-        group: &str,
-        extra: &BTreeSet<String>,
-        topics: &dyn TopicCounts,
-    ) -> BTreeMap<String, u32> {
-        let mut names: BTreeSet<&String> = extra.iter().collect();
-        if let Some(g) = self.groups.get(group) {
-            names.extend(g.members.values().flat_map(|m| &m.value.subscribed));
-        }
-        names
-            .into_iter()
-            .map(|t| (t.clone(), topics.partitions(t).unwrap_or(0)))
-            .collect()
     }
 
     fn all_counts(g: &Group, topics: &dyn TopicCounts) -> BTreeMap<String, u32> {
@@ -979,6 +971,33 @@ mod tests {
             g.members.values().map(|m| m.value.clone()).collect()
         };
         assert_eq!(values(g1), values(g2));
+    }
+
+    #[test]
+    fn partitions_added_to_a_topic_are_assigned_under_a_new_epoch() {
+        let mut gs = Groups::default();
+        let mut members = BTreeMap::new();
+        members.insert("a".to_owned(), join(&mut gs, "a"));
+        members.insert("b".to_owned(), join(&mut gs, "b"));
+        settle(&mut gs, &mut members);
+        let epoch = gs.groups["g"].epoch;
+        let grown = |t: &str| (t == "orders").then_some(8);
+        for (id, (e, owned)) in members.iter_mut() {
+            let (_, r) = gs
+                .heartbeat(hb(id, *e, owned), &grown, Instant::now(), 0)
+                .expect("heartbeat");
+            *e = r.member_epoch;
+            *owned = r.assignment;
+        }
+        assert_eq!(gs.groups["g"].epoch, epoch + 1, "one bump for the growth");
+        for (id, (e, owned)) in members.iter_mut() {
+            let (_, r) = gs
+                .heartbeat(hb(id, *e, owned), &grown, Instant::now(), 0)
+                .expect("heartbeat");
+            *e = r.member_epoch;
+            *owned = r.assignment;
+        }
+        assert_partitioned(&members, 8);
     }
 
     #[test]

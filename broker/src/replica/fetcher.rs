@@ -163,9 +163,10 @@ pub(crate) async fn run_fetcher(mgr: Arc<ReplicaManager>, source: u64, cancel: C
                         high_watermark: r.high_watermark,
                     },
                 };
+                let storage_failed_before = part.storage_failed();
                 match part.apply_fetched(source, epoch, data) {
                     Ok(progress) => {
-                        if part.set_storage_failed(false) {
+                        if storage_failed_before {
                             tracing::info!(topic = %part.topic, partition = part.partition,
                                 "the log is writable again");
                         }
@@ -179,8 +180,7 @@ pub(crate) async fn run_fetcher(mgr: Arc<ReplicaManager>, source: u64, cancel: C
                     Err(e) => {
                         // A storage failure is reported to the leader (which
                         // takes us out of the ISR) and logged once.
-                        let storage = e.code() == ErrorCode::KafkaStorageError;
-                        if !storage || part.set_storage_failed(true) {
+                        if !part.storage_failed() || !storage_failed_before {
                             warn!(topic = %part.topic, partition = part.partition, error = %e,
                                 "cannot apply fetched data");
                         }

@@ -167,11 +167,9 @@ impl Partition {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Sets the storage-failure flag; returns whether it changed.
-    pub fn set_storage_failed(&self, failed: bool) -> bool {
+    fn set_storage_failed(&self, failed: bool) {
         self.storage_failed
-            .swap(failed, std::sync::atomic::Ordering::AcqRel)
-            != failed
+            .store(failed, std::sync::atomic::Ordering::Release);
     }
 
     fn role(&self) -> RwLockReadGuard<'_, Role> {
@@ -578,7 +576,24 @@ impl Partition {
 
     /// Applies the leader's answer as a follower of `leader` in `epoch`
     /// (blocking: truncates, appends, may fsync). Ignored if the role moved on.
+    /// An I/O failure sets the storage-failure flag the next fetches report;
+    /// a success clears it.
     pub fn apply_fetched(
+        &self,
+        leader: BrokerId,
+        epoch: u32,
+        response: FetchedData<'_>,
+    ) -> Result<FollowerProgress, PartitionError> {
+        let applied = self.apply_fetched_as_follower(leader, epoch, response);
+        match &applied {
+            Ok(_) => self.set_storage_failed(false),
+            Err(PartitionError::Log(LogError::Io { .. })) => self.set_storage_failed(true),
+            Err(_) => {}
+        }
+        applied
+    }
+
+    fn apply_fetched_as_follower(
         &self,
         leader: BrokerId,
         epoch: u32,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rivulet_metadata::quorum::{broker_info, topic_info};
+use rivulet_metadata::quorum::{broker_info, topic_info, ReadyGate, CATCH_UP_TIMEOUT};
 use rivulet_metadata::BrokerId;
 use rivulet_proto::v1::broker_server::{Broker, BrokerServer};
 use rivulet_proto::v1::list_offsets_partition::Spec;
@@ -23,6 +23,7 @@ use rivulet_proto::v1::{
     RecordList, ReplicaFetchPartitionResponse, ReplicaFetchRequest, ReplicaFetchResponse,
 };
 use tokio::time::Instant;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::log::batch::{build_batch, RecordInput};
@@ -47,11 +48,17 @@ pub struct BrokerRpc {
 }
 
 impl BrokerRpc {
-    /// The client-facing service.
-    pub fn broker_server(mgr: Arc<ReplicaManager>) -> BrokerServer<Self> {
-        BrokerServer::new(Self { mgr })
+    /// The client-facing service: refuses every call with a retriable
+    /// not-ready `UNAVAILABLE` until the node has caught up with the
+    /// metadata log (KIP-631).
+    pub fn broker_server(
+        mgr: Arc<ReplicaManager>,
+    ) -> InterceptedService<BrokerServer<Self>, ReadyGate> {
+        let gate = ReadyGate(Arc::clone(&mgr.quorum));
+        let server = BrokerServer::new(Self { mgr })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        InterceptedService::new(server, gate)
     }
 
     /// The follower-fetch service.
@@ -368,7 +375,19 @@ impl Broker for BrokerRpc {
         request: Request<MetadataRequest>,
     ) -> Result<Response<MetadataResponse>, Status> {
         let r = request.into_inner();
-        let image = self.mgr.image();
+        let mut image = self.mgr.image();
+        // A topic this node does not know may have been created through
+        // another node a moment ago: catch up with the controller before
+        // calling it unknown (KIP-631's "fresh after a write").
+        if r.topics.iter().any(|n| image.topic(n).is_none())
+            && self
+                .mgr
+                .quorum
+                .catch_up_with_controller(CATCH_UP_TIMEOUT)
+                .await
+        {
+            image = self.mgr.image();
+        }
         let brokers = image.brokers().values().map(broker_info).collect();
         let (topics, unknown_topics) = if r.topics.is_empty() {
             (image.topics().values().map(topic_info).collect(), vec![])

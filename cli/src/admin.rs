@@ -15,24 +15,101 @@ use tonic::transport::Channel;
 
 /// Connects to the first node of `bootstrap` (comma separated) that answers.
 pub async fn connect(bootstrap: &str) -> Result<ControllerClient<Channel>> {
-    let mut last = None;
-    for addr in bootstrap
+    let mut candidates: Vec<String> = bootstrap
         .split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
-    {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .with_context(|| format!("bad address {addr:?} in --bootstrap"))?
-            .connect_timeout(std::time::Duration::from_secs(2));
-        match endpoint.connect().await {
-            Ok(ch) => return Ok(ControllerClient::new(ch)),
-            Err(e) => last = Some(format!("{addr}: {e}")),
+        .map(str::to_owned)
+        .collect();
+    anyhow::ensure!(!candidates.is_empty(), "--bootstrap names no node");
+    let deadline = std::time::Instant::now() + NOT_READY_PATIENCE;
+    loop {
+        let mut failures = Vec::new();
+        let mut not_ready = false;
+        let mut i = 0;
+        while let Some(addr) = candidates.get(i).cloned() {
+            i += 1;
+            match probe(&addr).await? {
+                Ok(client) => return Ok(client),
+                Err(Probe::NotReady { reason, others }) => {
+                    not_ready = true;
+                    for o in others {
+                        if !candidates.contains(&o) && candidates.len() < 64 {
+                            candidates.push(o);
+                        }
+                    }
+                    failures.push(format!("{addr}: {reason}"));
+                }
+                Err(Probe::Failed(reason)) => failures.push(format!("{addr}: {reason}")),
+            }
         }
+        if !not_ready || std::time::Instant::now() >= deadline {
+            bail!(
+                "cannot reach a ready node of --bootstrap {bootstrap} ({}); is the cluster running?",
+                failures.join("; ")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    Err(anyhow!(
-        "cannot reach any node of --bootstrap {bootstrap} ({}); is the cluster running?",
-        last.unwrap_or_else(|| "no address given".into())
-    ))
+}
+
+/// How long the CLI keeps trying while every node it reaches is still
+/// catching up with the metadata log after a restart.
+const NOT_READY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+/// Deadline of every admin RPC the CLI makes: a frozen node accepts the
+/// connection and never answers.
+const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why a node was passed over.
+enum Probe {
+    /// Catching up with the metadata log; `others` are nodes to try.
+    NotReady { reason: String, others: Vec<String> },
+    /// Unreachable or not answering.
+    Failed(String),
+}
+
+/// Connects to `addr` and asks it for the cluster (with a short deadline):
+/// a client to it if it answers, ready.
+async fn probe(addr: &str) -> Result<Result<ControllerClient<Channel>, Probe>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("bad address {addr:?} in --bootstrap"))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .timeout(RPC_TIMEOUT);
+    let channel = match endpoint.connect().await {
+        Ok(ch) => ch,
+        Err(e) => return Ok(Err(Probe::Failed(e.to_string()))),
+    };
+    let mut client = ControllerClient::new(channel);
+    let mut req = tonic::Request::new(DescribeClusterRequest {});
+    req.set_timeout(std::time::Duration::from_secs(3));
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(4),
+        client.describe_cluster(req),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(Ok(client)),
+        Ok(Err(s)) if s.metadata().get("x-rivulet-not-ready").is_some() => {
+            let others = s
+                .metadata()
+                .get("x-rivulet-try-nodes")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(Err(Probe::NotReady {
+                reason: s.message().to_owned(),
+                others,
+            }))
+        }
+        Ok(Err(s)) => Ok(Err(Probe::Failed(s.message().to_owned()))),
+        Err(_) => Ok(Err(Probe::Failed("no answer within 4 s".to_owned()))),
+    }
 }
 
 /// Turns a response's error code into an error naming it.
@@ -136,7 +213,7 @@ pub async fn cluster(bootstrap: &str, cmd: ClusterCommand) -> Result<()> {
             "raft_term": d.raft_term,
             "metadata_offset": d.metadata_offset,
             "voters": d.voters.iter().map(|v| json!({"id": v.id, "address": v.address, "learner": v.learner})).collect::<Vec<_>>(),
-            "brokers": d.brokers.iter().map(|b| json!({"id": b.id, "address": b.address, "rack": b.rack, "broker_epoch": b.broker_epoch, "fenced": b.fenced})).collect::<Vec<_>>(),
+            "brokers": d.brokers.iter().map(|b| json!({"id": b.id, "address": b.address, "rack": b.rack, "broker_epoch": b.broker_epoch, "fenced": b.fenced, "state": broker_state(b), "directory_id": b.directory_id})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -154,7 +231,7 @@ pub async fn cluster(bootstrap: &str, cmd: ClusterCommand) -> Result<()> {
     );
     println!();
     println!(
-        "{:<6} {:<24} {:<10} {:<8} {:<6}",
+        "{:<6} {:<24} {:<10} {:<12} {:<6}",
         "ID", "ADDRESS", "ROLE", "STATE", "EPOCH"
     );
     for v in &d.voters {
@@ -166,18 +243,24 @@ pub async fn cluster(bootstrap: &str, cmd: ClusterCommand) -> Result<()> {
         } else {
             "voter"
         };
-        let state = match b {
-            Some(b) if b.fenced => "fenced",
-            Some(_) => "live",
-            None => "unregistered",
-        };
+        let state = b.map_or("unregistered", broker_state);
         let epoch = b.map_or("-".to_owned(), |b| b.broker_epoch.to_string());
         println!(
-            "{:<6} {:<24} {:<10} {:<8} {:<6}",
+            "{:<6} {:<24} {:<10} {:<12} {:<6}",
             v.id, v.address, role, state, epoch
         );
     }
     Ok(())
+}
+
+/// `live`, `catching-up` (registered, replaying the metadata log) or
+/// `fenced`; from the state field, or the fenced flag of older nodes.
+fn broker_state(b: &rivulet_proto::v1::BrokerInfo) -> &str {
+    match b.state.as_str() {
+        "" if b.fenced => "fenced",
+        "" => "live",
+        s => s,
+    }
 }
 
 fn parse_configs(raw: &[String]) -> Result<Vec<ConfigEntry>> {
@@ -225,6 +308,8 @@ fn topic_json(t: &TopicInfo, offsets: &[Option<PartitionOffsets>]) -> serde_json
                 "partition_epoch": p.partition_epoch,
                 "replicas": p.replicas,
                 "isr": p.isr,
+                "elr": p.elr,
+                "offline": p.leader.is_none(),
                 // null when the leader could not be asked.
                 "high_watermark": o.map(|o| o.high_watermark),
                 "log_start_offset": o.map(|o| o.log_start_offset),
@@ -232,6 +317,14 @@ fn topic_json(t: &TopicInfo, offsets: &[Option<PartitionOffsets>]) -> serde_json
         }).collect::<Vec<_>>(),
         "configs": t.configs.iter().map(|c| (c.key.clone(), json!(c.value))).collect::<serde_json::Map<_, _>>(),
     })
+}
+
+fn or_dash(s: String) -> String {
+    if s.is_empty() {
+        "-".to_owned()
+    } else {
+        s
+    }
 }
 
 fn ids(v: &[u64]) -> String {
@@ -334,26 +427,28 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> Result<()> {
                     .collect();
                 println!("configs: {}", cfg.join(" "));
                 println!(
-                    "{:>9} {:>7} {:>12} {:>15} {:<16} {:<16} {:>14} {:>9}",
+                    "{:>9} {:>8} {:>12} {:>15} {:<16} {:<16} {:<10} {:>14} {:>9}",
                     "PARTITION",
                     "LEADER",
                     "LEADER_EPOCH",
                     "PARTITION_EPOCH",
                     "REPLICAS",
                     "ISR",
+                    "ELR",
                     "HIGH_WATERMARK",
                     "LOG_START"
                 );
                 for (i, p) in t.partitions.iter().enumerate() {
                     let o = offsets.get(i).copied().flatten();
                     println!(
-                        "{:>9} {:>7} {:>12} {:>15} {:<16} {:<16} {:>14} {:>9}",
+                        "{:>9} {:>8} {:>12} {:>15} {:<16} {:<16} {:<10} {:>14} {:>9}",
                         p.partition,
-                        p.leader.map_or("none".to_owned(), |l| l.to_string()),
+                        p.leader.map_or("OFFLINE".to_owned(), |l| l.to_string()),
                         p.leader_epoch,
                         p.partition_epoch,
                         ids(&p.replicas),
-                        ids(&p.isr),
+                        or_dash(ids(&p.isr)),
+                        or_dash(ids(&p.elr)),
                         o.map_or("-".to_owned(), |o| o.high_watermark.to_string()),
                         o.map_or("-".to_owned(), |o| o.log_start_offset.to_string()),
                     );

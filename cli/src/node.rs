@@ -129,6 +129,12 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", args.data_dir.display()))?;
+    // Before anything else writes into it: an empty directory is new storage.
+    let directory = rivulet_broker::log::open_log_directory(&args.data_dir)
+        .with_context(|| format!("cannot open --data-dir {}", args.data_dir.display()))?;
+    if directory.new {
+        info!(directory_id = %directory.id, "new data directory");
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -156,6 +162,9 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     let identity = BrokerIdentity {
         address: advertise.clone(),
         rack: args.rack.clone(),
+        directory_id: directory.id.clone(),
+        new_directory: directory.new,
+        log_fsynced: matches!(args.flush, rivulet_broker::log::FlushPolicy::Always),
     };
     anyhow::ensure!(
         args.replica_lag_time_max_ms >= 100,

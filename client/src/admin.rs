@@ -48,7 +48,8 @@ impl Admin {
         &self.cluster
     }
 
-    /// Runs `f` against nodes in turn until one answers at the RPC level.
+    /// Runs `f` against nodes in turn until one answers at the RPC level
+    /// (see [`Cluster::on_any_node`]).
     async fn any_node<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: Fn(
@@ -56,17 +57,16 @@ impl Admin {
         ) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
-        let mut last = String::from("no node tried");
-        for addr in self.cluster.candidates() {
-            match f(self.cluster.controller(&addr)?).await {
-                Ok(v) => return Ok(v),
-                Err(s) if s.code() == tonic::Code::Unavailable => {
-                    last = format!("{addr}: {}", s.message());
-                }
-                Err(s) => return Err(s.into()),
-            }
-        }
-        Err(Error::Unreachable(last))
+        self.cluster
+            .on_any_node(|addr| {
+                let client = self
+                    .cluster
+                    .controller(&addr)
+                    .map_err(|e| tonic::Status::invalid_argument(e.to_string()));
+                let call = client.map(&f);
+                async move { call?.await }
+            })
+            .await
     }
 
     /// Creates a topic.

@@ -59,6 +59,47 @@ struct Cache {
     /// Topic → its partitions, by index.
     topics: HashMap<String, Vec<PartitionInfo>>,
     cluster_id: String,
+    /// Nodes named by a node that was not ready (bounded).
+    hinted: Vec<String>,
+}
+
+/// How long a request keeps trying while every node it reaches is still
+/// catching up with the metadata log (a restart takes a few seconds).
+pub const NOT_READY_PATIENCE: Duration = Duration::from_secs(15);
+/// Most nodes remembered from not-ready hints.
+const MAX_HINTED_NODES: usize = 64;
+/// The marker a node sets on the `UNAVAILABLE` it answers while catching up.
+const NOT_READY_KEY: &str = "x-rivulet-not-ready";
+/// Other nodes' addresses a catching-up node names.
+const TRY_NODES_KEY: &str = "x-rivulet-try-nodes";
+
+/// Whether a failed call should be tried on another node: the node was
+/// unreachable, too slow, or not ready.
+fn passes_over(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
+    )
+}
+
+/// The nodes a not-ready answer suggests.
+fn hinted_nodes(status: &tonic::Status) -> Vec<String> {
+    status
+        .metadata()
+        .get(TRY_NODES_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty() && a.len() <= 255)
+                .take(MAX_HINTED_NODES)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Shared cluster state; cheap to clone.
@@ -110,11 +151,12 @@ impl Cluster {
         Ok(ControllerClient::new(self.channel(addr)?))
     }
 
-    /// Known broker addresses first, then the bootstrap list.
+    /// The bootstrap list, then known broker addresses, then nodes that a
+    /// node still catching up named.
     pub fn candidates(&self) -> Vec<String> {
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<String> = self.config.bootstrap.clone();
-        for a in cache.brokers.values() {
+        for a in cache.brokers.values().chain(&cache.hinted) {
             if !out.contains(a) {
                 out.push(a.clone());
             }
@@ -122,28 +164,85 @@ impl Cluster {
         out
     }
 
+    /// Runs `call` against the candidate nodes in turn until one answers.
+    /// A node that is unreachable, does not answer within the request
+    /// deadline (a frozen process accepts connections and never answers) or
+    /// is still catching up with the metadata log is passed over; the nodes
+    /// a catching-up node names are tried too. When every node tried was
+    /// catching up, the round is repeated for up to [`NOT_READY_PATIENCE`].
+    /// Other refusals are returned at once. The error names every address
+    /// tried and what each said.
+    pub async fn on_any_node<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + NOT_READY_PATIENCE;
+        let per_call = self.config.request_timeout.min(Duration::from_secs(10));
+        loop {
+            let mut candidates = self.candidates();
+            let mut failures: Vec<String> = Vec::new();
+            let mut not_ready = false;
+            let mut i = 0;
+            while let Some(addr) = candidates.get(i).cloned() {
+                i += 1;
+                let status = match tokio::time::timeout(per_call, call(addr.clone())).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(s)) => s,
+                    Err(_) => {
+                        tonic::Status::deadline_exceeded(format!("no answer within {per_call:?}"))
+                    }
+                };
+                if !passes_over(&status) {
+                    return Err(status.into());
+                }
+                if status.metadata().get(NOT_READY_KEY).is_some() {
+                    not_ready = true;
+                    for other in hinted_nodes(&status) {
+                        if !candidates.contains(&other) {
+                            candidates.push(other.clone());
+                            self.remember_hint(other);
+                        }
+                    }
+                }
+                debug!(%addr, error = %status.message(), "node passed over");
+                failures.push(format!("{addr}: {}", status.message()));
+            }
+            if !not_ready || tokio::time::Instant::now() >= deadline {
+                let tried = if failures.is_empty() {
+                    "no node tried".to_owned()
+                } else {
+                    failures.join("; ")
+                };
+                return Err(Error::Unreachable(tried));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn remember_hint(&self, addr: String) {
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if !cache.hinted.contains(&addr) && cache.hinted.len() < MAX_HINTED_NODES {
+            cache.hinted.push(addr);
+        }
+    }
+
     /// Asks nodes in turn for metadata of `topics` (empty: all) and caches it.
     pub async fn refresh(&self, topics: &[String]) -> Result<MetadataResponse> {
-        let mut last = String::from("no node tried");
-        for addr in self.candidates() {
-            let mut client = self.broker(&addr)?;
-            let mut req = tonic::Request::new(MetadataRequest {
-                topics: topics.to_vec(),
-            });
-            req.set_timeout(self.config.request_timeout.min(Duration::from_secs(5)));
-            match client.metadata(req).await {
-                Ok(r) => {
-                    let r = r.into_inner();
-                    self.absorb(&r);
-                    return Ok(r);
-                }
-                Err(e) => {
-                    debug!(%addr, error = %e.message(), "metadata request failed");
-                    last = format!("{addr}: {}", e.message());
-                }
-            }
-        }
-        Err(Error::Unreachable(last))
+        let r = self
+            .on_any_node(|addr| async move {
+                let mut client = self
+                    .broker(&addr)
+                    .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+                let mut req = tonic::Request::new(MetadataRequest {
+                    topics: topics.to_vec(),
+                });
+                req.set_timeout(self.config.request_timeout.min(Duration::from_secs(5)));
+                client.metadata(req).await.map(tonic::Response::into_inner)
+            })
+            .await?;
+        self.absorb(&r);
+        Ok(r)
     }
 
     fn absorb(&self, r: &MetadataResponse) {

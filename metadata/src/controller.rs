@@ -24,11 +24,22 @@
 //!   chosen so that a node applying them one at a time never sees a restarted
 //!   broker lead under its old leader epoch.
 //! - Leadership rules (Kafka's): a new leader comes from the live ISR members,
-//!   in replica order; the ISR never becomes empty (a dead last member stays,
-//!   so the partition can be led cleanly again when it returns); an
-//!   out-of-sync replica leads only if the topic enables unclean election;
-//!   every change of leader bumps the leader epoch, every change at all bumps
-//!   the partition epoch.
+//!   in replica order, then from the live eligible leader replicas (ELR,
+//!   KIP-966); the ISR loses its last member only when that member's storage
+//!   was replaced (a dead last member stays, so the partition can be led
+//!   cleanly again when it returns); an out-of-sync replica leads only if the
+//!   topic enables unclean election; every change of leader bumps the leader
+//!   epoch, every change at all bumps the partition epoch.
+//! - The ELR is derived in one place ([`finish`]): while the ISR is below
+//!   `min.insync.replicas`, no acks=all record can be acknowledged, so the
+//!   replicas that leave the ISR then still hold every acknowledged record
+//!   and stay eligible; once the ISR is back at `min.insync.replicas` the ELR
+//!   is empty. A replica whose storage was replaced (a new directory id,
+//!   KIP-858) is in neither set until it has caught up again.
+//! - A registering broker starts fenced ("catching up") and leads nothing
+//!   until its heartbeats show it applied the metadata log up to its
+//!   registration (KIP-631); a restart with the same, fsynced storage keeps
+//!   its ISR and ELR memberships.
 //! - A request that asks for what already is (fence a fenced broker, set the
 //!   current ISR) succeeds with no records.
 
@@ -66,6 +77,8 @@ pub struct RegisterBrokerResponse {
     /// Partitions whose leader or ISR changed because an earlier incarnation
     /// of the broker was replaced.
     pub changed: Vec<TopicPartition>,
+    /// The broker came back with another log directory than it had.
+    pub storage_replaced: bool,
 }
 
 /// The answer to fencing a broker.
@@ -150,50 +163,76 @@ pub struct ElectLeaderResponse {
     pub changed: bool,
 }
 
-/// Registers broker `id` (or a new incarnation of it) as unfenced, with a
-/// fresh broker epoch.
+/// What a broker says of itself when it registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRegistrationRequest {
+    /// The broker's id.
+    pub id: BrokerId,
+    /// Where clients and replicas reach it.
+    pub address: String,
+    /// Its failure domain, if configured.
+    pub rack: Option<String>,
+    /// The id of its log directory (KIP-858).
+    pub directory_id: Option<String>,
+    /// Every append it acknowledged was fsynced first (`--flush always`), so
+    /// a crash lost nothing it ever reported as written.
+    pub log_fsynced: bool,
+}
+
+/// Registers broker `id` (or a new incarnation of it), fenced and catching
+/// up, with a fresh broker epoch; [`unfence_broker`] lets it lead once it
+/// has caught up with the metadata log.
 ///
-/// Re-registration ends the previous incarnation: if it was unfenced, it is
-/// taken out of every ISR (unless it is the last member) and replaced as
-/// leader, exactly as fencing would; then offline partitions whose last ISR
-/// member is this broker are led by the new incarnation, under a new leader
-/// epoch. A restarted broker may have lost its unflushed tail, so it must not
-/// lead, or count as in sync, under its old epochs.
+/// Re-registration ends the previous incarnation; partitions it led get
+/// another live eligible leader (or go offline until it is back), always
+/// under a new leader epoch. Its memberships depend on its storage:
+/// - a new directory id: its replicas are new and empty. It leaves every
+///   ISR (even as the last member) and ELR, and leads nothing until it has
+///   caught up and rejoined an ISR.
+/// - the same directory with fsynced logs: it still holds everything it
+///   acknowledged, so it keeps its ISR and ELR memberships.
+/// - the same directory with unflushed logs (`--flush interval|never`): it
+///   may have lost an unflushed tail, so it leaves its ISRs as a fenced
+///   broker would (staying the last member, joining the ELR while the ISR
+///   is below `min.insync.replicas`).
 pub fn register_broker(
     image: &MetadataImage,
-    id: BrokerId,
-    address: impl Into<String>,
-    rack: Option<String>,
+    request: BrokerRegistrationRequest,
 ) -> ControllerResult<RegisterBrokerResponse> {
+    let BrokerRegistrationRequest {
+        id,
+        address,
+        rack,
+        directory_id,
+        log_fsynced,
+    } = request;
     let broker_epoch = image.next_broker_epoch();
     let mut records = Vec::new();
     let mut changed = Vec::new();
+    let mut storage_replaced = false;
     if let Some(previous) = image.broker(id) {
-        let strip_old_incarnation = !previous.fenced;
+        storage_replaced = previous.directory_id.is_some() && previous.directory_id != directory_id;
         let without_old = Liveness::with_down(image, id);
-        let with_new = Liveness::with_up(image, id);
         for (topic, partition) in image.partitions() {
+            if !partition.is_replica(id) {
+                continue;
+            }
             let unclean = topic.config.unclean_leader_election_enable;
-            let (leader, isr) = if strip_old_incarnation {
+            let proposed = if storage_replaced {
+                forget_replica(partition, id, without_old, unclean)
+            } else if !previous.fenced && !log_fsynced {
                 without_broker(partition, id, without_old, unclean)
             } else {
-                (partition.leader, partition.isr.clone())
-            };
-            let (leader, isr) = match leader {
-                None if partition.is_replica(id) => {
-                    match choose_leader(partition, &isr, with_new, unclean) {
-                        Some((leader, isr)) => (Some(leader), isr),
-                        None => (None, isr),
-                    }
-                }
-                _ => (leader, isr),
+                // Same storage: memberships stay; only leadership moves off
+                // the restarting (now fenced) broker.
+                keep_replica(partition, id, without_old, unclean)
             };
             // Whatever the image says of the old incarnation, a partition it
             // still leads gets a new leader epoch: no leader may lead one
             // epoch across two incarnations (its unflushed tail may be gone,
             // and followers match logs by epoch).
             let restarted_leader = partition.leader == Some(id);
-            if let Some(new) = finish(partition, leader, isr, restarted_leader) {
+            if let Some(new) = finish(topic, partition, proposed, restarted_leader) {
                 changed.push(TopicPartition::new(topic.name.clone(), partition.partition));
                 records.push(change_record(topic, new));
             }
@@ -202,15 +241,18 @@ pub fn register_broker(
     // After the partition changes: see the module header.
     records.push(Record::RegisterBroker {
         id,
-        address: address.into(),
+        address,
         rack,
         broker_epoch,
+        directory_id,
+        catching_up: true,
     });
     ControllerResult {
         records,
         response: RegisterBrokerResponse {
             broker_epoch,
             changed,
+            storage_replaced,
         },
     }
 }
@@ -228,7 +270,10 @@ pub fn fence_broker(
         .broker(id)
         .ok_or(ControllerError::BrokerNotAvailable { broker: id })?;
     let mut response = FenceBrokerResponse::default();
-    if registration.fenced {
+    // A broker still catching up is fenced already, but keeps the ISR
+    // memberships of its intact storage until it catches up or, as here,
+    // its lease runs out.
+    if registration.fenced && !registration.catching_up {
         return Ok(ControllerResult {
             records: Vec::new(),
             response,
@@ -241,8 +286,8 @@ pub fn fence_broker(
     let live = Liveness::with_down(image, id);
     for (topic, partition) in image.partitions() {
         let unclean = topic.config.unclean_leader_election_enable;
-        let (leader, isr) = without_broker(partition, id, live, unclean);
-        if let Some(new) = finish(partition, leader, isr, false) {
+        let proposed = without_broker(partition, id, live, unclean);
+        if let Some(new) = finish(topic, partition, proposed, false) {
             let name = TopicPartition::new(topic.name.clone(), partition.partition);
             if new.is_offline() && !partition.is_offline() {
                 response.offline.push(name.clone());
@@ -278,8 +323,8 @@ pub fn drop_failed_replicas(
         if !others_in_sync {
             continue;
         }
-        let (leader, isr) = without_broker(partition, id, live, false);
-        if let Some(new) = finish(partition, leader, isr, false) {
+        let proposed = without_broker(partition, id, live, false);
+        if let Some(new) = finish(topic, partition, proposed, false) {
             changed.push(TopicPartition::new(topic.name.clone(), partition.partition));
             records.push(change_record(topic, new));
         }
@@ -305,9 +350,10 @@ pub fn shut_down_broker(
     drop_failed_replicas(image, id, &hosted)
 }
 
-/// Unfences broker `id` (heartbeating again, same incarnation), and gives it
-/// the offline partitions whose last ISR member it is, or, where the topic
-/// enables unclean election, those it merely holds a replica of.
+/// Unfences broker `id` (heartbeating again, same incarnation, caught up
+/// with the metadata log), and gives it the offline partitions it is
+/// eligible to lead (ISR or ELR member), or, where the topic enables unclean
+/// election, those it merely holds a replica of.
 pub fn unfence_broker(
     image: &MetadataImage,
     id: BrokerId,
@@ -334,10 +380,10 @@ pub fn unfence_broker(
             continue;
         }
         let unclean = topic.config.unclean_leader_election_enable;
-        let Some((leader, isr)) = choose_leader(partition, &partition.isr, live, unclean) else {
+        let Some(proposed) = choose_leader(partition, &partition.isr, None, live, unclean) else {
             continue;
         };
-        if let Some(new) = finish(partition, Some(leader), isr, false) {
+        if let Some(new) = finish(topic, partition, proposed, false) {
             response
                 .elected
                 .push(TopicPartition::new(topic.name.clone(), partition.partition));
@@ -488,10 +534,10 @@ pub fn alter_topic_config(
     if config.unclean_leader_election_enable && !topic.config.unclean_leader_election_enable {
         let live = Liveness::of(image);
         for partition in topic.partitions.iter().filter(|p| p.is_offline()) {
-            let Some((leader, isr)) = choose_leader(partition, &partition.isr, live, true) else {
+            let Some(proposed) = choose_leader(partition, &partition.isr, None, live, true) else {
                 continue;
             };
-            if let Some(new) = finish(partition, Some(leader), isr, false) {
+            if let Some(new) = finish(topic, partition, proposed, false) {
                 response
                     .elected
                     .push(TopicPartition::new(name, partition.partition));
@@ -573,8 +619,10 @@ pub fn alter_partition(
         .partition_epoch
         .checked_add(1)
         .ok_or_else(|| outdated(partition.partition_epoch))?;
+    let elr = next_elr(topic, partition, &new_isr, None);
     let new = PartitionImage {
         isr: new_isr,
+        elr,
         partition_epoch: next_partition_epoch,
         ..partition.clone()
     };
@@ -591,7 +639,7 @@ pub fn elect_preferred_leaders(image: &MetadataImage) -> ControllerResult<ElectL
     let mut records = Vec::new();
     let mut response = ElectLeadersResponse::default();
     for (topic, partition) in image.partitions() {
-        if let Ok(Some(new)) = preferred_leader_change(image, partition) {
+        if let Ok(Some(new)) = preferred_leader_change(image, topic, partition) {
             response
                 .elected
                 .push(TopicPartition::new(topic.name.clone(), partition.partition));
@@ -611,7 +659,7 @@ pub fn elect_leader(
 ) -> Result<ControllerResult<ElectLeaderResponse>, ControllerError> {
     let topic_image = lookup_topic(image, topic)?;
     let current = lookup_partition(topic_image, partition)?;
-    match preferred_leader_change(image, current) {
+    match preferred_leader_change(image, topic_image, current) {
         Ok(Some(new)) => Ok(ControllerResult {
             records: vec![change_record(topic_image, new.clone())],
             response: ElectLeaderResponse {
@@ -681,32 +729,77 @@ impl<'a> Liveness<'a> {
     }
 }
 
+/// A proposed leader and ISR for a partition; [`finish`] derives the ELR
+/// and the epochs from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Proposed {
+    /// The new leader, `None` for offline.
+    leader: Option<BrokerId>,
+    /// The new ISR.
+    isr: Vec<BrokerId>,
+    /// An unclean election: the ELR's promise is given up.
+    unclean: bool,
+    /// A replica whose storage was replaced: in neither the ISR nor the ELR.
+    forgotten: Option<BrokerId>,
+}
+
+impl Proposed {
+    fn clean(leader: Option<BrokerId>, isr: Vec<BrokerId>) -> Self {
+        Proposed {
+            leader,
+            isr,
+            unclean: false,
+            forgotten: None,
+        }
+    }
+
+    /// The partition as it is.
+    fn unchanged(partition: &PartitionImage) -> Self {
+        Proposed::clean(partition.leader, partition.isr.clone())
+    }
+}
+
 /// A new leader for `partition` given the ISR `isr`: the first replica (in
-/// replica order) that is live and in `isr`, keeping `isr`; failing that, if
-/// `unclean`, the first live replica, with an ISR of just itself.
+/// replica order) that is live and in `isr`, keeping `isr`; failing that the
+/// first live ELR member (but `forgotten`), which then forms the ISR alone
+/// (KIP-966); failing that, if `unclean`, the first live replica, alone.
 fn choose_leader(
     partition: &PartitionImage,
     isr: &[BrokerId],
+    forgotten: Option<BrokerId>,
     live: Liveness<'_>,
     unclean: bool,
-) -> Option<(BrokerId, Vec<BrokerId>)> {
-    let clean = partition
-        .replicas
-        .iter()
-        .copied()
-        .find(|r| isr.contains(r) && live.is_live(*r));
-    if let Some(leader) = clean {
-        return Some((leader, isr.to_vec()));
+) -> Option<Proposed> {
+    let first_live = |set: &dyn Fn(BrokerId) -> bool| {
+        partition
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| set(*r) && live.is_live(*r) && Some(*r) != forgotten)
+    };
+    if let Some(leader) = first_live(&|r| isr.contains(&r)) {
+        return Some(Proposed {
+            forgotten,
+            ..Proposed::clean(Some(leader), isr.to_vec())
+        });
+    }
+    if let Some(leader) = first_live(&|r| partition.elr.contains(&r)) {
+        return Some(Proposed {
+            forgotten,
+            ..Proposed::clean(Some(leader), vec![leader])
+        });
     }
     if !unclean {
         return None;
     }
-    partition
-        .replicas
-        .iter()
-        .copied()
-        .find(|r| live.is_live(*r))
-        .map(|leader| (leader, vec![leader]))
+    // KIP-966 would pick the longest log; the controller does not know log
+    // ends, so it takes replica order, never a replica it knows is empty.
+    first_live(&|_| true).map(|leader| Proposed {
+        leader: Some(leader),
+        isr: vec![leader],
+        unclean: true,
+        forgotten,
+    })
 }
 
 /// The leader and ISR of `partition` once `broker` is gone: it leaves the
@@ -717,10 +810,10 @@ fn without_broker(
     broker: BrokerId,
     live: Liveness<'_>,
     unclean: bool,
-) -> (Option<BrokerId>, Vec<BrokerId>) {
+) -> Proposed {
     let led = partition.leader == Some(broker);
     if !led && !partition.is_in_isr(broker) {
-        return (partition.leader, partition.isr.clone());
+        return Proposed::unchanged(partition);
     }
     let mut isr: Vec<BrokerId> = partition
         .isr
@@ -734,28 +827,104 @@ fn without_broker(
         isr.push(broker);
     }
     if led || partition.leader.is_none() {
-        match choose_leader(partition, &isr, live, unclean) {
-            Some((leader, isr)) => (Some(leader), isr),
-            None => (None, isr),
-        }
+        choose_leader(partition, &isr, None, live, unclean)
+            .unwrap_or_else(|| Proposed::clean(None, isr))
     } else {
-        (partition.leader, isr)
+        Proposed::clean(partition.leader, isr)
     }
 }
 
-/// The new state of `partition` with `leader` and `isr`, epochs bumped, or
-/// `None` if nothing changes. `leader_restarted` forces a new leader epoch
-/// when the same broker keeps leading under a new incarnation. `None` too if
-/// an epoch would overflow (after four billion changes), which leaves the
-/// partition as it is rather than wrapping.
-fn finish(
+/// `partition` once `broker` is known to have lost its replica (a new log
+/// directory): out of the ISR, even as its last member, and out of the ELR;
+/// a new leader is chosen if it led or nobody did.
+fn forget_replica(
     partition: &PartitionImage,
-    leader: Option<BrokerId>,
-    isr: Vec<BrokerId>,
+    broker: BrokerId,
+    live: Liveness<'_>,
+    unclean: bool,
+) -> Proposed {
+    let isr: Vec<BrokerId> = partition
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| *b != broker)
+        .collect();
+    let led = partition.leader == Some(broker);
+    if led || partition.leader.is_none() {
+        choose_leader(partition, &isr, Some(broker), live, unclean).unwrap_or(Proposed {
+            forgotten: Some(broker),
+            ..Proposed::clean(None, isr)
+        })
+    } else {
+        Proposed {
+            forgotten: Some(broker),
+            ..Proposed::clean(partition.leader, isr)
+        }
+    }
+}
+
+/// `partition` while `broker` restarts with its storage intact: its ISR and
+/// ELR memberships stay; if it led, another live ISR or ELR member leads,
+/// or the partition waits offline for it.
+fn keep_replica(
+    partition: &PartitionImage,
+    broker: BrokerId,
+    live: Liveness<'_>,
+    unclean: bool,
+) -> Proposed {
+    if partition.leader != Some(broker) {
+        return Proposed::unchanged(partition);
+    }
+    choose_leader(partition, &partition.isr, None, live, unclean)
+        .unwrap_or_else(|| Proposed::clean(None, partition.isr.clone()))
+}
+
+/// The ELR of `partition` once its ISR is `new_isr`: empty while the ISR
+/// has `min.insync.replicas` members (acks=all records can then be
+/// acknowledged without the others); otherwise every replica that was
+/// eligible (ISR or ELR) and is not in the new ISR, but `forgotten`.
+fn next_elr(
+    topic: &TopicImage,
+    partition: &PartitionImage,
+    new_isr: &[BrokerId],
+    forgotten: Option<BrokerId>,
+) -> Vec<BrokerId> {
+    if new_isr.len() >= topic.config.min_insync_replicas as usize {
+        return Vec::new();
+    }
+    partition
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| !new_isr.contains(r) && Some(*r) != forgotten && partition.is_eligible(*r))
+        .collect()
+}
+
+/// The new state of `partition` of `topic` as `proposed`, with the ELR
+/// derived and the epochs bumped, or `None` if nothing changes.
+/// `leader_restarted` forces a new leader epoch when the same broker keeps
+/// leading under a new incarnation. `None` too if an epoch would overflow
+/// (after four billion changes), which leaves the partition as it is rather
+/// than wrapping.
+fn finish(
+    topic: &TopicImage,
+    partition: &PartitionImage,
+    proposed: Proposed,
     leader_restarted: bool,
 ) -> Option<PartitionImage> {
+    let Proposed {
+        leader,
+        isr,
+        unclean,
+        forgotten,
+    } = proposed;
+    let elr = if unclean {
+        Vec::new()
+    } else {
+        next_elr(topic, partition, &isr, forgotten)
+    };
     let leader_changed = leader != partition.leader || leader_restarted;
-    if !leader_changed && isr == partition.isr {
+    if !leader_changed && isr == partition.isr && elr == partition.elr {
         return None;
     }
     let leader_epoch = if leader_changed {
@@ -767,6 +936,7 @@ fn finish(
         partition: partition.partition,
         replicas: partition.replicas.clone(),
         isr,
+        elr,
         leader,
         leader_epoch,
         partition_epoch: partition.partition_epoch.checked_add(1)?,
@@ -781,6 +951,7 @@ fn change_record(topic: &TopicImage, new: PartitionImage) -> Record {
         partition: new.partition,
         leader: new.leader,
         isr: new.isr,
+        elr: new.elr,
         leader_epoch: new.leader_epoch,
         partition_epoch: new.partition_epoch,
     }
@@ -790,6 +961,7 @@ fn change_record(topic: &TopicImage, new: PartitionImage) -> Record {
 /// if it already leads.
 fn preferred_leader_change(
     image: &MetadataImage,
+    topic: &TopicImage,
     partition: &PartitionImage,
 ) -> Result<Option<PartitionImage>, PreferredLeaderProblem> {
     let preferred = partition
@@ -805,9 +977,9 @@ fn preferred_leader_change(
         return Err(PreferredLeaderProblem::NotInIsr { broker: preferred });
     }
     Ok(finish(
+        topic,
         partition,
-        Some(preferred),
-        partition.isr.clone(),
+        Proposed::clean(Some(preferred), partition.isr.clone()),
         false,
     ))
 }
@@ -831,10 +1003,12 @@ fn isr_problem(
     if let Some(broker) = new_isr.iter().copied().find(|b| !partition.is_replica(*b)) {
         return Some(IsrProblem::NotAReplica { broker });
     }
+    // A fenced broker may not join the ISR (KIP-841); one already in it
+    // (restarting with intact storage) may stay while it catches up.
     new_isr
         .iter()
         .copied()
-        .find(|b| !image.is_live(*b))
+        .find(|b| !image.is_live(*b) && !partition.is_in_isr(*b))
         .map(|broker| IsrProblem::Fenced { broker })
 }
 

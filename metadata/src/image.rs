@@ -27,8 +27,10 @@
 //! - Topics are keyed by their name; topic ids are non-zero and unique.
 //! - Partition `i` of a topic is at index `i`; every partition has at least
 //!   one replica, all distinct registered brokers, the same count in every
-//!   partition of the topic; its ISR is a non-empty subset of its replicas;
-//!   its leader, if any, is in the ISR.
+//!   partition of the topic; its ISR is a subset of its replicas, empty only
+//!   while the partition is offline; its ELR is a subset of its replicas
+//!   disjoint from the ISR; its leader, if any, is in the ISR.
+//! - A broker registered `catching_up` is fenced until its first unfence.
 //! - A record that no longer fits (a stale epoch, a deleted topic, a state
 //!   that would break the rules above) leaves the image unchanged except for
 //!   the offset, and says why in [`ApplyOutcome::Skipped`].
@@ -74,9 +76,33 @@ pub struct BrokerRegistration {
     /// The epoch of its current incarnation; requests from an older one are
     /// refused as stale.
     pub broker_epoch: u64,
-    /// Whether its lease expired. A fenced broker leads nothing and is in no
-    /// ISR, except as the last member of an offline partition's ISR.
+    /// Whether its lease expired, or it is still catching up. A fenced
+    /// broker leads nothing and is in no ISR, except as the last member of
+    /// an offline partition's ISR.
     pub fenced: bool,
+    /// Registered, but not yet caught up with the metadata log as of its
+    /// registration (KIP-631): fenced, and shown as "catching up".
+    #[serde(default)]
+    pub catching_up: bool,
+    /// The metadata offset of the registration record: the broker is
+    /// caught up once it has applied this far.
+    #[serde(default)]
+    pub registered_offset: u64,
+    /// The id of its log directory (KIP-858); `None` for registrations
+    /// written before directory ids existed.
+    #[serde(default)]
+    pub directory_id: Option<String>,
+}
+
+impl BrokerRegistration {
+    /// `live`, `catching-up` or `fenced`, for operators.
+    pub fn state(&self) -> &'static str {
+        match (self.fenced, self.catching_up) {
+            (false, _) => "live",
+            (true, true) => "catching-up",
+            (true, false) => "fenced",
+        }
+    }
 }
 
 /// What the image knows about one topic.
@@ -118,8 +144,16 @@ pub struct PartitionImage {
     pub partition: u32,
     /// The brokers holding a replica; the first is the preferred leader.
     pub replicas: Vec<BrokerId>,
-    /// The in-sync replicas: never empty, always a subset of `replicas`.
+    /// The in-sync replicas: a subset of `replicas` holding the leader.
+    /// Empty only while the partition is offline because the last replicas
+    /// known to hold every committed record lost their storage.
     pub isr: Vec<BrokerId>,
+    /// Eligible leader replicas (KIP-966): replicas outside the ISR known
+    /// to hold every record committed with acks=all. They left the ISR while
+    /// it fell below `min.insync.replicas`, so nothing acks=all could be
+    /// acknowledged without them since. Elected when no ISR member is live.
+    #[serde(default)]
+    pub elr: Vec<BrokerId>,
     /// The broker accepting writes; `None` while the partition is offline.
     pub leader: Option<BrokerId>,
     /// Bumped every time leadership changes hands (or the leader restarts),
@@ -149,6 +183,12 @@ impl PartitionImage {
     /// Whether `broker` is in the ISR.
     pub fn is_in_isr(&self, broker: BrokerId) -> bool {
         self.isr.contains(&broker)
+    }
+
+    /// Whether `broker` is known to hold every committed record: in the ISR
+    /// or in the ELR.
+    pub fn is_eligible(&self, broker: BrokerId) -> bool {
+        self.isr.contains(&broker) || self.elr.contains(&broker)
     }
 }
 
@@ -416,6 +456,8 @@ impl MetadataImage {
                 address,
                 rack,
                 broker_epoch,
+                directory_id,
+                catching_up,
             } => {
                 // An epoch of u64::MAX would leave no room for the next one.
                 let next_broker_epoch = broker_epoch
@@ -433,7 +475,10 @@ impl MetadataImage {
                         address: address.clone(),
                         rack: rack.clone(),
                         broker_epoch: *broker_epoch,
-                        fenced: false,
+                        fenced: *catching_up,
+                        catching_up: *catching_up,
+                        registered_offset: self.metadata_offset,
+                        directory_id: directory_id.clone(),
                     },
                 );
                 self.next_broker_epoch = next_broker_epoch;
@@ -456,6 +501,7 @@ impl MetadataImage {
                         partition,
                         replicas: replicas.clone(),
                         isr: replicas.clone(),
+                        elr: Vec::new(),
                         leader: replicas.first().copied(),
                         leader_epoch: 0,
                         partition_epoch: 0,
@@ -483,6 +529,7 @@ impl MetadataImage {
                 partition,
                 leader,
                 isr,
+                elr,
                 leader_epoch,
                 partition_epoch,
             } => {
@@ -507,7 +554,8 @@ impl MetadataImage {
                     partition: *partition,
                     reason,
                 };
-                if let Some(problem) = partition_state_problem(&current.replicas, *leader, isr) {
+                if let Some(problem) = partition_state_problem(&current.replicas, *leader, isr, elr)
+                {
                     return Err(invalid(problem));
                 }
                 if *leader_epoch < current.leader_epoch {
@@ -523,6 +571,7 @@ impl MetadataImage {
                 }
                 current.leader = *leader;
                 current.isr.clone_from(isr);
+                current.elr.clone_from(elr);
                 current.leader_epoch = *leader_epoch;
                 current.partition_epoch = *partition_epoch;
                 Ok(())
@@ -563,6 +612,9 @@ impl MetadataImage {
             });
         }
         registration.fenced = fenced;
+        // Either way the incarnation is no longer catching up: it caught up
+        // (unfenced) or its lease ran out first (fenced for good).
+        registration.catching_up = false;
         Ok(())
     }
 
@@ -705,9 +757,12 @@ impl MetadataImage {
                         partition.partition
                     ));
                 }
-                if let Some(problem) =
-                    partition_state_problem(&partition.replicas, partition.leader, &partition.isr)
-                {
+                if let Some(problem) = partition_state_problem(
+                    &partition.replicas,
+                    partition.leader,
+                    &partition.isr,
+                    &partition.elr,
+                ) {
                     violations.push(format!("partition {name}-{index}: {problem}"));
                 }
             }
@@ -719,13 +774,14 @@ impl MetadataImage {
     }
 }
 
-/// What is wrong with a partition's leader and ISR, if anything.
+/// What is wrong with a partition's leader, ISR and ELR, if anything.
 fn partition_state_problem(
     replicas: &[BrokerId],
     leader: Option<BrokerId>,
     isr: &[BrokerId],
+    elr: &[BrokerId],
 ) -> Option<String> {
-    if isr.is_empty() {
+    if isr.is_empty() && leader.is_some() {
         return Some("the ISR is empty".to_owned());
     }
     if let Some(broker) = first_duplicate(isr) {
@@ -733,6 +789,15 @@ fn partition_state_problem(
     }
     if let Some(broker) = isr.iter().find(|b| !replicas.contains(b)) {
         return Some(format!("ISR member {broker} is not a replica"));
+    }
+    if let Some(broker) = first_duplicate(elr) {
+        return Some(format!("the ELR lists broker {broker} twice"));
+    }
+    if let Some(broker) = elr.iter().find(|b| !replicas.contains(b)) {
+        return Some(format!("ELR member {broker} is not a replica"));
+    }
+    if let Some(broker) = elr.iter().find(|b| isr.contains(b)) {
+        return Some(format!("broker {broker} is in both the ISR and the ELR"));
     }
     match leader {
         Some(leader) if !isr.contains(&leader) => {
@@ -763,6 +828,8 @@ mod tests {
             address: format!("node{id}:9092"),
             rack: None,
             broker_epoch,
+            directory_id: None,
+            catching_up: false,
         }
     }
 
@@ -790,6 +857,7 @@ mod tests {
             partition,
             leader: leader.map(BrokerId),
             isr: isr.iter().copied().map(BrokerId).collect(),
+            elr: Vec::new(),
             leader_epoch,
             partition_epoch,
         }
@@ -875,6 +943,8 @@ mod tests {
                 address: "elsewhere:9092".to_owned(),
                 rack: Some("r1".to_owned()),
                 broker_epoch: 2,
+                directory_id: None,
+                catching_up: false,
             },
         );
         let broker = image.broker(b(7)).unwrap();
@@ -963,6 +1033,7 @@ mod tests {
                 partition: 1,
                 replicas: vec![b(2), b(3), b(1)],
                 isr: vec![b(2), b(3), b(1)],
+                elr: Vec::new(),
                 leader: Some(b(2)),
                 leader_epoch: 0,
                 partition_epoch: 0,
@@ -1100,6 +1171,7 @@ mod tests {
             partition: 0,
             leader: Some(b(2)),
             isr: vec![b(2)],
+            elr: Vec::new(),
             leader_epoch: 3,
             partition_epoch: 2,
         };
@@ -1239,6 +1311,7 @@ mod tests {
                 partition: u32::MAX,
                 leader: Some(b(1)),
                 isr: vec![b(1)],
+                elr: Vec::new(),
                 leader_epoch: u32::MAX,
                 partition_epoch: u32::MAX,
             },

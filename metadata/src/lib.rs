@@ -46,9 +46,9 @@ pub use config::{CleanupPolicy, ConfigError, TopicConfig};
 pub use controller::{
     alter_partition, alter_topic_config, create_topic, delete_topic, elect_leader,
     elect_preferred_leaders, fence_broker, register_broker, unfence_broker, AlterPartitionRequest,
-    AlterTopicConfigResponse, ControllerResult, CreateTopicResponse, DeleteTopicResponse,
-    ElectLeaderResponse, ElectLeadersResponse, FenceBrokerResponse, RegisterBrokerResponse,
-    UnfenceBrokerResponse, MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LENGTH,
+    AlterTopicConfigResponse, BrokerRegistrationRequest, ControllerResult, CreateTopicResponse,
+    DeleteTopicResponse, ElectLeaderResponse, ElectLeadersResponse, FenceBrokerResponse,
+    RegisterBrokerResponse, UnfenceBrokerResponse, MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LENGTH,
 };
 pub use error::{ControllerError, ErrorKind, IsrProblem, PreferredLeaderProblem, TopicNameProblem};
 pub use ids::{BrokerId, TopicId, TopicIdParseError, TopicPartition};

@@ -29,7 +29,10 @@ use crate::ids::{BrokerId, TopicId};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
     /// A broker joined, or re-joined with a new incarnation. Replaces any
-    /// earlier registration of the same id; the broker starts unfenced.
+    /// earlier registration of the same id. With `catching_up` the broker
+    /// starts fenced and is unfenced once its heartbeats show it has applied
+    /// the metadata log up to this record (KIP-631); records written before
+    /// that field existed register the broker unfenced.
     RegisterBroker {
         /// The broker's configured id.
         id: BrokerId,
@@ -41,6 +44,13 @@ pub enum Record {
         /// and larger than every earlier one (see
         /// [`MetadataImage::next_broker_epoch`](crate::MetadataImage::next_broker_epoch)).
         broker_epoch: u64,
+        /// The id of the broker's log directory (KIP-858): a different id
+        /// than the previous registration's means its storage was replaced.
+        #[serde(default)]
+        directory_id: Option<String>,
+        /// The broker starts fenced, catching up with the metadata log.
+        #[serde(default)]
+        catching_up: bool,
     },
     /// The broker's lease expired: it may no longer lead or be in an ISR.
     FenceBroker {
@@ -87,9 +97,14 @@ pub enum Record {
         partition: u32,
         /// The new leader; `None` leaves the partition offline.
         leader: Option<BrokerId>,
-        /// The new in-sync replica set: never empty, a subset of the
-        /// replicas, containing the leader if there is one.
+        /// The new in-sync replica set: a subset of the replicas containing
+        /// the leader; empty only while the partition is offline and no
+        /// replica is known to hold every committed record.
         isr: Vec<BrokerId>,
+        /// The new eligible leader replicas (KIP-966): replicas outside the
+        /// ISR known to hold every committed record.
+        #[serde(default)]
+        elr: Vec<BrokerId>,
         /// The new leader epoch: bumped whenever leadership changes hands.
         leader_epoch: u32,
         /// The new partition epoch: the current one plus one.
@@ -134,6 +149,8 @@ mod tests {
                 address: "node1:9092".to_owned(),
                 rack: Some("eu-west-1a".to_owned()),
                 broker_epoch: 3,
+                directory_id: Some("d1".to_owned()),
+                catching_up: true,
             },
             Record::FenceBroker {
                 id: BrokerId(1),
@@ -162,6 +179,7 @@ mod tests {
                 partition: 1,
                 leader: None,
                 isr: vec![BrokerId(2)],
+                elr: vec![BrokerId(1)],
                 leader_epoch: 4,
                 partition_epoch: 9,
             },
@@ -203,6 +221,24 @@ mod tests {
             r#"{"DeleteTopic":{"name":"x","topic_id":"zz"}}"#,
         ] {
             assert!(serde_json::from_str::<Record>(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn records_written_before_the_new_fields_still_decode() {
+        let old = r#"{"RegisterBroker":{"id":1,"address":"a:1","rack":null,"broker_epoch":2}}"#;
+        match serde_json::from_str::<Record>(old).unwrap() {
+            Record::RegisterBroker {
+                directory_id,
+                catching_up,
+                ..
+            } => assert_eq!((directory_id, catching_up), (None, false)),
+            other => panic!("{other:?}"),
+        }
+        let old = r#"{"PartitionChange":{"topic":"t","topic_id":"00000000000000000000000000000007","partition":0,"leader":1,"isr":[1],"leader_epoch":1,"partition_epoch":1}}"#;
+        match serde_json::from_str::<Record>(old).unwrap() {
+            Record::PartitionChange { elr, .. } => assert!(elr.is_empty()),
+            other => panic!("{other:?}"),
         }
     }
 }

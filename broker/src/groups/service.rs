@@ -29,8 +29,18 @@ pub struct GroupsRpc {
 }
 
 impl GroupsRpc {
-    pub fn server(coord: Arc<GroupCoordinator>) -> GroupsServer<Self> {
-        GroupsServer::new(Self { coord })
+    /// The service, behind the node's readiness gate (KIP-631).
+    pub fn server(
+        coord: Arc<GroupCoordinator>,
+    ) -> tonic::service::interceptor::InterceptedService<
+        GroupsServer<Self>,
+        rivulet_metadata::quorum::ReadyGate,
+    > {
+        let gate = rivulet_metadata::quorum::ReadyGate(Arc::clone(&coord.quorum));
+        tonic::service::interceptor::InterceptedService::new(
+            GroupsServer::new(Self { coord }),
+            gate,
+        )
     }
 
     fn topic_counts(&self) -> impl Fn(&str) -> Option<u32> {

@@ -69,6 +69,10 @@ pub enum LogError {
     /// A log configuration value is out of range.
     #[error("invalid log config: {0}")]
     InvalidConfig(String),
+    /// The log directory's id file is unreadable: the directory cannot be
+    /// told apart from new storage.
+    #[error("unknown log directory identity: {0}")]
+    UnknownDirectory(String),
     /// The file system failed; the log may be unusable until restarted.
     #[error("cannot {op} {}: {error}", .path.display())]
     Io {

@@ -29,6 +29,7 @@
 
 pub mod batch;
 mod checkpoint;
+mod directory;
 mod epoch;
 mod error;
 mod file;
@@ -46,6 +47,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use batch::{AppendOrigin, RecordInput};
+pub use directory::{open_log_directory, LogDirectory, DIRECTORY_ID_FILE};
 pub use error::LogError;
 pub use file::{Clock, FileLog, FileLogStats};
 pub use memory::MemoryLog;

@@ -91,7 +91,8 @@ impl PartitionError {
                 LogError::StaleLeaderEpoch { .. } => ErrorCode::NotLeaderOrFollower,
                 LogError::NonContiguousAppend { .. }
                 | LogError::TruncateBelowStart { .. }
-                | LogError::InvalidConfig(_) => ErrorCode::UnknownServerError,
+                | LogError::InvalidConfig(_)
+                | LogError::UnknownDirectory(_) => ErrorCode::UnknownServerError,
                 LogError::TruncatedBeforeDurable { .. } => ErrorCode::NotLeaderOrFollower,
                 LogError::Io { .. } => ErrorCode::KafkaStorageError,
             },

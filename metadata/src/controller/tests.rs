@@ -40,13 +40,35 @@ fn decide<R>(
     result.response
 }
 
-/// An image with brokers 1..=n registered (epochs 1..=n), no topics.
+/// A registration of broker `id` with its directory `dir-<id>` and fsynced
+/// logs.
+fn reg(id: u64, address: &str, rack: Option<&str>) -> BrokerRegistrationRequest {
+    BrokerRegistrationRequest {
+        id: b(id),
+        address: address.to_owned(),
+        rack: rack.map(str::to_owned),
+        directory_id: Some(format!("dir-{id}")),
+        log_fsynced: true,
+    }
+}
+
+/// Registers `request` and, once it caught up, unfences it.
+#[track_caller]
+fn join(image: &mut MetadataImage, request: BrokerRegistrationRequest) -> RegisterBrokerResponse {
+    let id = request.id;
+    let response = decide(image, |img| register_broker(img, request));
+    decide(image, |img| {
+        unfence_broker(img, id, response.broker_epoch).unwrap()
+    });
+    response
+}
+
+/// An image with brokers 1..=n registered and caught up (epochs 1..=n), no
+/// topics.
 fn cluster(n: u64) -> MetadataImage {
     let mut image = MetadataImage::new("test-cluster");
     for id in 1..=n {
-        decide(&mut image, |img| {
-            register_broker(img, b(id), format!("node{id}:9092"), None)
-        });
+        join(&mut image, reg(id, &format!("node{id}:9092"), None));
     }
     image
 }
@@ -92,6 +114,7 @@ fn state(
         partition: index,
         replicas: bs(replicas),
         isr: bs(isr),
+        elr: Vec::new(),
         leader: leader.map(BrokerId),
         leader_epoch,
         partition_epoch,
@@ -133,18 +156,25 @@ fn tp(topic: &str, partition: u32) -> TopicPartition {
 #[test]
 fn register_broker_gives_increasing_unique_epochs() {
     let mut image = MetadataImage::new("c");
-    let first = decide(&mut image, |img| register_broker(img, b(5), "a:1", None));
+    let first = decide(&mut image, |img| register_broker(img, reg(5, "a:1", None)));
     let second = decide(&mut image, |img| {
-        register_broker(img, b(6), "b:1", Some("r1".to_owned()))
+        register_broker(img, reg(6, "b:1", Some("r1")))
     });
     assert_eq!(first.broker_epoch, 1);
     assert_eq!(second.broker_epoch, 2);
     assert!(first.changed.is_empty());
     let broker = image.broker(b(6)).unwrap();
     assert_eq!(broker.rack.as_deref(), Some("r1"));
-    assert!(!broker.fenced);
+    // KIP-631: fenced, catching up, until its heartbeats show it applied
+    // the log up to its registration.
+    assert!(broker.fenced && broker.catching_up, "{broker:?}");
+    assert_eq!(broker.state(), "catching-up");
+    assert_eq!(broker.registered_offset, image.metadata_offset());
+    assert_eq!(broker.directory_id.as_deref(), Some("dir-6"));
+    decide(&mut image, |img| unfence_broker(img, b(6), 2).unwrap());
+    assert_eq!(image.broker(b(6)).unwrap().state(), "live");
     // Re-registration: a new epoch, the same id.
-    let third = decide(&mut image, |img| register_broker(img, b(5), "a:2", None));
+    let third = decide(&mut image, |img| register_broker(img, reg(5, "a:2", None)));
     assert_eq!(third.broker_epoch, 3);
     assert_eq!(image.broker(b(5)).unwrap().address, "a:2");
     assert_eq!(image.brokers().len(), 2);
@@ -153,7 +183,7 @@ fn register_broker_gives_increasing_unique_epochs() {
 #[test]
 fn register_broker_record_carries_the_request() {
     let image = MetadataImage::new("c");
-    let result = register_broker(&image, b(1), "h:9092", Some("rack-a".to_owned()));
+    let result = register_broker(&image, reg(1, "h:9092", Some("rack-a")));
     assert_eq!(
         result.records,
         vec![Record::RegisterBroker {
@@ -161,70 +191,243 @@ fn register_broker_record_carries_the_request() {
             address: "h:9092".to_owned(),
             rack: Some("rack-a".to_owned()),
             broker_epoch: 1,
+            directory_id: Some("dir-1".to_owned()),
+            catching_up: true,
         }]
     );
 }
 
 #[test]
-fn re_registering_a_live_leader_moves_leadership_and_isr() {
+fn re_registering_a_live_leader_with_intact_storage_moves_only_leadership() {
     let mut image = cluster(3);
     create(&mut image, "t", 3, 3, &[]);
     let response = decide(&mut image, |img| {
-        register_broker(img, b(1), "node1:9093", None)
+        register_broker(img, reg(1, "node1:9093", None))
     });
     assert_eq!(response.broker_epoch, 4);
+    assert!(!response.storage_replaced);
+    assert_eq!(response.changed, vec![tp("t", 0)]);
+    // Partition 0 was led by 1: the next ISR member in replica order leads;
+    // 1 keeps its place (its fsynced log holds all it acknowledged).
+    assert_eq!(
+        partition(&image, "t", 0),
+        state(0, &[1, 2, 3], Some(2), &[1, 2, 3], 1, 1)
+    );
+    assert_eq!(
+        partition(&image, "t", 1),
+        state(1, &[2, 3, 1], Some(2), &[2, 3, 1], 0, 0)
+    );
+    // The registration is the last record, and the new incarnation is not
+    // live (it leads nothing) until it caught up.
+    assert!(!image.is_live(b(1)));
+    assert_eq!(image.broker(b(1)).unwrap().state(), "catching-up");
+}
+
+#[test]
+fn re_registering_with_unflushed_logs_leaves_the_isrs() {
+    let mut image = cluster(3);
+    create(&mut image, "t", 3, 3, &[]);
+    let request = BrokerRegistrationRequest {
+        log_fsynced: false,
+        ..reg(1, "node1:9093", None)
+    };
+    let response = decide(&mut image, |img| register_broker(img, request));
     assert_eq!(response.changed, vec![tp("t", 0), tp("t", 1), tp("t", 2)]);
-    // Partition 0 was led by 1: the next ISR member in replica order leads.
     assert_eq!(
         partition(&image, "t", 0),
         state(0, &[1, 2, 3], Some(2), &[2, 3], 1, 1)
-    );
-    // Elsewhere 1 only leaves the ISR; it rejoins once caught up.
-    assert_eq!(
-        partition(&image, "t", 1),
-        state(1, &[2, 3, 1], Some(2), &[2, 3], 0, 1)
     );
     assert_eq!(
         partition(&image, "t", 2),
         state(2, &[3, 1, 2], Some(3), &[3, 2], 0, 1)
     );
-    // The registration is the last record: no moment shows the new
-    // incarnation as leader under the old epoch.
-    assert!(image.is_live(b(1)));
 }
 
 #[test]
-fn re_registering_the_sole_replica_keeps_it_leader_under_a_new_epoch() {
+fn re_registering_the_sole_replica_waits_offline_then_leads_under_a_new_epoch() {
     let mut image = cluster(2);
     create(&mut image, "solo", 1, 1, &[]);
     let leader = partition(&image, "solo", 0).leader.unwrap();
-    let result = register_broker(&image, leader, "again:1", None);
+    let result = register_broker(&image, reg(leader.0, "again:1", None));
     assert!(matches!(
         result.records.last(),
         Some(Record::RegisterBroker { .. })
     ));
-    decide(&mut image, |_| result);
+    let epoch = decide(&mut image, |_| result).broker_epoch;
     assert_eq!(
         partition(&image, "solo", 0),
-        state(0, &[leader.0], Some(leader.0), &[leader.0], 1, 1)
+        state(0, &[leader.0], None, &[leader.0], 1, 1)
+    );
+    let elected = decide(&mut image, |img| {
+        unfence_broker(img, leader, epoch).unwrap()
+    });
+    assert_eq!(elected.elected, vec![tp("solo", 0)]);
+    assert_eq!(
+        partition(&image, "solo", 0),
+        state(0, &[leader.0], Some(leader.0), &[leader.0], 2, 2)
     );
 }
 
 #[test]
-fn re_registering_a_fenced_broker_restores_its_offline_partitions() {
+fn re_registering_a_fenced_broker_restores_its_offline_partitions_once_caught_up() {
     let mut image = cluster(2);
     create(&mut image, "solo", 1, 1, &[]);
     let leader = partition(&image, "solo", 0).leader.unwrap();
     fence(&mut image, leader.0);
     assert!(partition(&image, "solo", 0).is_offline());
     let response = decide(&mut image, |img| {
-        register_broker(img, leader, "again:1", None)
+        register_broker(img, reg(leader.0, "again:1", None))
     });
-    assert_eq!(response.changed, vec![tp("solo", 0)]);
+    assert!(response.changed.is_empty());
+    assert!(partition(&image, "solo", 0).is_offline());
+    decide(&mut image, |img| {
+        unfence_broker(img, leader, response.broker_epoch).unwrap()
+    });
     assert_eq!(
         partition(&image, "solo", 0),
         state(0, &[leader.0], Some(leader.0), &[leader.0], 2, 2)
     );
+}
+
+#[test]
+fn a_broker_that_dies_while_catching_up_gives_up_its_isr_places() {
+    let mut image = cluster(3);
+    create(&mut image, "t", 1, 3, &[]);
+    decide(&mut image, |img| {
+        register_broker(img, reg(3, "node3:1", None))
+    });
+    assert_eq!(partition(&image, "t", 0).isr, bs(&[1, 2, 3]));
+    fence(&mut image, 3);
+    assert_eq!(partition(&image, "t", 0).isr, bs(&[1, 2]));
+    assert_eq!(image.broker(b(3)).unwrap().state(), "fenced");
+}
+
+#[test]
+fn a_replaced_disk_is_never_elected_over_the_copies_that_hold_the_data() {
+    // The last ISR member comes back with a new, empty directory: it leaves
+    // the ISR (which empties) and the partition stays offline rather than
+    // electing it; unfencing it elects nothing.
+    let mut image = cluster(3);
+    create(&mut image, "t", 1, 3, &[("min.insync.replicas", "2")]);
+    fence(&mut image, 1);
+    fence(&mut image, 2);
+    fence(&mut image, 3);
+    let p = partition(&image, "t", 0);
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.elr.clone()),
+        (None, bs(&[3]), bs(&[2]))
+    );
+    let wiped = BrokerRegistrationRequest {
+        directory_id: Some("new-disk".to_owned()),
+        ..reg(3, "node3:1", None)
+    };
+    let response = join(&mut image, wiped);
+    assert!(response.storage_replaced);
+    let p = partition(&image, "t", 0);
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.elr.clone()),
+        (None, vec![], bs(&[2]))
+    );
+    // The ELR member comes back: it leads, alone, under a new epoch.
+    join(&mut image, reg(2, "node2:1", None));
+    let p = partition(&image, "t", 0);
+    assert_eq!((p.leader, p.isr.clone()), (Some(b(2)), bs(&[2])));
+}
+
+/// Every order of `items`.
+fn permutations(items: &[u64]) -> Vec<Vec<u64>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    let mut out = Vec::new();
+    for (i, first) in items.iter().enumerate() {
+        let mut rest = items.to_vec();
+        rest.remove(i);
+        for mut tail in permutations(&rest) {
+            tail.insert(0, *first);
+            out.push(tail);
+        }
+    }
+    out
+}
+
+#[test]
+fn whole_cluster_restarts_with_one_disk_replaced_never_elect_the_empty_replica() {
+    // The reproduction, on the decisions alone: RF 3, min.insync 2,
+    // every node stops (a power loss: nobody fenced; or graceful stops in
+    // order), one node's directory is replaced, and the nodes come back in
+    // every order, with fsynced logs or not. Whatever the order, no
+    // partition is ever led by the replaced replica, and once every node is
+    // back every partition is led by a replica with intact storage.
+    for graceful in [false, true] {
+        for fsynced in [true, false] {
+            for wiped in 1..=3 {
+                for order in permutations(&[1, 2, 3]) {
+                    let case = format!(
+                        "graceful={graceful} fsynced={fsynced} wiped={wiped} order={order:?}"
+                    );
+                    let mut image = cluster(3);
+                    create(&mut image, "t", 3, 3, &[("min.insync.replicas", "2")]);
+                    if graceful {
+                        for id in 1..=3 {
+                            decide(&mut image, |img| shut_down_broker(img, b(id)).unwrap());
+                            fence(&mut image, id);
+                        }
+                    }
+                    let mut epochs = Vec::new();
+                    for id in &order {
+                        let request = BrokerRegistrationRequest {
+                            directory_id: Some(if *id == wiped {
+                                "replaced".to_owned()
+                            } else {
+                                format!("dir-{id}")
+                            }),
+                            log_fsynced: fsynced,
+                            ..reg(*id, &format!("node{id}:1"), None)
+                        };
+                        let r = decide(&mut image, |img| register_broker(img, request));
+                        epochs.push((*id, r.broker_epoch));
+                        // Until it re-registers, the image names the old
+                        // incarnation, which held the data; from then on the
+                        // replaced replica is neither leader nor eligible.
+                        if epochs.iter().any(|(e, _)| *e == wiped) {
+                            for (_, p) in image.partitions() {
+                                assert_ne!(p.leader, Some(b(wiped)), "{case}: {p:?}");
+                                assert!(!p.is_eligible(b(wiped)), "{case}: {p:?}");
+                            }
+                        }
+                    }
+                    for (id, epoch) in epochs {
+                        decide(&mut image, |img| unfence_broker(img, b(id), epoch).unwrap());
+                        for (_, p) in image.partitions() {
+                            assert_ne!(p.leader, Some(b(wiped)), "{case}: {p:?}");
+                            assert!(!p.is_eligible(b(wiped)), "{case}: {p:?}");
+                        }
+                    }
+                    for (_, p) in image.partitions() {
+                        assert!(p.leader.is_some(), "{case}: offline {p:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn elr_follows_the_isr_below_min_insync() {
+    let mut image = cluster(3);
+    create(&mut image, "t", 1, 3, &[("min.insync.replicas", "2")]);
+    fence(&mut image, 3);
+    // ISR [1, 2] has min.insync members: acks=all can go on without 3.
+    assert!(partition(&image, "t", 0).elr.is_empty());
+    fence(&mut image, 2);
+    // ISR [1] is below: nothing acks=all is acknowledged without 2 now.
+    let p = partition(&image, "t", 0);
+    assert_eq!((p.isr.clone(), p.elr.clone()), (bs(&[1]), bs(&[2])));
+    unfence(&mut image, 3);
+    // 3 rejoining the ISR brings it back to min.insync: the ELR empties.
+    set_isr(&mut image, "t", 0, &[1, 3]);
+    assert!(partition(&image, "t", 0).elr.is_empty());
 }
 
 // ---------------------------------------------------------------- fence
@@ -546,9 +749,7 @@ fn placement_uses_only_unfenced_brokers() {
 fn placement_puts_replicas_in_different_racks() {
     let mut image = MetadataImage::new("c");
     for (id, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b")] {
-        decide(&mut image, |img| {
-            register_broker(img, b(id), format!("n{id}:1"), Some(rack.to_owned()))
-        });
+        join(&mut image, reg(id, &format!("n{id}:1"), Some(rack)));
     }
     let config = pairs(&[]);
     let response = decide(&mut image, |img| {
@@ -1050,14 +1251,23 @@ fn decisions_applied_give_the_expected_image_on_every_node() {
         alter_topic_config(img, "orders", &change).unwrap()
     });
 
+    // 3 fenced: ISR [1, 2] (min.insync 2, no ELR); 2 fenced: ISR [1], and
+    // 2 eligible (nothing acks=all was acknowledged without it since).
     assert_eq!(
         partition(&image, "orders", 0),
-        state(0, &[1, 2, 3], Some(1), &[1], 0, 2)
+        PartitionImage {
+            elr: bs(&[2]),
+            ..state(0, &[1, 2, 3], Some(1), &[1], 0, 2)
+        }
     );
-    // Led by 2, ISR [2, 3]; 3 fenced: ISR [2]; 2 fenced: offline, ISR [2].
+    // Led by 2, ISR [2, 3]; 3 fenced: ISR [2], ELR [3]; 2 fenced: offline,
+    // ISR [2]; 3 back: an ELR member, it leads alone, 2 eligible.
     assert_eq!(
         partition(&image, "orders", 1),
-        state(1, &[2, 3, 1], None, &[2], 1, 3)
+        PartitionImage {
+            elr: bs(&[2]),
+            ..state(1, &[2, 3, 1], Some(3), &[3], 2, 4)
+        }
     );
     // audit's only replica, 3, was fenced (offline) and came back.
     assert_eq!(
@@ -1066,7 +1276,7 @@ fn decisions_applied_give_the_expected_image_on_every_node() {
     );
     assert_eq!(image.topic("orders").unwrap().config.retention_ms, None);
     assert_eq!(image.live_broker_ids(), bs(&[1, 3]));
-    assert_eq!(image.offline_partitions(), vec![tp("orders", 1)]);
+    assert!(image.offline_partitions().is_empty());
 
     // Replay everything on a fresh node from a log built the same way.
     let mut log = Vec::new();
@@ -1078,7 +1288,9 @@ fn decisions_applied_give_the_expected_image_on_every_node() {
         }
     };
     for id in 1..=3 {
-        let result = register_broker(&leader_view, b(id), format!("node{id}:9092"), None);
+        let result = register_broker(&leader_view, reg(id, &format!("node{id}:9092"), None));
+        record(&mut leader_view, result.records);
+        let result = unfence_broker(&leader_view, b(id), id).unwrap();
         record(&mut leader_view, result.records);
     }
     let result = create_topic(
@@ -1138,8 +1350,8 @@ fn racing_decisions_are_caught_by_apply() {
     }
     assert_eq!(image.partition("t", 0).cloned(), before);
 
-    let first = register_broker(&image, b(7), "x:1", None);
-    let second = register_broker(&image, b(8), "y:1", None);
+    let first = register_broker(&image, reg(7, "x:1", None));
+    let second = register_broker(&image, reg(8, "y:1", None));
     decide(&mut image, |_| first);
     assert!(second.records.iter().all(|r| !image.apply(r).is_applied()));
     assert!(image.broker(b(8)).is_none());
@@ -1162,7 +1374,7 @@ fn a_reregistering_broker_never_keeps_leading_its_old_epoch() {
         // The image refuses the inconsistent state outright: nothing to guard.
         return;
     }
-    let result = register_broker(&image, leader, "again:9092", None);
+    let result = register_broker(&image, reg(leader.0, "again:9092", None));
     for record in &result.records {
         let _ = image.apply(record);
     }

@@ -31,6 +31,12 @@ pub struct BrokerIdentity {
     pub address: String,
     /// Optional rack, for rack-aware placement.
     pub rack: Option<String>,
+    /// The id of the node's log directory (KIP-858).
+    pub directory_id: String,
+    /// The log directory was created by this start (empty storage).
+    pub new_directory: bool,
+    /// Every acknowledged append is fsynced first (`--flush always`).
+    pub log_fsynced: bool,
 }
 
 /// A controller client for `addr`.
@@ -48,6 +54,48 @@ fn any_controller(quorum: &Quorum, attempt: usize) -> String {
     }
     let voters: Vec<&String> = quorum.config.voters.values().collect();
     voters[attempt % voters.len().max(1)].clone()
+}
+
+/// Logs when this node's image holds its registration `epoch` (it has caught
+/// up with the metadata log as of its registration and serves clients), and
+/// what a new, empty log directory will re-fetch.
+fn announce_ready(
+    quorum: &Arc<Quorum>,
+    identity: &BrokerIdentity,
+    epoch: u64,
+    cancel: &CancellationToken,
+) {
+    let quorum = Arc::clone(quorum);
+    let new_directory = identity.new_directory;
+    let cancel = cancel.clone();
+    let me = crate::BrokerId(quorum.node_id());
+    tokio::spawn(async move {
+        let wait = quorum.wait_for_image(Duration::from_secs(3600), |img| {
+            img.broker(me).is_some_and(|b| b.broker_epoch == epoch)
+        });
+        let image = tokio::select! {
+            _ = cancel.cancelled() => return,
+            image = wait => image,
+        };
+        let Some(image) = image else { return };
+        info!(
+            broker_epoch = epoch,
+            metadata_offset = image.metadata_offset(),
+            since_start_ms = quorum.started.elapsed().as_millis() as u64,
+            "ready: caught up with the metadata log; serving clients"
+        );
+        let hosted = image.partitions_replicated_on(me);
+        if new_directory && !hosted.is_empty() {
+            let names: Vec<String> = hosted.iter().take(20).map(ToString::to_string).collect();
+            warn!(
+                partitions = hosted.len(),
+                first = %names.join(", "),
+                "this node started with an empty data directory while the cluster holds \
+                 replicas assigned to it: it will re-fetch them from their leaders and \
+                 stays out of their ISRs (not eligible to lead) until caught up"
+            );
+        }
+    });
 }
 
 /// Runs until `cancel`: learner join, registration, heartbeats.
@@ -105,6 +153,8 @@ pub async fn run_broker_lifecycle(
                     broker_id: id,
                     address: identity.address.clone(),
                     rack: identity.rack.clone(),
+                    directory_id: identity.directory_id.clone(),
+                    log_fsynced: identity.log_fsynced,
                 };
                 match c.register_broker(req).await {
                     Ok(r) if r.get_ref().error_code == i32::from(ErrorCode::None) => {
@@ -119,8 +169,12 @@ pub async fn run_broker_lifecycle(
                 _ = tokio::time::sleep(retry) => {}
             }
         };
-        info!(broker_epoch = epoch, "registered with the controller");
+        info!(
+            broker_epoch = epoch,
+            "registered with the controller; catching up with the metadata log"
+        );
         quorum.registered.send_replace(Some(epoch));
+        announce_ready(&quorum, &identity, epoch, &cancel);
 
         // Heartbeats, on one stream to the active controller at a time.
         let every = Duration::from_millis(quorum.config.timing.broker_heartbeat_ms);

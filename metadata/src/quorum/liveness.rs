@@ -103,9 +103,13 @@ pub async fn run_controller_duties(quorum: Arc<Quorum>, cancel: CancellationToke
                 }
                 last_rebalance = now;
             }
+            // Brokers catching up have leases too: one that dies before it
+            // caught up must give up the ISR places its storage kept.
             image
-                .live_broker_ids()
-                .into_iter()
+                .brokers()
+                .values()
+                .filter(|b| !b.fenced || b.catching_up)
+                .map(|b| b.id)
                 .filter(|id| {
                     let e = leases.expiry.entry(*id).or_insert(now + lease);
                     *e <= now

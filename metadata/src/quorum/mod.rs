@@ -51,7 +51,7 @@ pub use broker::{run_broker_lifecycle, BrokerIdentity};
 pub use liveness::run_controller_duties;
 pub use network::{channel, RaftNetworkClients, RaftRpc};
 pub use node::ControllerNode;
-pub use service::{broker_info, partition_info, topic_info, ControllerRpc};
+pub use service::{broker_info, partition_info, topic_info, ControllerRpc, CATCH_UP_TIMEOUT};
 
 /// Timing of the quorum and of broker liveness.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +171,18 @@ async fn cluster_already_formed(config: &QuorumConfig) -> bool {
     false
 }
 
+/// A tonic interceptor that refuses every request with the retriable
+/// not-ready `UNAVAILABLE` until the node is ready ([`Quorum::check_ready`]);
+/// for the client-facing services.
+#[derive(Debug, Clone)]
+pub struct ReadyGate(pub Arc<Quorum>);
+
+impl tonic::service::Interceptor for ReadyGate {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        self.0.check_ready().map(|()| request)
+    }
+}
+
 /// Why a quorum operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum QuorumError {
@@ -216,7 +228,16 @@ pub struct Quorum {
     storage_failed: std::sync::Mutex<Vec<(String, u32)>>,
     /// Set on SIGTERM: the heartbeats ask for a controlled shutdown.
     shutting_down: std::sync::atomic::AtomicBool,
+    /// When the node started, for the readiness log line.
+    started: std::time::Instant,
 }
+
+/// Metadata key set on the `UNAVAILABLE` a node answers while it is not
+/// ready; clients try another node.
+pub const NOT_READY_KEY: &str = "x-rivulet-not-ready";
+/// Metadata key with other nodes' addresses (comma-separated) a client can
+/// try instead of a node that is not ready.
+pub const TRY_NODES_KEY: &str = "x-rivulet-try-nodes";
 
 impl std::fmt::Debug for Quorum {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -293,6 +314,7 @@ impl Quorum {
             registered: watch::Sender::new(None),
             storage_failed: std::sync::Mutex::new(Vec::new()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            started: std::time::Instant::now(),
         }))
     }
 
@@ -301,6 +323,94 @@ impl Quorum {
     /// never one replayed from an earlier incarnation.
     pub fn registered_epoch(&self) -> watch::Receiver<Option<u64>> {
         self.registered.subscribe()
+    }
+
+    /// Whether this node serves clients: it registered, and its image holds
+    /// that very registration, so it has applied the metadata log at least
+    /// up to it (KIP-631). Until then its image may be the one it had before
+    /// a crash, missing topics and leaders that changed while it was down.
+    pub fn is_ready(&self) -> bool {
+        let Some(epoch) = *self.registered.borrow() else {
+            return false;
+        };
+        self.image
+            .borrow()
+            .broker(crate::BrokerId(self.config.node_id))
+            .is_some_and(|b| b.broker_epoch == epoch)
+    }
+
+    /// `Ok` when the node is ready, else the retriable `UNAVAILABLE` status a
+    /// client request gets: marked with [`NOT_READY_KEY`] and naming other
+    /// nodes to try in [`TRY_NODES_KEY`].
+    #[allow(clippy::result_large_err)]
+    pub fn check_ready(&self) -> Result<(), tonic::Status> {
+        if self.is_ready() {
+            return Ok(());
+        }
+        let mut status = tonic::Status::unavailable(format!(
+            "node {} is not ready: it is catching up with the metadata log \
+             (applied offset {}); try another node",
+            self.config.node_id,
+            self.image.borrow().metadata_offset()
+        ));
+        let metadata = status.metadata_mut();
+        metadata.insert(
+            NOT_READY_KEY,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        let others: Vec<String> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.config.node_id)
+            .map(|(_, n)| n.addr.clone())
+            .collect();
+        if let Ok(v) = others.join(",").parse() {
+            metadata.insert(TRY_NODES_KEY, v);
+        }
+        Err(status)
+    }
+
+    /// Waits (up to `timeout`) until this node's image holds everything the
+    /// active controller had committed when asked, so a read right after a
+    /// write made through another node sees it. Returns whether it did.
+    pub async fn catch_up_with_controller(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        if self.is_leader() {
+            return tokio::time::timeout(timeout, self.raft.ensure_linearizable())
+                .await
+                .is_ok_and(|r| r.is_ok());
+        }
+        let Some((_, addr)) = self.leader() else {
+            return false;
+        };
+        use rivulet_proto::v1::controller_client::ControllerClient;
+        use rivulet_proto::v1::DescribeClusterRequest;
+        let Ok(channel) = network::channel(&addr, Duration::from_millis(300)) else {
+            return false;
+        };
+        let mut req = tonic::Request::new(DescribeClusterRequest {});
+        req.set_timeout(timeout);
+        req.metadata_mut().insert(
+            service::FORWARDED,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        let Ok(Ok(answer)) = tokio::time::timeout(
+            timeout,
+            ControllerClient::new(channel).describe_cluster(req),
+        )
+        .await
+        else {
+            return false;
+        };
+        let target = answer.into_inner().metadata_offset;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.wait_for_image(left, |img| img.metadata_offset() >= target)
+            .await
+            .is_some()
     }
 
     /// Sets the replicas this broker cannot write (its data plane calls this;

@@ -35,8 +35,13 @@ use crate::error::{ControllerError, ErrorKind};
 use crate::ids::{BrokerId, TopicId, TopicPartition};
 use crate::image::{BrokerRegistration, PartitionImage, TopicImage};
 
-/// Metadata key marking a request a node already forwarded.
-const FORWARDED: &str = "x-rivulet-forwarded";
+/// Metadata key marking a request a node already forwarded (and a
+/// node-to-node catch-up check).
+pub(crate) const FORWARDED: &str = "x-rivulet-forwarded";
+
+/// How long a read for an unknown name waits to catch up with the active
+/// controller before answering "unknown".
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The wire code for a controller refusal.
 pub(crate) fn error_code(kind: ErrorKind) -> ErrorCode {
@@ -83,6 +88,8 @@ pub fn broker_info(b: &BrokerRegistration) -> BrokerInfo {
         rack: b.rack.clone(),
         broker_epoch: b.broker_epoch,
         fenced: b.fenced,
+        state: b.state().to_owned(),
+        directory_id: b.directory_id.clone().unwrap_or_default(),
     }
 }
 
@@ -92,6 +99,7 @@ pub fn partition_info(p: &PartitionImage) -> PartitionInfo {
         partition: p.partition,
         replicas: p.replicas.iter().map(|b| b.0).collect(),
         isr: p.isr.iter().map(|b| b.0).collect(),
+        elr: p.elr.iter().map(|b| b.0).collect(),
         leader: p.leader.map(|b| b.0),
         leader_epoch: p.leader_epoch,
         partition_epoch: p.partition_epoch,
@@ -207,15 +215,35 @@ impl Controller for ControllerRpc {
         if r.address.is_empty() {
             return Err(Status::invalid_argument("address is required"));
         }
+        if r.directory_id.len() > 64 {
+            return Err(Status::invalid_argument(
+                "directory_id is longer than 64 characters",
+            ));
+        }
         let id = BrokerId(r.broker_id);
-        let (address, rack) = (r.address.clone(), r.rack.clone());
+        let request = controller::BrokerRegistrationRequest {
+            id,
+            address: r.address.clone(),
+            rack: r.rack.clone(),
+            directory_id: (!r.directory_id.is_empty()).then(|| r.directory_id.clone()),
+            log_fsynced: r.log_fsynced,
+        };
         let res = self
             .quorum
-            .propose(|img| Ok(controller::register_broker(img, id, address, rack)))
+            .propose(|img| Ok(controller::register_broker(img, request)))
             .await;
         let (error_code, error_message, v) = outcome(res)?;
         if let Some(v) = &v {
-            info!(broker = id.0, broker_epoch = v.broker_epoch, address = %r.address, "registered broker");
+            if v.storage_replaced {
+                warn!(
+                    broker = id.0,
+                    directory_id = %r.directory_id,
+                    partitions = v.changed.len(),
+                    "broker registered with a new log directory: its replicas are empty, \
+                     out of every ISR and ELR until they caught up"
+                );
+            }
+            info!(broker = id.0, broker_epoch = v.broker_epoch, address = %r.address, "registered broker (catching up)");
             let until =
                 Instant::now() + Duration::from_millis(self.quorum.config.timing.broker_lease_ms);
             self.quorum
@@ -224,10 +252,21 @@ impl Controller for ControllerRpc {
                 .unwrap_or_else(|e| e.into_inner())
                 .renew(id, until);
         }
+        let registered_offset = v
+            .as_ref()
+            .and_then(|v| {
+                self.quorum
+                    .image()
+                    .broker(id)
+                    .filter(|b| b.broker_epoch == v.broker_epoch)
+                    .map(|b| b.registered_offset)
+            })
+            .unwrap_or(0);
         Ok(Response::new(RegisterBrokerResponse {
             error_code: error_code.into(),
             error_message,
             broker_epoch: v.map_or(0, |v| v.broker_epoch),
+            metadata_offset: registered_offset,
         }))
     }
 
@@ -248,7 +287,8 @@ impl Controller for ControllerRpc {
             while let Some(Ok(hb)) = inbound.next().await {
                 let id = BrokerId(hb.broker_id);
                 last_broker = Some(id);
-                let reply = heartbeat_reply(&quorum, id, hb.broker_epoch, lease).await;
+                let reply =
+                    heartbeat_reply(&quorum, id, hb.broker_epoch, hb.metadata_offset, lease).await;
                 if reply.error_code == i32::from(ErrorCode::None) && hb.shutting_down {
                     match quorum
                         .propose(|img| controller::shut_down_broker(img, id))
@@ -497,8 +537,13 @@ impl Controller for ControllerRpc {
 
     async fn describe_cluster(
         &self,
-        _request: Request<DescribeClusterRequest>,
+        request: Request<DescribeClusterRequest>,
     ) -> Result<Response<DescribeClusterResponse>, Status> {
+        // Another node's catch-up check asks for the offset, whatever this
+        // node's readiness; clients get its broker view only once ready.
+        if !request.metadata().contains_key(FORWARDED) {
+            self.quorum.check_ready()?;
+        }
         let image = self.quorum.image();
         let m = self.quorum.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
@@ -526,8 +571,17 @@ impl Controller for ControllerRpc {
         &self,
         request: Request<DescribeTopicsRequest>,
     ) -> Result<Response<DescribeTopicsResponse>, Status> {
+        self.quorum.check_ready()?;
         let r = request.into_inner();
-        let image = self.quorum.image();
+        let mut image = self.quorum.image();
+        // A name this node does not know may have been created through
+        // another node a moment ago: catch up with the controller before
+        // calling it unknown, so create-then-describe never fails anywhere.
+        if r.names.iter().any(|n| image.topic(n).is_none())
+            && self.quorum.catch_up_with_controller(CATCH_UP_TIMEOUT).await
+        {
+            image = self.quorum.image();
+        }
         let mut topics = Vec::new();
         let mut missing = Vec::new();
         if r.names.is_empty() {
@@ -561,6 +615,7 @@ async fn heartbeat_reply(
     quorum: &Arc<Quorum>,
     id: BrokerId,
     broker_epoch: u64,
+    applied_offset: u64,
     lease: Duration,
 ) -> HeartbeatResponse {
     let mut reply = HeartbeatResponse {
@@ -599,7 +654,17 @@ async fn heartbeat_reply(
         .unwrap_or_else(|e| e.into_inner())
         .renew(id, Instant::now() + lease);
     reply.fenced = reg.fenced;
-    if reg.fenced {
+    // KIP-631: a registered broker is unfenced only once it has applied the
+    // metadata log up to its own registration, so it never serves clients
+    // from a stale image.
+    if reg.fenced && applied_offset < reg.registered_offset {
+        debug!(
+            broker = id.0,
+            applied_offset,
+            registered_offset = reg.registered_offset,
+            "broker still catching up with the metadata log"
+        );
+    } else if reg.fenced {
         match quorum
             .propose(|img| controller::unfence_broker(img, id, broker_epoch))
             .await

@@ -100,6 +100,9 @@ impl TestCluster {
         let identity = BrokerIdentity {
             address: self.addrs[&id].to_string(),
             rack: None,
+            directory_id: format!("dir-{id}"),
+            new_directory: false,
+            log_fsynced: true,
         };
         let node = ControllerNode::start(listener, self.config(id), identity)
             .await
@@ -587,6 +590,8 @@ async fn metadata_store_disk_use_stays_bounded_under_sustained_writes() {
                     address: format!("127.0.0.1:{}", 10_000 + i),
                     rack: None,
                     broker_epoch: w * 1_000_000 + i + 1,
+                    directory_id: None,
+                    catching_up: false,
                 };
                 q.raft()
                     .client_write(crate::raft::MetadataCommand::new(vec![record]))

@@ -94,6 +94,8 @@ fn register(id: u64, broker_epoch: u64) -> Record {
         address: format!("node{id}:9092"),
         rack: None,
         broker_epoch,
+        directory_id: None,
+        catching_up: false,
     }
 }
 

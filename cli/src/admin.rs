@@ -45,7 +45,7 @@ pub async fn connect(bootstrap: &str) -> Result<ControllerClient<Channel>> {
         }
         if !not_ready || std::time::Instant::now() >= deadline {
             bail!(
-                "cannot reach a ready node of --bootstrap {bootstrap} ({}); is the cluster running?",
+                "cannot reach any node of --bootstrap {bootstrap} that is ready ({}); is the cluster running?",
                 failures.join("; ")
             );
         }

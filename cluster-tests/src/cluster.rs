@@ -513,6 +513,29 @@ impl Cluster {
         }
     }
 
+    /// Starts stopped node `id` without waiting for it to answer, so a test
+    /// can ask it questions from its first moment.
+    pub fn spawn_stopped(&mut self, id: u64) {
+        let (bin, voters, filter) = (self.bin, self.voters.clone(), self.log_filter.clone());
+        self.node_mut(id).spawn(bin, &voters, &filter);
+    }
+
+    /// Waits until started node `id` answers as itself, ready.
+    pub async fn wait_node_up(&mut self, id: u64) {
+        self.wait_up_retrying_port(id).await;
+    }
+
+    /// Deletes stopped node `id`'s data dir: its disk was replaced.
+    pub fn wipe(&self, id: u64) {
+        let node = self.node(id);
+        assert!(
+            node.pid().is_none(),
+            "wipe node {id} only while it is stopped"
+        );
+        std::fs::remove_dir_all(&node.data_dir).expect("cannot wipe the data dir");
+        node.mark(&format!("wiped {}", node.data_dir.display()));
+    }
+
     /// Crashes node `id`, deletes its data dir and starts it again empty.
     pub async fn wipe_and_restart(&mut self, id: u64) {
         self.kill(id);

@@ -462,9 +462,10 @@ async fn a_wiped_follower_rejoins_without_hurting_the_quorum() {
             (has_topic && w.metadata_offset == l.metadata_offset).then_some(())
         })
         .await;
+        // It counts as a live broker (for RF 3) only once it caught up.
+        c.wait_unfenced(&c.ids(), SETTLE_TIMEOUT).await;
         let code = c.create_topic(wiped, "after-wipe", 1, 3).await.unwrap();
         assert_eq!(code, NONE, "CreateTopic via the wiped node");
-        c.wait_unfenced(&c.ids(), SETTLE_TIMEOUT).await;
         c.assert_no_unexpected_errors(&[]);
     })
     .await;

@@ -248,7 +248,8 @@ impl Broker for BrokerRpc {
                         .min(max_bytes.saturating_sub(total));
                         let r = mgr.partition(&fp.topic, fp.partition).and_then(|p| {
                             if limit == 0 {
-                                let (o, _) = p.leader_offsets()?;
+                                let (o, _, hw) = p.leader_offsets()?;
+                                hw?;
                                 return Ok((Bytes::new(), o));
                             }
                             p.read_committed(fp.offset, limit, fp.current_leader_epoch)
@@ -317,18 +318,23 @@ impl Broker for BrokerRpc {
                 .into_iter()
                 .map(|lp| {
                     let res = mgr.partition(&lp.topic, lp.partition).and_then(|p| {
-                        let (offsets, epoch) = p.leader_offsets()?;
+                        let (offsets, epoch, hw_available) = p.leader_offsets()?;
                         let offset = match lp.spec {
                             Some(Spec::OffsetSpec(s)) if s == OffsetSpec::Earliest as i32 => {
                                 Some(offsets.log_start_offset)
                             }
+                            // Both depend on the HW: not while it may be
+                            // below one already answered (KIP-207).
                             Some(Spec::OffsetSpec(s)) if s == OffsetSpec::Latest as i32 => {
+                                hw_available?;
                                 Some(offsets.high_watermark)
                             }
-                            Some(Spec::TimestampMs(ts)) => p
-                                .log
-                                .offset_for_timestamp(ts)?
-                                .filter(|o| *o < offsets.high_watermark),
+                            Some(Spec::TimestampMs(ts)) => {
+                                hw_available?;
+                                p.log
+                                    .offset_for_timestamp(ts)?
+                                    .filter(|o| *o < offsets.high_watermark)
+                            }
                             _ => {
                                 return Err(PartitionError::InvalidRequest(
                                     "give an offset spec (EARLIEST or LATEST) or a timestamp"

@@ -4,7 +4,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use rivulet_client::{Admin, ClientConfig, PartitionOffsets};
+use rivulet_client::{Admin, ClientConfig, PartitionOffsets, NOT_READY_PATIENCE};
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{
     AlterTopicConfigRequest, ConfigEntry, CreateTopicRequest, DeleteTopicRequest,
@@ -53,9 +53,6 @@ pub async fn connect(bootstrap: &str) -> Result<ControllerClient<Channel>> {
     }
 }
 
-/// How long the CLI keeps trying while every node it reaches is still
-/// catching up with the metadata log after a restart.
-const NOT_READY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
 /// Deadline of every admin RPC the CLI makes: a frozen node accepts the
 /// connection and never answers.
 const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -89,24 +86,10 @@ async fn probe(addr: &str) -> Result<Result<ControllerClient<Channel>, Probe>> {
     .await
     {
         Ok(Ok(_)) => Ok(Ok(client)),
-        Ok(Err(s)) if s.metadata().get("x-rivulet-not-ready").is_some() => {
-            let others = s
-                .metadata()
-                .get("x-rivulet-try-nodes")
-                .and_then(|v| v.to_str().ok())
-                .map(|v| {
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|a| !a.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
-            Ok(Err(Probe::NotReady {
-                reason: s.message().to_owned(),
-                others,
-            }))
-        }
+        Ok(Err(s)) if rivulet_client::is_not_ready(&s) => Ok(Err(Probe::NotReady {
+            reason: s.message().to_owned(),
+            others: rivulet_client::hinted_nodes(&s),
+        })),
         Ok(Err(s)) => Ok(Err(Probe::Failed(s.message().to_owned()))),
         Err(_) => Ok(Err(Probe::Failed("no answer within 4 s".to_owned()))),
     }

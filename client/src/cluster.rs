@@ -85,8 +85,14 @@ fn passes_over(status: &tonic::Status) -> bool {
     )
 }
 
-/// The nodes a not-ready answer suggests.
-fn hinted_nodes(status: &tonic::Status) -> Vec<String> {
+/// Whether `status` is the retriable "not ready" of a node still catching
+/// up with the metadata log after a restart.
+pub fn is_not_ready(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable && status.metadata().get(NOT_READY_KEY).is_some()
+}
+
+/// The other nodes a not-ready answer suggests trying (bounded).
+pub fn hinted_nodes(status: &tonic::Status) -> Vec<String> {
     status
         .metadata()
         .get(TRY_NODES_KEY)
@@ -196,7 +202,7 @@ impl Cluster {
                 if !passes_over(&status) {
                     return Err(status.into());
                 }
-                if status.metadata().get(NOT_READY_KEY).is_some() {
+                if is_not_ready(&status) {
                     not_ready = true;
                     for other in hinted_nodes(&status) {
                         if !candidates.contains(&other) {

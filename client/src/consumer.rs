@@ -410,6 +410,11 @@ impl Consumer {
                     }
                     out.extend(records);
                 }
+                Ok(ErrorCode::OffsetNotAvailable) => {
+                    // A new leader's HW is not at its epoch's start yet: the
+                    // same leader answers shortly (KIP-207).
+                    debug!(topic = %part.topic, partition = part.partition, "high watermark not available yet");
+                }
                 Ok(ErrorCode::OffsetOutOfRange) => {
                     debug!(topic = %part.topic, partition = part.partition, pos, "position out of range; resetting");
                     if self.config.offset_reset == OffsetReset::None {

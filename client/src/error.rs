@@ -90,6 +90,7 @@ pub(crate) fn is_retriable_code(code: ErrorCode) -> bool {
             | ErrorCode::CoordinatorNotAvailable
             | ErrorCode::NotCoordinator
             | ErrorCode::CoordinatorLoadInProgress
+            | ErrorCode::OffsetNotAvailable
     )
 }
 

@@ -38,7 +38,7 @@ mod producer;
 mod records;
 
 pub use admin::{Admin, PartitionOffsets};
-pub use cluster::ClientConfig;
+pub use cluster::{hinted_nodes, is_not_ready, ClientConfig, NOT_READY_PATIENCE};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 pub use error::{Error, Result};
 pub use group::{GroupConfig, GroupConsumer, RebalanceEvent, TopicPartition};

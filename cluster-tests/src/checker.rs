@@ -449,7 +449,8 @@ pub struct ReaderLog {
     pub samples: u64,
     /// Times one leader epoch answered a lower HW than before (violation).
     pub hw_backwards_same_epoch: u64,
-    /// Times a newer epoch answered a lower HW than an older one had.
+    /// Times a newer epoch answered a lower HW than an older one had
+    /// (violation: a new leader answers OFFSET_NOT_AVAILABLE instead).
     pub hw_lag_after_failover: u64,
     /// The deepest such lag, in offsets.
     pub hw_lag_max: u64,
@@ -526,7 +527,13 @@ impl CheckReport {
             + self
                 .readers
                 .iter()
-                .map(|r| r.hw_backwards_same_epoch + r.committed_position_out_of_range)
+                .map(|r| {
+                    // A HW lower than one already answered, whether in the
+                    // same epoch or a newer one, is time running backwards.
+                    r.hw_backwards_same_epoch
+                        + r.hw_lag_after_failover
+                        + r.committed_position_out_of_range
+                })
                 .sum::<u64>()
             + self.consumed_vanished
             + self.unreadable.len() as u64
@@ -928,6 +935,12 @@ async fn read(
             if hw < max_hw.0 && epoch > max_hw.1 {
                 log.hw_lag_after_failover += 1;
                 log.hw_lag_max = log.hw_lag_max.max(max_hw.0 - hw);
+                let what = format!(
+                    "p{p}: leader {leader} in epoch {epoch} answered HW {hw}, below the HW {} \
+                     epoch {} answered",
+                    max_hw.0, max_hw.1
+                );
+                log.example(what);
             }
             if hw > max_hw.0 {
                 max_hw = (hw, epoch);

@@ -24,10 +24,7 @@ async fn bounded(body: impl Future<Output = ()>) {
     }
 }
 
-/// Whether a status is the retriable "not ready" a catching-up node answers.
-fn is_not_ready(s: &tonic::Status) -> bool {
-    s.code() == tonic::Code::Unavailable && s.metadata().get("x-rivulet-not-ready").is_some()
-}
+use rivulet_client::is_not_ready;
 
 /// Asks restarted node `id` about `topic` until it answers ready (or
 /// `SETTLE` passes): through DescribeTopics and through the broker's
@@ -223,7 +220,7 @@ async fn create_then_describe_works_against_every_node_under_load() {
                         break;
                     }
                     sent += 1;
-                    if sent % 200 == 0 {
+                    if sent.is_multiple_of(200) {
                         tokio::task::yield_now().await;
                     }
                 }

@@ -52,7 +52,7 @@ pub fn open_log_directory(data_dir: &Path) -> Result<LogDirectory, LogError> {
         .next()
         .is_none();
     let id = random_id();
-    checkpoint::write(&path, &[id.clone()])?;
+    checkpoint::write(&path, std::slice::from_ref(&id))?;
     Ok(LogDirectory { id, new })
 }
 

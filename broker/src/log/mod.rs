@@ -35,6 +35,7 @@ mod error;
 mod file;
 mod index;
 mod memory;
+mod reserve;
 mod segment;
 
 #[cfg(test)]
@@ -51,6 +52,7 @@ pub use directory::{open_log_directory, LogDirectory, DIRECTORY_ID_FILE};
 pub use error::LogError;
 pub use file::{Clock, FileLog, FileLogStats};
 pub use memory::MemoryLog;
+pub use reserve::{is_disk_full, DiskReserve, RESERVED_BYTES, RESERVE_FILE};
 
 /// When appended bytes are fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

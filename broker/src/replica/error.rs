@@ -49,6 +49,15 @@ pub enum PartitionError {
         /// This broker's epoch.
         current: u32,
     },
+    /// A new leader's HW has not reached the start of its epoch yet: it may
+    /// be below one the previous leader answered (KIP-207).
+    #[error("the new leader's high watermark {high_watermark} has not reached the start of its epoch ({epoch_start}) yet; retry shortly")]
+    OffsetNotAvailable {
+        /// The leader's HW now.
+        high_watermark: u64,
+        /// The first offset of its leader epoch.
+        epoch_start: u64,
+    },
     /// acks=all did not complete in time.
     #[error("replication did not complete within {0} ms")]
     Timeout(u32),
@@ -81,6 +90,7 @@ impl PartitionError {
             Self::NotEnoughReplicasAfterAppend { .. } => ErrorCode::NotEnoughReplicasAfterAppend,
             Self::FencedLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
             Self::UnknownLeaderEpoch { .. } => ErrorCode::UnknownLeaderEpoch,
+            Self::OffsetNotAvailable { .. } => ErrorCode::OffsetNotAvailable,
             Self::Timeout(_) => ErrorCode::RequestTimedOut,
             Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
             Self::StaleBrokerEpoch { .. } => ErrorCode::StaleBrokerEpoch,

@@ -293,7 +293,15 @@ impl LeaderState {
     /// The ISR to propose when followers outside it caught up: their log end
     /// reached the HW and the start of this leader's epoch (so they hold
     /// everything the leader wrote as leader). `None` if no change is due.
-    pub fn isr_to_expand(&self, epoch_start_offset: u64) -> Option<Vec<BrokerId>> {
+    ///
+    /// Only followers `live` says are unfenced may join (KIP-841): a follower
+    /// that died caught up still looks caught up, and proposing it would
+    /// hold the HW back (the pending ISR counts) only to be refused.
+    pub fn isr_to_expand(
+        &self,
+        epoch_start_offset: u64,
+        live: &dyn Fn(BrokerId) -> bool,
+    ) -> Option<Vec<BrokerId>> {
         if self.pending_isr.is_some() {
             return None;
         }
@@ -302,6 +310,7 @@ impl LeaderState {
             .iter()
             .filter(|(b, p)| {
                 !self.isr.contains(b)
+                    && live(**b)
                     && !p.storage_failed
                     && p.log_end_offset >= self.high_watermark
                     && p.log_end_offset >= epoch_start_offset
@@ -363,10 +372,34 @@ mod tests {
         s.maybe_advance_hw(12);
         s.on_fetch(3, 12, 12, 1_300);
         s.on_storage_failure(3);
-        assert_eq!(s.isr_to_expand(0), None);
+        assert_eq!(s.isr_to_expand(0, &|_| true), None);
         // Healthy again: rejoins.
         s.on_fetch(3, 12, 12, 1_400);
-        assert_eq!(s.isr_to_expand(0), Some(vec![1, 2, 3]));
+        assert_eq!(s.isr_to_expand(0, &|_| true), Some(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn a_dead_follower_that_looks_caught_up_is_never_proposed_and_a_refusal_frees_the_hw() {
+        // Followers 2 and 3 died caught up; the controller fenced them and
+        // shrank the ISR to the leader.
+        let mut s = state();
+        s.on_fetch(2, 10, 10, 1_100);
+        s.on_fetch(3, 10, 10, 1_100);
+        assert_eq!(s.maybe_advance_hw(10), Some(10));
+        s.on_isr_committed(&[1], 8);
+        let fenced = |b: BrokerId| b == 1;
+        assert_eq!(
+            s.isr_to_expand(0, &fenced),
+            None,
+            "fenced brokers may not join"
+        );
+        // Before the fix the leader proposed them, and while that was
+        // pending an acks=1 append could not move the HW.
+        let proposed = s.isr_to_expand(0, &|_| true).unwrap();
+        s.isr_change_sent(&proposed);
+        assert_eq!(s.maybe_advance_hw(11), None, "pending joiners hold the HW");
+        s.on_isr_refused();
+        assert_eq!(s.maybe_advance_hw(11), Some(11), "the refusal frees it");
     }
 
     #[test]
@@ -420,10 +453,14 @@ mod tests {
 
         // Follower 3 comes back and catches up to the HW: expand.
         s.on_fetch(3, 50, 100, 41_000);
-        assert_eq!(s.isr_to_expand(0), None, "below the HW");
+        assert_eq!(s.isr_to_expand(0, &|_| true), None, "below the HW");
         s.on_fetch(3, 100, 100, 41_100);
-        assert_eq!(s.isr_to_expand(120), None, "below this epoch's start");
-        let grown = s.isr_to_expand(90).unwrap();
+        assert_eq!(
+            s.isr_to_expand(120, &|_| true),
+            None,
+            "below this epoch's start"
+        );
+        let grown = s.isr_to_expand(90, &|_| true).unwrap();
         assert_eq!(grown, vec![1, 2, 3]);
         s.isr_change_sent(&grown);
         s.on_isr_refused();

@@ -47,6 +47,9 @@ pub struct BrokerConfig {
     pub hw_checkpoint_interval: Duration,
     /// How often retention runs.
     pub retention_check_interval: Duration,
+    /// Space held in the data directory for the metadata log, released when
+    /// a log write fails (see [`crate::log::DiskReserve`]); 0 holds none.
+    pub disk_reserve_bytes: u64,
 }
 
 impl BrokerConfig {
@@ -61,6 +64,7 @@ impl BrokerConfig {
             replica_fetch_max_bytes: 4 << 20,
             hw_checkpoint_interval: Duration::from_secs(5),
             retention_check_interval: Duration::from_secs(60),
+            disk_reserve_bytes: crate::log::RESERVED_BYTES,
         }
     }
 }
@@ -92,11 +96,18 @@ pub struct ReplicaManager {
 impl ReplicaManager {
     /// A manager for the node of `quorum`; call [`Self::run`] to start it.
     pub fn new(config: BrokerConfig, quorum: Arc<Quorum>) -> Arc<Self> {
+        let signals = Arc::new(BrokerSignals::default());
+        if config.disk_reserve_bytes > 0 {
+            if let Some(data_dir) = config.log_dir.parent() {
+                let reserve = crate::log::DiskReserve::new(data_dir, config.disk_reserve_bytes);
+                let _ = signals.disk_reserve.set(Arc::new(reserve));
+            }
+        }
         Arc::new(Self {
             config,
             quorum,
             partitions: RwLock::default(),
-            signals: Arc::default(),
+            signals,
             roles_changed: tokio::sync::watch::Sender::new(0),
             controllers: Mutex::default(),
         })
@@ -355,14 +366,35 @@ impl ReplicaManager {
         Some(c)
     }
 
+    /// Whether the disk reserve was released (a log met a full disk).
+    fn disk_reserve_released(&self) -> bool {
+        self.signals
+            .disk_reserve
+            .get()
+            .is_some_and(|r| !r.is_held())
+    }
+
+    /// Takes the reserved space back once the disk has room again
+    /// (blocking); log appends resume then.
+    fn restore_disk_reserve(&self) {
+        let Some(reserve) = self.signals.disk_reserve.get() else {
+            return;
+        };
+        if !reserve.is_held() {
+            reserve.restore();
+        }
+    }
+
     /// Sends the ISR changes leaders want now, one at a time per partition.
     fn propose_isr_changes(self: &Arc<Self>, tasks: &mut JoinSet<()>) {
         let Some(broker_epoch) = self.broker_epoch() else {
             return;
         };
+        let image = self.image();
+        let live = |b: u64| image.is_live(rivulet_metadata::BrokerId(b));
         for part in self.all() {
             let Some((epoch, partition_epoch, new_isr)) =
-                part.isr_change_due(self.config.replica_lag_time_max_ms)
+                part.isr_change_due(self.config.replica_lag_time_max_ms, &live)
             else {
                 continue;
             };
@@ -468,6 +500,7 @@ impl ReplicaManager {
         let mut storage_reported: Vec<(String, u32)> = Vec::new();
         let mut checkpoint_tick = tokio::time::interval(self.config.hw_checkpoint_interval);
         let mut retention_tick = tokio::time::interval(self.config.retention_check_interval);
+        let mut reserve_tick = tokio::time::interval(Duration::from_secs(1));
         let flush_every = match self.config.flush {
             FlushPolicy::Interval(d) => d,
             _ => Duration::from_secs(3600),
@@ -475,6 +508,7 @@ impl ReplicaManager {
         let mut flush_tick = tokio::time::interval(flush_every);
         for t in [
             &mut isr_tick,
+            &mut reserve_tick,
             &mut checkpoint_tick,
             &mut retention_tick,
             &mut flush_tick,
@@ -512,6 +546,10 @@ impl ReplicaManager {
                 _ = checkpoint_tick.tick() => {
                     let this = Arc::clone(&self);
                     let _ = tokio::task::spawn_blocking(move || this.checkpoint_all()).await;
+                }
+                _ = reserve_tick.tick(), if self.disk_reserve_released() => {
+                    let this = Arc::clone(&self);
+                    let _ = tokio::task::spawn_blocking(move || this.restore_disk_reserve()).await;
                 }
                 _ = retention_tick.tick() => {
                     let this = Arc::clone(&self);

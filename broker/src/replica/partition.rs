@@ -35,6 +35,8 @@ pub struct BrokerSignals {
     pub appended: watch::Sender<u64>,
     /// Bumped on every HW change (consumer fetches wait on it).
     pub committed: watch::Sender<u64>,
+    /// Space held for the metadata log, released when a log write fails.
+    pub disk_reserve: std::sync::OnceLock<Arc<crate::log::DiskReserve>>,
 }
 
 impl Default for BrokerSignals {
@@ -42,6 +44,7 @@ impl Default for BrokerSignals {
         Self {
             appended: watch::Sender::new(0),
             committed: watch::Sender::new(0),
+            disk_reserve: std::sync::OnceLock::new(),
         }
     }
 }
@@ -172,6 +175,34 @@ impl Partition {
             .store(failed, std::sync::atomic::Ordering::Release);
     }
 
+    /// A log write failed: an I/O error is a storage failure, and on a full
+    /// disk the space held for the metadata log is released at once, before
+    /// the failure is reported (which writes metadata).
+    fn on_log_error(&self, e: &LogError) {
+        let LogError::Io { error, .. } = e else {
+            return;
+        };
+        self.set_storage_failed(true);
+        if crate::log::is_disk_full(error) {
+            if let Some(reserve) = self.signals.disk_reserve.get() {
+                reserve.release();
+            }
+        }
+    }
+
+    /// Refuses a log append while the disk reserve is released: the disk is
+    /// full, and the freed space is the metadata log's.
+    fn check_disk_reserve(&self) -> Result<(), LogError> {
+        match self.signals.disk_reserve.get() {
+            Some(reserve) if !reserve.is_held() => Err(LogError::Io {
+                op: "append to (the disk is full; its reserve is kept for the metadata log)",
+                path: std::path::PathBuf::from(format!("{}-{}", self.topic, self.partition)),
+                error: std::io::Error::from(std::io::ErrorKind::StorageFull),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn role(&self) -> RwLockReadGuard<'_, Role> {
         self.role.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -253,18 +284,24 @@ impl Partition {
         }
         self.log.assign_epoch(epoch)?;
         let offsets = self.log.offsets();
+        let mut state = LeaderState::new(
+            self.me,
+            epoch,
+            partition_epoch,
+            replicas,
+            isr,
+            offsets.high_watermark,
+            now_ms(),
+        );
+        // The HW at once, from what is known now: with an ISR of one it is
+        // the log end (a restarted lone leader does not wait for a fetch).
+        if let Some(hw) = state.maybe_advance_hw(offsets.log_end_offset) {
+            self.log.set_high_watermark(hw);
+        }
         *role = Role::Leader {
             epoch,
             epoch_start: offsets.log_end_offset,
-            state: Mutex::new(LeaderState::new(
-                self.me,
-                epoch,
-                partition_epoch,
-                replicas,
-                isr,
-                offsets.high_watermark,
-                now_ms(),
-            )),
+            state: Mutex::new(state),
         };
         self.publish(Some(epoch));
         Ok(())
@@ -310,7 +347,12 @@ impl Partition {
 
     /// The ISR change the leader wants now, if any:
     /// `(leader_epoch, partition_epoch, new_isr)`. Marks it pending.
-    pub fn isr_change_due(&self, lag_max_ms: i64) -> Option<(u32, u32, Vec<BrokerId>)> {
+    /// Only brokers `live` names may join the ISR.
+    pub fn isr_change_due(
+        &self,
+        lag_max_ms: i64,
+        live: &dyn Fn(BrokerId) -> bool,
+    ) -> Option<(u32, u32, Vec<BrokerId>)> {
         let role = self.role();
         let Role::Leader {
             epoch,
@@ -323,7 +365,7 @@ impl Partition {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         let change = s
             .isr_to_shrink(now_ms(), lag_max_ms)
-            .or_else(|| s.isr_to_expand(*epoch_start))?;
+            .or_else(|| s.isr_to_expand(*epoch_start, live))?;
         s.isr_change_sent(&change);
         Some((*epoch, s.partition_epoch(), change))
     }
@@ -340,13 +382,14 @@ impl Partition {
             }
             let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
             match committed {
-                Some((isr, pe)) if pe >= s.partition_epoch() => {
-                    s.on_isr_committed(isr, pe);
-                    if let Some(hw) = s.maybe_advance_hw(self.log.offsets().log_end_offset) {
-                        self.log.set_high_watermark(hw);
-                    }
-                }
+                Some((isr, pe)) if pe >= s.partition_epoch() => s.on_isr_committed(isr, pe),
                 _ => s.on_isr_refused(),
+            }
+            // Either way the pending ISR no longer counts, and it may have
+            // been what held the HW back: with no fetch or append to come
+            // (every follower dead), nothing else would move it.
+            if let Some(hw) = s.maybe_advance_hw(self.log.offsets().log_end_offset) {
+                self.log.set_high_watermark(hw);
             }
             drop(s);
             self.publish(Some(epoch));
@@ -384,18 +427,17 @@ impl Partition {
                 });
             }
         }
-        let info = match self
-            .log
-            .append(batch, AppendOrigin::Leader { epoch: *epoch })
-        {
+        let appended = self.check_disk_reserve().and_then(|()| {
+            self.log
+                .append(batch, AppendOrigin::Leader { epoch: *epoch })
+        });
+        let info = match appended {
             Ok(info) => {
                 self.set_storage_failed(false);
                 info
             }
             Err(e) => {
-                if matches!(e, LogError::Io { .. }) {
-                    self.set_storage_failed(true);
-                }
+                self.on_log_error(&e);
                 return Err(e.into());
             }
         };
@@ -460,11 +502,15 @@ impl Partition {
         client_epoch: Option<u32>,
     ) -> Result<(Bytes, LogOffsets), PartitionError> {
         let role = self.role();
-        let Role::Leader { epoch, .. } = &*role else {
+        let Role::Leader {
+            epoch, epoch_start, ..
+        } = &*role
+        else {
             return Err(PartitionError::NotLeader);
         };
         self.check_client_epoch(*epoch, client_epoch)?;
         let offsets = self.log.offsets();
+        hw_available(&offsets, *epoch_start)?;
         if offset < offsets.log_start_offset || offset > offsets.log_end_offset {
             return Err(PartitionError::Log(LogError::OffsetOutOfRange {
                 offset,
@@ -480,10 +526,20 @@ impl Partition {
         Ok((bytes, offsets))
     }
 
-    /// Offsets for ListOffsets, as leader.
-    pub fn leader_offsets(&self) -> Result<(LogOffsets, u32), PartitionError> {
+    /// Offsets for ListOffsets, as leader. `Err(OffsetNotAvailable)` in the
+    /// second field while the HW is below this epoch's start (see
+    /// [`hw_available`]): EARLIEST and timestamps may still be answered.
+    pub fn leader_offsets(
+        &self,
+    ) -> Result<(LogOffsets, u32, Result<(), PartitionError>), PartitionError> {
         match &*self.role() {
-            Role::Leader { epoch, .. } => Ok((self.log.offsets(), *epoch)),
+            Role::Leader {
+                epoch, epoch_start, ..
+            } => {
+                let offsets = self.log.offsets();
+                let hw = hw_available(&offsets, *epoch_start);
+                Ok((offsets, *epoch, hw))
+            }
             _ => Err(PartitionError::NotLeader),
         }
     }
@@ -587,7 +643,7 @@ impl Partition {
         let applied = self.apply_fetched_as_follower(leader, epoch, response);
         match &applied {
             Ok(_) => self.set_storage_failed(false),
-            Err(PartitionError::Log(LogError::Io { .. })) => self.set_storage_failed(true),
+            Err(PartitionError::Log(e)) => self.on_log_error(e),
             Err(_) => {}
         }
         applied
@@ -638,6 +694,7 @@ impl Partition {
                 high_watermark,
             } => {
                 if !records.is_empty() {
+                    self.check_disk_reserve()?;
                     let mut buf = records.to_vec();
                     let info = self.log.append(&mut buf, AppendOrigin::Replica)?;
                     progress.appended_bytes = info.size_bytes;
@@ -671,6 +728,23 @@ pub enum FetchedData<'a> {
         /// The leader's log start offset.
         leader_log_start: u64,
     },
+}
+
+/// Whether a leader may expose its HW (KIP-207): only once it has reached
+/// `epoch_start`, the log end when it took over. Every record a previous
+/// leader could have counted as committed is below that offset (this
+/// replica was in the ISR), so from then on the HW is at or above any HW
+/// ever answered; before, it may be lower (a follower learns the HW one
+/// fetch late, a restarted node reads a checkpoint).
+pub(crate) fn hw_available(offsets: &LogOffsets, epoch_start: u64) -> Result<(), PartitionError> {
+    if offsets.high_watermark >= epoch_start {
+        Ok(())
+    } else {
+        Err(PartitionError::OffsetNotAvailable {
+            high_watermark: offsets.high_watermark,
+            epoch_start,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -737,6 +811,44 @@ mod tests {
         // Consumers see exactly the committed records.
         let (bytes, _) = p.read_committed(0, 1 << 20, Some(3)).unwrap();
         assert_eq!(decode_records(&bytes).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_new_leader_answers_offset_not_available_until_its_hw_reaches_its_epoch_start() {
+        // KIP-207: records 0..5 were written under epoch 3; the HW this
+        // replica knows is 0 (a follower learns it one fetch late), though
+        // the previous leader may have answered 5 already.
+        let p = replica(1);
+        p.become_leader(3, 1, &[1, 2], &[1, 2]).unwrap();
+        p.append_as_leader(&mut batch(5), false).unwrap();
+        p.become_follower(Some(2), 4);
+        p.become_leader(5, 2, &[1, 2], &[1, 2]).unwrap();
+        let e = p.read_committed(0, 1 << 20, None).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::OffsetNotAvailable, "{e}");
+        let (_, _, hw) = p.leader_offsets().unwrap();
+        assert!(hw.is_err(), "LATEST is not answered either");
+        // Follower 2 has fetched up to the epoch start: the HW is exposed.
+        p.replica_fetch(2, 5, 5, Some(3), 1 << 20).unwrap();
+        let (bytes, offsets) = p.read_committed(0, 1 << 20, None).unwrap();
+        assert_eq!(
+            (
+                decode_records(&bytes).unwrap().len(),
+                offsets.high_watermark
+            ),
+            (5, 5)
+        );
+        // A leader alone in the ISR has its HW at once when it takes over.
+        p.become_follower(Some(2), 6);
+        let mut replicated = batch(2);
+        replicated[0..8].copy_from_slice(&5u64.to_be_bytes()); // base offset
+        replicated[12..16].copy_from_slice(&6u32.to_be_bytes()); // leader epoch
+        p.log
+            .append(&mut replicated, AppendOrigin::Replica)
+            .unwrap();
+        assert_eq!(p.offsets().high_watermark, 5);
+        p.become_leader(7, 3, &[1, 2], &[1]).unwrap();
+        let (_, offsets) = p.read_committed(0, 1 << 20, None).unwrap();
+        assert_eq!(offsets.high_watermark, offsets.log_end_offset);
     }
 
     #[tokio::test]

@@ -102,6 +102,7 @@ pub struct NodeArgs {
 
 /// Runs the node until SIGTERM or Ctrl-C.
 pub async fn run(args: NodeArgs) -> Result<()> {
+    let process_started = std::time::Instant::now();
     let voters = parse_voters(&args.voters)?;
     let advertise = match &args.advertise {
         Some(a) => a.clone(),
@@ -165,6 +166,7 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         directory_id: directory.id.clone(),
         new_directory: directory.new,
         log_fsynced: matches!(args.flush, rivulet_broker::log::FlushPolicy::Always),
+        process_started,
     };
     anyhow::ensure!(
         args.replica_lag_time_max_ms >= 100,

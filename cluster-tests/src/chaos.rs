@@ -63,6 +63,13 @@ pub enum Fault {
     KillTwoFollowers,
     /// SIGKILL every node, then start them all again.
     WholeCluster,
+    /// SIGKILL the target, empty its data dir (a replaced disk: its logs and
+    /// its Raft store are gone), start it again: it must re-fetch, never lead
+    /// with its empty logs.
+    ReplaceDisk,
+    /// SIGKILL every node, replace the target's disk, start them all again:
+    /// the copies on the other nodes must be the ones that lead.
+    WholeClusterReplaceDisk,
     /// SIGKILL the target and cut some bytes off the end of the last segment
     /// of each of its partition logs (a torn write), then restart it.
     TornTail,
@@ -94,6 +101,8 @@ impl Fault {
             Self::Pause => "sigstop-zombie",
             Self::KillTwoFollowers => "kill-2-followers",
             Self::WholeCluster => "whole-cluster-kill",
+            Self::ReplaceDisk => "replace-disk",
+            Self::WholeClusterReplaceDisk => "whole-cluster-replace-disk",
             Self::TornTail => "torn-tail",
             Self::Isolate => "isolate",
             Self::CutFromController => "cut-from-controller",
@@ -116,6 +125,8 @@ impl Fault {
             Self::Pause,
             Self::WholeCluster,
             Self::TornTail,
+            Self::ReplaceDisk,
+            Self::WholeClusterReplaceDisk,
         ];
         if network {
             choices.extend([Self::Isolate, Self::CutFromController, Self::CutFromLeader]);
@@ -496,6 +507,24 @@ impl Scenario {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 c.restart_stopped().await;
                 "all".into()
+            }
+            Fault::ReplaceDisk => {
+                let t = self.pick(c, target).await;
+                c.kill(t.id);
+                c.wipe(t.id);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                c.restart_stopped().await;
+                format!("{} {}", t.id, t.roles)
+            }
+            Fault::WholeClusterReplaceDisk => {
+                let t = self.pick(c, target).await;
+                for id in c.ids() {
+                    c.kill(id);
+                }
+                c.wipe(t.id);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                c.restart_stopped().await;
+                format!("{} {} (all killed)", t.id, t.roles)
             }
             Fault::TornTail => {
                 let t = self.pick(c, target).await;

@@ -525,23 +525,32 @@ impl Cluster {
         self.wait_up_retrying_port(id).await;
     }
 
-    /// Deletes stopped node `id`'s data dir: its disk was replaced.
+    /// Empties stopped node `id`'s data dir: its disk was replaced. (The
+    /// entries, not the directory: it may be a tmpfs mount point.)
     pub fn wipe(&self, id: u64) {
         let node = self.node(id);
         assert!(
             node.pid().is_none(),
             "wipe node {id} only while it is stopped"
         );
-        std::fs::remove_dir_all(&node.data_dir).expect("cannot wipe the data dir");
+        if let Ok(entries) = std::fs::read_dir(&node.data_dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.unwrap_or_else(|e| panic!("cannot wipe {}: {e}", path.display()));
+            }
+        }
         node.mark(&format!("wiped {}", node.data_dir.display()));
     }
 
-    /// Crashes node `id`, deletes its data dir and starts it again empty.
+    /// Crashes node `id`, empties its data dir and starts it again.
     pub async fn wipe_and_restart(&mut self, id: u64) {
         self.kill(id);
-        let node = self.node(id);
-        std::fs::remove_dir_all(&node.data_dir).expect("cannot wipe the data dir");
-        node.mark(&format!("wiped {}", node.data_dir.display()));
+        self.wipe(id);
         self.spawn_and_wait(id).await;
     }
 

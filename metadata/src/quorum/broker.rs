@@ -37,6 +37,8 @@ pub struct BrokerIdentity {
     pub new_directory: bool,
     /// Every acknowledged append is fsynced first (`--flush always`).
     pub log_fsynced: bool,
+    /// When the process started, for the readiness log line.
+    pub process_started: std::time::Instant,
 }
 
 /// A controller client for `addr`.
@@ -67,6 +69,7 @@ fn announce_ready(
 ) {
     let quorum = Arc::clone(quorum);
     let new_directory = identity.new_directory;
+    let process_started = identity.process_started;
     let cancel = cancel.clone();
     let me = crate::BrokerId(quorum.node_id());
     tokio::spawn(async move {
@@ -81,7 +84,7 @@ fn announce_ready(
         info!(
             broker_epoch = epoch,
             metadata_offset = image.metadata_offset(),
-            since_start_ms = quorum.started.elapsed().as_millis() as u64,
+            since_start_ms = process_started.elapsed().as_millis() as u64,
             "ready: caught up with the metadata log; serving clients"
         );
         let hosted = image.partitions_replicated_on(me);

@@ -228,8 +228,6 @@ pub struct Quorum {
     storage_failed: std::sync::Mutex<Vec<(String, u32)>>,
     /// Set on SIGTERM: the heartbeats ask for a controlled shutdown.
     shutting_down: std::sync::atomic::AtomicBool,
-    /// When the node started, for the readiness log line.
-    started: std::time::Instant,
 }
 
 /// Metadata key set on the `UNAVAILABLE` a node answers while it is not
@@ -314,7 +312,6 @@ impl Quorum {
             registered: watch::Sender::new(None),
             storage_failed: std::sync::Mutex::new(Vec::new()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
-            started: std::time::Instant::now(),
         }))
     }
 

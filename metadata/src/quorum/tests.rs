@@ -103,6 +103,7 @@ impl TestCluster {
             directory_id: format!("dir-{id}"),
             new_directory: false,
             log_fsynced: true,
+            process_started: std::time::Instant::now(),
         };
         let node = ControllerNode::start(listener, self.config(id), identity)
             .await

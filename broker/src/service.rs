@@ -32,8 +32,14 @@ use crate::replica::{Partition, PartitionError, ReplicaManager};
 
 /// Largest gRPC message the services accept or send.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// Most partition entries one Produce request may carry: a bound on the
+/// work (blocking tasks, waiters) one request can cause.
+const MAX_PRODUCE_ENTRIES: usize = 1_000;
 /// acks=all wait when the request gives none (ms).
 const DEFAULT_PRODUCE_TIMEOUT_MS: u32 = 30_000;
+/// The longest acks=all wait a request may ask for (ms): a waiter holds
+/// memory until it ends.
+const MAX_PRODUCE_TIMEOUT_MS: u32 = 300_000;
 /// Per-partition fetch limit when the request gives none.
 const DEFAULT_PARTITION_MAX_BYTES: usize = 1 << 20;
 /// Whole-response fetch limit when the request gives none.
@@ -120,7 +126,8 @@ fn acks_level(raw: i32) -> Result<Acks, Status> {
         Ok(Acks::Unspecified) | Ok(Acks::All) => Ok(Acks::All),
         Ok(a) => Ok(a),
         Err(_) => Err(Status::invalid_argument(format!(
-            "unknown acks value {raw}: use ACKS_NONE (0), ACKS_LEADER (1) or ACKS_ALL (all)"
+            "unknown acks value {raw}: use ACKS_NONE (1), ACKS_LEADER (2) or ACKS_ALL (3; \
+             0, unspecified, means ACKS_ALL)"
         ))),
     }
 }
@@ -133,6 +140,18 @@ impl Broker for BrokerRpc {
     ) -> Result<Response<ProduceResponse>, Status> {
         let r = request.into_inner();
         let acks = acks_level(r.acks)?;
+        if r.partitions.len() > MAX_PRODUCE_ENTRIES {
+            return Err(Status::invalid_argument(format!(
+                "{} partition entries in one Produce request; at most {MAX_PRODUCE_ENTRIES}",
+                r.partitions.len()
+            )));
+        }
+        if r.timeout_ms > MAX_PRODUCE_TIMEOUT_MS {
+            return Err(Status::invalid_argument(format!(
+                "timeout_ms {} is over the limit of {MAX_PRODUCE_TIMEOUT_MS}",
+                r.timeout_ms
+            )));
+        }
         let timeout_ms = if r.timeout_ms == 0 {
             DEFAULT_PRODUCE_TIMEOUT_MS
         } else {
@@ -167,12 +186,29 @@ impl Broker for BrokerRpc {
             }
         }
         let require_min_isr = acks == Acks::All;
-        // One blocking task per partition: their fsyncs overlap.
+        // One blocking task per partition, appending that partition's
+        // entries in request order (the .proto's promise); the partitions'
+        // fsyncs overlap.
+        let mut per_partition: Vec<(Arc<Partition>, Vec<(usize, Vec<u8>)>)> = Vec::new();
+        for (i, part, batch) in work {
+            match per_partition
+                .iter_mut()
+                .find(|(p, _)| Arc::ptr_eq(p, &part))
+            {
+                Some((_, entries)) => entries.push((i, batch)),
+                None => per_partition.push((part, vec![(i, batch)])),
+            }
+        }
         let mut appends = tokio::task::JoinSet::new();
-        for (i, part, mut batch) in work {
+        for (part, entries) in per_partition {
             appends.spawn_blocking(move || {
-                let r = part.append_as_leader(&mut batch, require_min_isr);
-                (i, part, r)
+                entries
+                    .into_iter()
+                    .map(|(i, mut batch)| {
+                        let r = part.append_as_leader(&mut batch, require_min_isr);
+                        (i, Arc::clone(&part), r)
+                    })
+                    .collect::<Vec<_>>()
             });
         }
         if acks == Acks::None {
@@ -180,9 +216,10 @@ impl Broker for BrokerRpc {
             appends.detach_all();
             return Ok(Response::new(ProduceResponse { partitions: out }));
         }
-        let mut appended = Vec::with_capacity(appends.len());
+        let mut appended = Vec::with_capacity(out.len());
         while let Some(done) = appends.join_next().await {
-            appended.push(done.map_err(|e| Status::internal(format!("append task failed: {e}")))?);
+            appended
+                .extend(done.map_err(|e| Status::internal(format!("append task failed: {e}")))?);
         }
         let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
         for (i, part, result) in appended {
@@ -190,6 +227,7 @@ impl Broker for BrokerRpc {
             let result = match result {
                 Ok((info, epoch)) => {
                     out[i].appended = true;
+                    out[i].leader_epoch = epoch;
                     out[i].base_offset = info.base_offset;
                     out[i].log_start_offset = part.offsets().log_start_offset;
                     if acks == Acks::All {
@@ -248,13 +286,13 @@ impl Broker for BrokerRpc {
                         .min(max_bytes.saturating_sub(total));
                         let r = mgr.partition(&fp.topic, fp.partition).and_then(|p| {
                             if limit == 0 {
-                                let (o, _, hw) = p.leader_offsets()?;
+                                let (o, epoch, hw) = p.leader_offsets(fp.current_leader_epoch)?;
                                 hw?;
-                                return Ok((Bytes::new(), o));
+                                return Ok((Bytes::new(), o, epoch));
                             }
                             p.read_committed(fp.offset, limit, fp.current_leader_epoch)
                         });
-                        if let Ok((b, _)) = &r {
+                        if let Ok((b, _, _)) = &r {
                             total += b.len();
                         }
                         r
@@ -280,10 +318,11 @@ impl Broker for BrokerRpc {
                             ..Default::default()
                         };
                         match res {
-                            Ok((records, offsets)) => {
+                            Ok((records, offsets, epoch)) => {
                                 p.records = records;
                                 p.high_watermark = offsets.high_watermark;
                                 p.log_start_offset = offsets.log_start_offset;
+                                p.leader_epoch = epoch;
                             }
                             Err(e) => {
                                 let (code, msg, hint) = self.failure(&fp.topic, fp.partition, &e);
@@ -318,8 +357,20 @@ impl Broker for BrokerRpc {
                 .into_iter()
                 .map(|lp| {
                     let res = mgr.partition(&lp.topic, lp.partition).and_then(|p| {
-                        let (offsets, epoch, hw_available) = p.leader_offsets()?;
-                        let offset = match lp.spec {
+                        let (offsets, epoch, hw_available) =
+                            p.leader_offsets(lp.current_leader_epoch)?;
+                        // Kafka reads the timestamps -2 and -1 as EARLIEST
+                        // and LATEST (ListOffsets v0+); so do we.
+                        let spec = match lp.spec {
+                            Some(Spec::TimestampMs(-2)) => {
+                                Some(Spec::OffsetSpec(OffsetSpec::Earliest as i32))
+                            }
+                            Some(Spec::TimestampMs(-1)) => {
+                                Some(Spec::OffsetSpec(OffsetSpec::Latest as i32))
+                            }
+                            other => other,
+                        };
+                        let offset = match spec {
                             Some(Spec::OffsetSpec(s)) if s == OffsetSpec::Earliest as i32 => {
                                 Some(offsets.log_start_offset)
                             }

@@ -170,9 +170,10 @@ pub struct CreateArgs {
     /// Number of partitions.
     #[arg(long, default_value_t = 1)]
     partitions: u32,
-    /// Replicas per partition (at most the number of live brokers).
-    #[arg(long, default_value_t = 1)]
-    replication_factor: u32,
+    /// Replicas per partition (at most the number of live brokers); by
+    /// default 3, or every live broker when fewer are live.
+    #[arg(long)]
+    replication_factor: Option<u32>,
     /// Topic config `key=value` (repeatable): min.insync.replicas, retention.ms,
     /// retention.bytes, segment.bytes, cleanup.policy, unclean.leader.election.enable.
     #[arg(long = "config", value_name = "KEY=VALUE")]
@@ -319,11 +320,27 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> Result<()> {
     let mut c = connect(bootstrap).await?;
     match cmd {
         TopicCommand::Create(a) => {
+            let (replication_factor, chosen) = match a.replication_factor {
+                Some(rf) => (rf, ""),
+                None => {
+                    let d = c
+                        .describe_cluster(DescribeClusterRequest {})
+                        .await
+                        .map_err(rpc_error)?
+                        .into_inner();
+                    let live = d.brokers.iter().filter(|b| !b.fenced).count();
+                    let rf = u32::try_from(live.clamp(1, 3)).unwrap_or(1);
+                    (
+                        rf,
+                        " (the default: 3, or every live broker when fewer are live)",
+                    )
+                }
+            };
             let r = c
                 .create_topic(CreateTopicRequest {
                     name: a.name.clone(),
                     partitions: a.partitions,
-                    replication_factor: a.replication_factor,
+                    replication_factor,
                     configs: parse_configs(&a.configs)?,
                 })
                 .await
@@ -331,8 +348,8 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> Result<()> {
                 .into_inner();
             check(r.error_code, &r.error_message)?;
             println!(
-                "created topic {} with {} partition(s), replication factor {}",
-                a.name, a.partitions, a.replication_factor
+                "created topic {} with {} partition(s), replication factor {replication_factor}{chosen}",
+                a.name, a.partitions
             );
         }
         TopicCommand::Delete { name } => {

@@ -354,6 +354,37 @@ fn describe_event(e: &RebalanceEvent) -> String {
     }
 }
 
+/// Refuses `--offset` past the end of a partition it applies to: the
+/// consumer would otherwise reset to the end silently.
+async fn check_offset_in_range(
+    bootstrap: &str,
+    topic: &str,
+    partition: Option<u32>,
+    offset: u64,
+) -> Result<()> {
+    let admin = rivulet_client::Admin::connect(ClientConfig::new(bootstrap)).await?;
+    let partitions: Vec<u32> = match partition {
+        Some(p) => vec![p],
+        None => {
+            let t = admin.describe_topic(topic).await?;
+            t.partitions.iter().map(|p| p.partition).collect()
+        }
+    };
+    let mut past = Vec::new();
+    for p in partitions {
+        let o = admin.partition_offsets(topic, p).await?;
+        if offset > o.high_watermark {
+            past.push(format!("{topic}-{p} ends at {}", o.high_watermark));
+        }
+    }
+    anyhow::ensure!(
+        past.is_empty(),
+        "--offset {offset} is past the end of the log: {}",
+        past.join(", ")
+    );
+    Ok(())
+}
+
 /// Runs `rivulet consume`.
 pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> Result<()> {
     if let Some(group) = args.group.clone() {
@@ -374,6 +405,7 @@ pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> Result<()> {
     let partitions: Vec<u32> = args.partition.into_iter().collect();
     consumer.assign(&args.topic, &partitions).await?;
     if let Some(o) = args.offset {
+        check_offset_in_range(bootstrap, &args.topic, args.partition, o).await?;
         consumer
             .seek(&args.topic, args.partition, SeekTo::Offset(o))
             .await?;

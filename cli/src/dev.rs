@@ -57,6 +57,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             cluster.pid(i).map_or("-".into(), |p| p.to_string()),
             cluster.log_path(i).display()
         );
+        println!("    restart it with: {}", cluster.command_line(i));
     }
     println!();
     println!("  export RIVULET_BOOTSTRAP={}", cluster.bootstrap());

@@ -114,9 +114,27 @@ pub async fn run(bootstrap: &str, cmd: GroupCommand) -> Result<()> {
                     bail!("say where to: --to-earliest, --to-latest, --to-offset or --to-timestamp")
                 }
             };
+            // Committing offsets for an unknown group creates it (as Kafka's
+            // tool does); say so rather than do it silently.
+            let existed = match admin.describe_group(&a.group).await {
+                Ok(_) => true,
+                Err(e) if e.code() == Some(rivulet_client::ErrorCode::GroupIdNotFound) => false,
+                Err(e) => return Err(e.into()),
+            };
             let moved = admin
                 .reset_offsets(&a.group, &a.topic, &a.partition, to, a.dry_run)
                 .await?;
+            if !existed {
+                eprintln!(
+                    "note: group {} did not exist; {}",
+                    a.group,
+                    if a.dry_run {
+                        "resetting would create it"
+                    } else {
+                        "it now exists, with these committed offsets"
+                    }
+                );
+            }
             if a.json {
                 let v: Vec<_> = moved
                     .iter()
@@ -125,7 +143,7 @@ pub async fn run(bootstrap: &str, cmd: GroupCommand) -> Result<()> {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(
-                        &json!({"group": a.group, "dry_run": a.dry_run, "offsets": v})
+                        &json!({"group": a.group, "dry_run": a.dry_run, "created": !existed && !a.dry_run, "offsets": v})
                     )?
                 );
             } else {

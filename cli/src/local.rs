@@ -99,13 +99,42 @@ impl LocalCluster {
         self.children.get(&i).and_then(Child::id)
     }
 
-    /// Starts (or restarts) node `i`.
-    pub fn start(&mut self, i: u64) -> Result<()> {
+    /// The arguments of `rivulet` that run node `i`.
+    fn node_args(&self, i: u64) -> Vec<String> {
         let voters: Vec<String> = self
             .ids()
             .iter()
             .map(|id| format!("{id}@{}", self.addr(*id)))
             .collect();
+        let mut args: Vec<String> = vec![
+            "node".into(),
+            "--id".into(),
+            i.to_string(),
+            "--listen".into(),
+            self.addr(i),
+            "--data-dir".into(),
+            self.data_dir
+                .join(format!("node-{i}"))
+                .display()
+                .to_string(),
+            "--voters".into(),
+            voters.join(","),
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    /// The shell command that starts node `i` again by hand.
+    pub fn command_line(&self, i: u64) -> String {
+        std::iter::once(self.exe.display().to_string())
+            .chain(self.node_args(i))
+            .map(|a| shell_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Starts (or restarts) node `i`.
+    pub fn start(&mut self, i: u64) -> Result<()> {
         let log_path = self.log_path(i);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -113,11 +142,7 @@ impl LocalCluster {
             .open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
         let child = Command::new(&self.exe)
-            .args(["node", "--id", &i.to_string(), "--listen", &self.addr(i)])
-            .arg("--data-dir")
-            .arg(self.data_dir.join(format!("node-{i}")))
-            .args(["--voters", &voters.join(",")])
-            .args(&self.extra_args)
+            .args(self.node_args(i))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -201,5 +226,17 @@ impl LocalCluster {
                 let _ = c.kill().await;
             }
         }
+    }
+}
+
+/// `s` quoted for a POSIX shell where it needs it.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:@,=".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }

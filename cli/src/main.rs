@@ -60,6 +60,9 @@ enum Command {
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
+        // Log I/O runs on blocking threads: a bound, so no request can make
+        // a node spawn hundreds (tokio's default is 512).
+        .max_blocking_threads(64)
         .enable_all()
         .build()?)
 }

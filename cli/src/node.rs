@@ -198,7 +198,11 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     })
     .await
     .context("cannot start the node")?;
-    info!(listen = %args.listen, advertise = %advertise, data_dir = %args.data_dir.display(), "node started");
+    let command: Vec<String> = std::env::args()
+        .map(|a| crate::local::shell_quote(&a))
+        .collect();
+    info!(listen = %args.listen, advertise = %advertise, data_dir = %args.data_dir.display(),
+        command = %command.join(" "), "node started (restart it with `command`)");
     let cancel = node.cancel_token();
     let quorum = std::sync::Arc::clone(node.quorum());
     tokio::spawn(async move {

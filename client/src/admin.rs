@@ -164,6 +164,7 @@ impl Admin {
             topic: topic.to_owned(),
             partition,
             spec: Some(Spec::OffsetSpec(s as i32)),
+            current_leader_epoch: None,
         };
         let mut req = tonic::Request::new(ListOffsetsRequest {
             partitions: vec![spec(OffsetSpec::Earliest), spec(OffsetSpec::Latest)],

@@ -227,6 +227,7 @@ impl Consumer {
                     topic: topic.to_owned(),
                     partition,
                     spec: Some(spec),
+                    current_leader_epoch: None,
                 }],
             };
             let r = match self

@@ -257,6 +257,7 @@ impl Admin {
                 topic: topic.to_owned(),
                 partition,
                 spec: Some(Spec::TimestampMs(ts)),
+                current_leader_epoch: None,
             }],
         });
         req.set_timeout(Duration::from_secs(5));

@@ -903,6 +903,7 @@ async fn read(
                 topic: topic.clone(),
                 partition: p,
                 spec: Some(Spec::OffsetSpec(OffsetSpec::Latest as i32)),
+                current_leader_epoch: None,
             }],
         };
         let answer = match tokio::time::timeout(SHORT_RPC_TIMEOUT, client.list_offsets(req)).await {

@@ -5,7 +5,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use cluster_tests::cli::{fails_with, ok_json, rivulet};
+use cluster_tests::cli::{fails_with, ok_json, ok_stdout, rivulet};
 use cluster_tests::{rivulet_binary, wait_until, Cluster};
 use serde_json::Value;
 
@@ -57,11 +57,18 @@ async fn admin_commands_work_end_to_end_with_json_and_clear_errors() {
         assert_eq!(p["replicas"].as_array().unwrap().len(), 3);
         assert_eq!(p["isr"].as_array().unwrap().len(), 3);
         assert!(p["leader_epoch"].as_u64().is_some());
-        for key in ["high_watermark", "log_start_offset"] {
+        for key in ["high_watermark", "log_start_offset", "elr", "offline"] {
             assert!(p.get(key).is_some(), "{key} missing from the JSON shape");
         }
+        assert_eq!(p["offline"], false);
     }
     assert_eq!(t["configs"]["min.insync.replicas"], "2");
+
+    // Without --replication-factor: 3 on a 3-node cluster, and said so.
+    let out = ok_stdout(&c, &["topic", "create", "defaulted", "--partitions", "2"]);
+    assert!(out.contains("replication factor 3 (the default"), "{out}");
+    let t = ok_json(&c, &["topic", "describe", "defaulted", "--json"]);
+    assert_eq!(t["partitions"][0]["replicas"].as_array().unwrap().len(), 3);
 
     let list = ok_json(&c, &["topic", "list", "--json"]);
     assert!(list
@@ -252,6 +259,19 @@ async fn produce_and_consume_through_the_cli() {
         ],
     );
     assert_eq!(lines(&out), vec!["a", "b"]);
+    // Past the end: said, with where the log ends, instead of a silent exit.
+    fails_with(
+        &c,
+        &[
+            "consume",
+            "events",
+            "--partition",
+            "1",
+            "--offset",
+            &(hw + 10).to_string(),
+        ],
+        &format!("is past the end of the log: events-1 ends at {hw}"),
+    );
 
     // Failures name the reason and exit non-zero.
     fails_with(&c, &["produce", "nope"], "does not exist");

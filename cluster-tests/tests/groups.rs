@@ -752,6 +752,28 @@ async fn cli_group_describe_lag_reset_offsets_and_delete() {
     .await;
     fails_with(&c, &["group", "describe", "etl"], "GROUP_ID_NOT_FOUND");
     fails_with(&c, &["group", "describe", ""], "INVALID_GROUP_ID");
+    // Resetting a group that does not exist says it creates it.
+    let out = rivulet(
+        &c,
+        &[
+            "group",
+            "reset-offsets",
+            "fresh",
+            "--topic",
+            "events",
+            "--to-earliest",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("group fresh did not exist"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["created"], true);
     c.assert_no_unexpected_errors(&[]);
 }
 

@@ -620,3 +620,85 @@ async fn per_partition_errors() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_one_request_for_one_partition_are_appended_in_request_order() {
+    use rivulet_proto::v1::produce_partition::Data;
+    use rivulet_proto::v1::{ProducePartition, ProduceRequest, Record, RecordList};
+    bounded(async {
+        let c = start(3).await;
+        let topic = "ordered";
+        assert_eq!(c.create_topic_with(1, topic, 2, 3, &[]).await, NONE);
+        let info = c.wait_partition_leader(topic, 0, SETTLE).await;
+        c.wait_partition_leader(topic, 1, SETTLE).await;
+        let leader = info.leader.expect("a leader");
+        let entry = |p: u32, value: String| ProducePartition {
+            topic: topic.into(),
+            partition: p,
+            data: Some(Data::Records(RecordList {
+                records: vec![Record {
+                    value: Some(value.into_bytes().into()),
+                    ..Record::default()
+                }],
+            })),
+        };
+        let mut client = c.broker_client(leader, Duration::from_secs(10));
+        let mut expected = Vec::new();
+        for request in 0..20 {
+            // 20 entries for partition 0, with entries for partition 1
+            // (led elsewhere, or here) in between.
+            let mut partitions = Vec::new();
+            for i in 0..20 {
+                let value = format!("r{request:02}-e{i:02}");
+                expected.push(value.clone());
+                partitions.push(entry(0, value));
+                if i % 5 == 0 {
+                    partitions.push(entry(1, format!("other-{request}-{i}")));
+                }
+            }
+            let r = client
+                .produce(ProduceRequest {
+                    acks: Acks::All.into(),
+                    timeout_ms: 10_000,
+                    partitions,
+                })
+                .await
+                .expect("produce")
+                .into_inner();
+            let offsets: Vec<u64> = r
+                .partitions
+                .iter()
+                .filter(|p| p.partition == 0)
+                .map(|p| {
+                    assert_eq!(p.error_code, NONE, "{}", p.error_message);
+                    p.base_offset
+                })
+                .collect();
+            assert!(
+                offsets.windows(2).all(|w| w[1] == w[0] + 1),
+                "request {request}: base offsets {offsets:?} are not in request order"
+            );
+        }
+        let (records, _) = c.read_partition(topic, 0).await;
+        let got: Vec<String> = records
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+            .collect();
+        assert_eq!(got, expected, "stored order differs from request order");
+
+        // More than 1,000 entries in one request: refused whole.
+        let partitions = (0..1_001).map(|i| entry(0, format!("x{i}"))).collect();
+        let status = client
+            .produce(ProduceRequest {
+                acks: Acks::All.into(),
+                timeout_ms: 1_000,
+                partitions,
+            })
+            .await
+            .expect_err("too many entries");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+        assert!(status.message().contains("at most 1000"), "{status}");
+        c.assert_no_unexpected_errors(&[]);
+    })
+    .await;
+}

@@ -365,3 +365,44 @@ async fn whole_cluster_kill_with_interval_flush_and_a_wiped_node_starting_last_l
 async fn whole_cluster_graceful_stop_with_a_node_wiped_loses_nothing() {
     bounded(whole_cluster_restart_keeps_the_data(true, 3, [2, 1, 3])).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_first_bootstrap_node_is_passed_over_quickly() {
+    // Issue 13, item 6: with the first --bootstrap node SIGSTOPped, `cluster
+    // status` hung past 40 s and `topic list` past 15 s.
+    bounded(async {
+        let mut c = Cluster::start(3).await;
+        c.wait_unfenced(&c.ids(), SETTLE).await;
+        c.pause(1);
+        let bootstrap = cli::bootstrap(&c);
+        for args in [vec!["cluster", "status"], vec!["topic", "list"]] {
+            let bootstrap = bootstrap.clone();
+            let started = Instant::now();
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(cluster_tests::rivulet_binary())
+                    .args(["--bootstrap", &bootstrap])
+                    .args(&args)
+                    .output()
+                    .expect("run rivulet")
+            })
+            .await
+            .unwrap();
+            let took = started.elapsed();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                took < Duration::from_secs(10),
+                "took {}",
+                fmt_duration(took)
+            );
+            eprintln!("answered with node 1 frozen in {}", fmt_duration(took));
+        }
+        c.resume(1);
+        c.wait_unfenced(&c.ids(), SETTLE).await;
+        c.assert_no_unexpected_errors(&[]);
+    })
+    .await;
+}

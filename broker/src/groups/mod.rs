@@ -565,7 +565,7 @@ fn replay(log: &Partition, end: u64) -> Result<(Groups, u64), PartitionError> {
     let mut count = 0u64;
     let now = Instant::now();
     while offset < end {
-        let (bytes, _) = log.read_committed(offset, 1 << 20, None)?;
+        let (bytes, _, _) = log.read_committed(offset, 1 << 20, None)?;
         if bytes.is_empty() {
             break;
         }

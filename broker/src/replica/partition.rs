@@ -500,7 +500,7 @@ impl Partition {
         offset: u64,
         max_bytes: usize,
         client_epoch: Option<u32>,
-    ) -> Result<(Bytes, LogOffsets), PartitionError> {
+    ) -> Result<(Bytes, LogOffsets, u32), PartitionError> {
         let role = self.role();
         let Role::Leader {
             epoch, epoch_start, ..
@@ -523,7 +523,7 @@ impl Partition {
         } else {
             self.log.read(offset, max_bytes, ReadBound::HighWatermark)?
         };
-        Ok((bytes, offsets))
+        Ok((bytes, offsets, *epoch))
     }
 
     /// Offsets for ListOffsets, as leader. `Err(OffsetNotAvailable)` in the
@@ -531,11 +531,13 @@ impl Partition {
     /// [`hw_available`]): EARLIEST and timestamps may still be answered.
     pub fn leader_offsets(
         &self,
+        client_epoch: Option<u32>,
     ) -> Result<(LogOffsets, u32, Result<(), PartitionError>), PartitionError> {
         match &*self.role() {
             Role::Leader {
                 epoch, epoch_start, ..
             } => {
+                self.check_client_epoch(*epoch, client_epoch)?;
                 let offsets = self.log.offsets();
                 let hw = hw_available(&offsets, *epoch_start);
                 Ok((offsets, *epoch, hw))
@@ -809,7 +811,7 @@ mod tests {
         assert_eq!(r.high_watermark, 5);
         waiter.await.unwrap();
         // Consumers see exactly the committed records.
-        let (bytes, _) = p.read_committed(0, 1 << 20, Some(3)).unwrap();
+        let (bytes, _, _) = p.read_committed(0, 1 << 20, Some(3)).unwrap();
         assert_eq!(decode_records(&bytes).unwrap().len(), 5);
     }
 
@@ -825,11 +827,11 @@ mod tests {
         p.become_leader(5, 2, &[1, 2], &[1, 2]).unwrap();
         let e = p.read_committed(0, 1 << 20, None).unwrap_err();
         assert_eq!(e.code(), ErrorCode::OffsetNotAvailable, "{e}");
-        let (_, _, hw) = p.leader_offsets().unwrap();
+        let (_, _, hw) = p.leader_offsets(None).unwrap();
         assert!(hw.is_err(), "LATEST is not answered either");
         // Follower 2 has fetched up to the epoch start: the HW is exposed.
         p.replica_fetch(2, 5, 5, Some(3), 1 << 20).unwrap();
-        let (bytes, offsets) = p.read_committed(0, 1 << 20, None).unwrap();
+        let (bytes, offsets, _) = p.read_committed(0, 1 << 20, None).unwrap();
         assert_eq!(
             (
                 decode_records(&bytes).unwrap().len(),
@@ -847,7 +849,7 @@ mod tests {
             .unwrap();
         assert_eq!(p.offsets().high_watermark, 5);
         p.become_leader(7, 3, &[1, 2], &[1]).unwrap();
-        let (_, offsets) = p.read_committed(0, 1 << 20, None).unwrap();
+        let (_, offsets, _) = p.read_committed(0, 1 << 20, None).unwrap();
         assert_eq!(offsets.high_watermark, offsets.log_end_offset);
     }
 

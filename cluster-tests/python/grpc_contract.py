@@ -1,0 +1,155 @@
+"""The gRPC contract, checked through Python grpcio: a client we did not
+write, with stubs generated from our .proto files at run time.
+
+Run by cluster-tests/tests/python_grpc.rs against a live cluster:
+    python grpc_contract.py <proto dir> <host:port,...>
+Prints one line per check and "N passed, N failed" at the end; exits 1 if
+any check failed.
+"""
+
+import os
+import sys
+import tempfile
+import traceback
+
+import grpc
+from grpc_tools import protoc
+
+
+def generate(proto_dir):
+    out = tempfile.mkdtemp(prefix="rivulet-py-")
+    files = [
+        os.path.join("rivulet", "v1", f)
+        for f in sorted(os.listdir(os.path.join(proto_dir, "rivulet", "v1")))
+        if f.endswith(".proto")
+    ]
+    import grpc_tools
+
+    include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    rc = protoc.main(
+        ["protoc", f"-I{proto_dir}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}"]
+        + files
+    )
+    if rc != 0:
+        raise SystemExit(f"protoc failed ({rc})")
+    sys.path.insert(0, out)
+
+
+def main():
+    proto_dir, addrs = sys.argv[1], sys.argv[2].split(",")
+    generate(proto_dir)
+    from rivulet.v1 import broker_pb2 as b, broker_pb2_grpc as bg
+    from rivulet.v1 import common_pb2 as common
+    from rivulet.v1 import controller_pb2 as ctl, controller_pb2_grpc as cg
+
+    channels = {a: grpc.insecure_channel(a) for a in addrs}
+    controller = cg.ControllerStub(channels[addrs[0]])
+    results = []
+
+    def check(name, fn):
+        try:
+            fn()
+            results.append((name, None))
+            print(f"PASS {name}")
+        except Exception as e:  # noqa: BLE001 - report every failure
+            results.append((name, e))
+            print(f"FAIL {name}: {e!r}")
+            traceback.print_exc()
+
+    def leader_stub(topic, partition):
+        meta = bg.BrokerStub(channels[addrs[0]]).Metadata(b.MetadataRequest(topics=[topic]), timeout=10)
+        brokers = {x.id: x.address for x in meta.brokers}
+        p = [p for t in meta.topics if t.name == topic for p in t.partitions if p.partition == partition][0]
+        return bg.BrokerStub(grpc.insecure_channel(brokers[p.leader])), p
+
+    def cluster_state():
+        d = controller.DescribeCluster(ctl.DescribeClusterRequest(), timeout=10)
+        assert d.brokers, d
+        for x in d.brokers:
+            assert x.state == "live", x
+            assert len(x.directory_id) == 32, x
+
+    def create():
+        r = controller.CreateTopic(
+            ctl.CreateTopicRequest(name="py-contract", partitions=1, replication_factor=3), timeout=10
+        )
+        assert r.error_code == common.NONE, r
+        assert list(r.topic.partitions[0].elr) == [], r
+
+    def same_partition_entries_in_order():
+        stub, _ = leader_stub("py-contract", 0)
+        entries = [
+            b.ProducePartition(
+                topic="py-contract",
+                partition=0,
+                records=b.RecordList(records=[b.Record(value=f"v{i}".encode())]),
+            )
+            for i in range(20)
+        ]
+        r = stub.Produce(b.ProduceRequest(acks=b.ACKS_ALL, timeout_ms=10000, partitions=entries), timeout=15)
+        offsets = [p.base_offset for p in r.partitions]
+        assert all(p.error_code == common.NONE for p in r.partitions), r
+        assert offsets == list(range(offsets[0], offsets[0] + 20)), offsets
+        assert all(p.leader_epoch == r.partitions[0].leader_epoch for p in r.partitions)
+
+    def kafka_timestamp_conventions():
+        stub, _ = leader_stub("py-contract", 0)
+
+        def ask(**spec):
+            req = b.ListOffsetsRequest(partitions=[b.ListOffsetsPartition(topic="py-contract", partition=0, **spec)])
+            p = stub.ListOffsets(req, timeout=10).partitions[0]
+            assert p.error_code == common.NONE, p
+            return p.offset
+
+        assert ask(timestamp_ms=-1) == ask(offset_spec=b.LATEST)
+        assert ask(timestamp_ms=-2) == ask(offset_spec=b.EARLIEST)
+
+    def stale_epoch_list_offsets_is_fenced():
+        stub, p = leader_stub("py-contract", 0)
+        if p.leader_epoch == 0:
+            req_epoch = p.leader_epoch + 1
+            want = common.UNKNOWN_LEADER_EPOCH
+        else:
+            req_epoch, want = p.leader_epoch - 1, common.FENCED_LEADER_EPOCH
+        req = b.ListOffsetsRequest(
+            partitions=[
+                b.ListOffsetsPartition(
+                    topic="py-contract", partition=0, offset_spec=b.LATEST, current_leader_epoch=req_epoch
+                )
+            ]
+        )
+        got = stub.ListOffsets(req, timeout=10).partitions[0]
+        assert got.error_code == want, got
+
+    def bad_acks_and_timeouts_are_invalid_argument():
+        stub, _ = leader_stub("py-contract", 0)
+        entry = b.ProducePartition(
+            topic="py-contract", partition=0, records=b.RecordList(records=[b.Record(value=b"x")])
+        )
+        for req, needle in [
+            (b.ProduceRequest(acks=99, partitions=[entry]), "ACKS_NONE (1)"),
+            (b.ProduceRequest(acks=b.ACKS_ALL, timeout_ms=2**32 - 1, partitions=[entry]), "over the limit"),
+            (b.ProduceRequest(acks=b.ACKS_ALL, partitions=[entry] * 1001), "at most 1000"),
+        ]:
+            try:
+                stub.Produce(req, timeout=10)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+                assert needle in e.details(), e.details()
+            else:
+                raise AssertionError(f"accepted: {needle}")
+
+    check("DescribeCluster: every broker live, with a directory id", cluster_state)
+    check("CreateTopic", create)
+    check("Produce: entries for one partition are appended in request order", same_partition_entries_in_order)
+    check("ListOffsets: timestamps -1 and -2 are LATEST and EARLIEST", kafka_timestamp_conventions)
+    check("ListOffsets: current_leader_epoch is checked", stale_epoch_list_offsets_is_fenced)
+    check("Produce: bad acks, timeout and entry count are INVALID_ARGUMENT", bad_acks_and_timeouts_are_invalid_argument)
+
+    failed = sum(1 for _, e in results if e is not None)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+//! The gRPC contract through a client we did not write: Python grpcio with
+//! stubs generated from our .proto files (`cluster-tests/python/
+//! grpc_contract.py`), against a real three-node cluster.
+//!
+//! `./scripts/test` makes the virtualenv (grpcio, grpcio-tools from PyPI) and
+//! sets `RIVULET_PYTHON`; without it the test says SKIPPED.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cluster_tests::{cli, Cluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_contract_holds_for_a_python_grpcio_client() {
+    let Some(python) = std::env::var_os("RIVULET_PYTHON") else {
+        eprintln!("SKIPPED: RIVULET_PYTHON is not set (./scripts/test sets it up)");
+        return;
+    };
+    let c = Cluster::start(3).await;
+    c.wait_unfenced(&c.ids(), Duration::from_secs(20)).await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("python/grpc_contract.py");
+    let protos = root.join("../proto/proto");
+    let bootstrap = cli::bootstrap(&c);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .arg(protos)
+            .arg(bootstrap)
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}{stderr}");
+    assert!(out.status.success(), "the Python grpcio checks failed");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    c.assert_no_unexpected_errors(&[]);
+}

@@ -10,6 +10,7 @@ any check failed.
 import os
 import sys
 import tempfile
+import time
 import traceback
 
 import grpc
@@ -57,10 +58,14 @@ def main():
             traceback.print_exc()
 
     def leader_stub(topic, partition):
-        meta = bg.BrokerStub(channels[addrs[0]]).Metadata(b.MetadataRequest(topics=[topic]), timeout=10)
-        brokers = {x.id: x.address for x in meta.brokers}
-        p = [p for t in meta.topics if t.name == topic for p in t.partitions if p.partition == partition][0]
-        return bg.BrokerStub(grpc.insecure_channel(brokers[p.leader])), p
+        deadline = time.monotonic() + 15
+        while True:
+            meta = bg.BrokerStub(channels[addrs[0]]).Metadata(b.MetadataRequest(topics=[topic]), timeout=10)
+            brokers = {x.id: x.address for x in meta.brokers}
+            p = [p for t in meta.topics if t.name == topic for p in t.partitions if p.partition == partition][0]
+            if p.HasField("leader") or time.monotonic() >= deadline:
+                return bg.BrokerStub(grpc.insecure_channel(brokers[p.leader])), p
+            time.sleep(0.1)
 
     def cluster_state():
         d = controller.DescribeCluster(ctl.DescribeClusterRequest(), timeout=10)
@@ -75,6 +80,20 @@ def main():
         )
         assert r.error_code == common.NONE, r
         assert list(r.topic.partitions[0].elr) == [], r
+        # A new partition takes writes once its leader has applied the
+        # change: retriable errors until then, as for any client.
+        retriable = {common.NOT_LEADER_OR_FOLLOWER, common.LEADER_NOT_AVAILABLE, common.NOT_ENOUGH_REPLICAS}
+        deadline = time.monotonic() + 15
+        while True:
+            stub, _ = leader_stub("py-contract", 0)
+            entry = b.ProducePartition(
+                topic="py-contract", partition=0, records=b.RecordList(records=[b.Record(value=b"first")])
+            )
+            got = stub.Produce(b.ProduceRequest(acks=b.ACKS_ALL, partitions=[entry]), timeout=10).partitions[0]
+            if got.error_code == common.NONE:
+                return
+            assert got.error_code in retriable and time.monotonic() < deadline, got
+            time.sleep(0.1)
 
     def same_partition_entries_in_order():
         stub, _ = leader_stub("py-contract", 0)

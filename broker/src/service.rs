@@ -261,11 +261,16 @@ impl Broker for BrokerRpc {
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
         let r = request.into_inner();
+        // The node's cap bounds the response whatever the request asks
+        // (Kafka's fetch.max.bytes): a request naming a big partition many
+        // times with huge limits gets at most this much, read lazily.
+        let node_max = self.mgr.config.fetch_max_bytes;
         let max_bytes = if r.max_bytes == 0 {
             DEFAULT_FETCH_MAX_BYTES
         } else {
             r.max_bytes as usize
-        };
+        }
+        .min(node_max);
         let deadline =
             Instant::now() + Duration::from_millis(u64::from(r.max_wait_ms.min(MAX_WAIT_CAP_MS)));
         let wanted = Arc::new(r.partitions);
@@ -283,6 +288,7 @@ impl Broker for BrokerRpc {
                             0 => DEFAULT_PARTITION_MAX_BYTES,
                             n => n as usize,
                         }
+                        .min(node_max)
                         .min(max_bytes.saturating_sub(total));
                         let r = mgr.partition(&fp.topic, fp.partition).and_then(|p| {
                             if limit == 0 {

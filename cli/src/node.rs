@@ -63,6 +63,17 @@ pub struct NodeArgs {
         default_value_t = 10_000
     )]
     replica_lag_time_max_ms: u64,
+    /// The most record bytes one Fetch response carries, whatever the
+    /// request asks (Kafka's `fetch.max.bytes`); also the per-partition cap.
+    /// At least one batch is always returned, so it must exceed the largest
+    /// batch (1 MiB to 256 MiB).
+    #[arg(
+        long,
+        env = "RIVULET_FETCH_MAX_BYTES",
+        default_value_t = 50 << 20,
+        value_parser = clap::value_parser!(u64).range(1 << 20..=256 << 20)
+    )]
+    fetch_max_bytes: u64,
     /// Partitions of `__consumer_offsets`, the internal topic of consumer
     /// groups, when the first group creates it.
     #[arg(
@@ -175,6 +186,7 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     let broker_config = BrokerConfig {
         flush: args.flush,
         replica_lag_time_max_ms: i64::try_from(args.replica_lag_time_max_ms).unwrap_or(i64::MAX),
+        fetch_max_bytes: usize::try_from(args.fetch_max_bytes).unwrap_or(50 << 20),
         ..BrokerConfig::new(args.id, &args.data_dir)
     };
     let group_config = GroupConfig {
@@ -268,6 +280,7 @@ const CONFIG_KEYS: &[(&str, &str)] = &[
     ),
     ("flush", "RIVULET_FLUSH"),
     ("replica-lag-time-max-ms", "RIVULET_REPLICA_LAG_TIME_MAX_MS"),
+    ("fetch-max-bytes", "RIVULET_FETCH_MAX_BYTES"),
     (
         "offsets-topic-partitions",
         "RIVULET_OFFSETS_TOPIC_PARTITIONS",

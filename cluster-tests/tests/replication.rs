@@ -702,3 +702,60 @@ async fn entries_of_one_request_for_one_partition_are_appended_in_request_order(
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_is_capped_by_the_node_whatever_it_asks() {
+    // Issue 13, item 5: one Fetch naming a big partition 300 times with
+    // 4 GiB limits drove a node to 8.8 GB of memory. Nodes inherit the
+    // test's environment: a 1 MiB cap here, 50 MiB by default.
+    std::env::set_var("RIVULET_FETCH_MAX_BYTES", (1u64 << 20).to_string());
+    bounded(async {
+        let c = start(3).await;
+        let topic = "big";
+        assert_eq!(c.create_topic_with(1, topic, 1, 1, &[]).await, NONE);
+        let leader = c
+            .wait_partition_leader(topic, 0, SETTLE)
+            .await
+            .leader
+            .expect("a leader");
+        let value = vec![b'x'; 1000];
+        for _ in 0..30 {
+            let values = vec![value.clone(); 100];
+            match c.produce(topic, 0, &values, Acks::All).await {
+                ProduceOutcome::Acked(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        let request = FetchRequest {
+            partitions: (0..300)
+                .map(|_| FetchPartition {
+                    topic: topic.into(),
+                    partition: 0,
+                    offset: 0,
+                    partition_max_bytes: u32::MAX,
+                    current_leader_epoch: None,
+                })
+                .collect(),
+            max_bytes: u32::MAX,
+            min_bytes: 0,
+            max_wait_ms: 0,
+        };
+        let r = c
+            .broker_client(leader, Duration::from_secs(10))
+            .fetch(request)
+            .await
+            .expect("fetch")
+            .into_inner();
+        let total: usize = r.partitions.iter().map(|p| p.records.len()).sum();
+        let batch = 100 * 1000 + 2_000; // one batch of the test, with overhead
+        eprintln!("300 entries of a 3 MB partition with 4 GiB limits: {total} bytes back");
+        assert!(total > 0, "at least one batch");
+        assert!(
+            total <= (1 << 20) + batch,
+            "{total} bytes exceed the 1 MiB node cap"
+        );
+        assert_eq!(r.partitions.len(), 300, "every entry answered");
+        c.assert_no_unexpected_errors(&[]);
+    })
+    .await;
+}

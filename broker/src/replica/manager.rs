@@ -47,6 +47,9 @@ pub struct BrokerConfig {
     pub hw_checkpoint_interval: Duration,
     /// How often retention runs.
     pub retention_check_interval: Duration,
+    /// The most record bytes one client Fetch response carries, and one
+    /// partition of it, whatever the request asks.
+    pub fetch_max_bytes: usize,
     /// Space held in the data directory for the metadata log, released when
     /// a log write fails (see [`crate::log::DiskReserve`]); 0 holds none.
     pub disk_reserve_bytes: u64,
@@ -65,6 +68,7 @@ impl BrokerConfig {
             hw_checkpoint_interval: Duration::from_secs(5),
             retention_check_interval: Duration::from_secs(60),
             disk_reserve_bytes: crate::log::RESERVED_BYTES,
+            fetch_max_bytes: 50 << 20,
         }
     }
 }

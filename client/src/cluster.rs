@@ -9,6 +9,7 @@ use std::time::Duration;
 use rivulet_proto::v1::broker_client::BrokerClient;
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{LeaderHint, MetadataRequest, MetadataResponse, PartitionInfo};
+use rivulet_proto::{NOT_READY_KEY, TRY_NODES_KEY};
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
@@ -68,10 +69,6 @@ struct Cache {
 pub const NOT_READY_PATIENCE: Duration = Duration::from_secs(15);
 /// Most nodes remembered from not-ready hints.
 const MAX_HINTED_NODES: usize = 64;
-/// The marker a node sets on the `UNAVAILABLE` it answers while catching up.
-const NOT_READY_KEY: &str = "x-rivulet-not-ready";
-/// Other nodes' addresses a catching-up node names.
-const TRY_NODES_KEY: &str = "x-rivulet-try-nodes";
 
 /// Whether a failed call should be tried on another node: the node was
 /// unreachable, too slow, or not ready.

@@ -162,7 +162,7 @@ async fn a_node_catching_up_is_shown_as_such_and_the_cli_waits_for_it() {
         .await;
         let others = status
             .metadata()
-            .get("x-rivulet-try-nodes")
+            .get(rivulet_proto::TRY_NODES_KEY)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
@@ -176,6 +176,9 @@ async fn a_node_catching_up_is_shown_as_such_and_the_cli_waits_for_it() {
                 .output()
                 .expect("run rivulet")
         });
+        // A duration on purpose, not a condition: the CLI must have been
+        // waiting (getting not-ready answers) for a while before the cluster
+        // comes back, to show it waits quietly instead of failing.
         tokio::time::sleep(Duration::from_secs(1)).await;
         c.resume(1);
         c.resume(2);

@@ -9,6 +9,15 @@ pub mod v1 {
     tonic::include_proto!("rivulet.v1");
 }
 
+/// gRPC metadata key set (to `1`) on the retriable `UNAVAILABLE` a node
+/// answers while it is catching up with the metadata log after a restart
+/// (KIP-631): the client should try another node.
+pub const NOT_READY_KEY: &str = "x-rivulet-not-ready";
+
+/// gRPC metadata key, with a not-ready answer: other nodes' `host:port`
+/// addresses, comma-separated, for the client to try instead.
+pub const TRY_NODES_KEY: &str = "x-rivulet-try-nodes";
+
 /// The encoded `FileDescriptorSet` of every Rivulet service, for gRPC server
 /// reflection (`grpcurl -plaintext host:port list` works without .proto files).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("rivulet_descriptor");

@@ -230,12 +230,7 @@ pub struct Quorum {
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
-/// Metadata key set on the `UNAVAILABLE` a node answers while it is not
-/// ready; clients try another node.
-pub const NOT_READY_KEY: &str = "x-rivulet-not-ready";
-/// Metadata key with other nodes' addresses (comma-separated) a client can
-/// try instead of a node that is not ready.
-pub const TRY_NODES_KEY: &str = "x-rivulet-try-nodes";
+pub use rivulet_proto::{NOT_READY_KEY, TRY_NODES_KEY};
 
 impl std::fmt::Debug for Quorum {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -62,7 +62,7 @@ pub struct ProducerKnobs {
     /// `produce`, 0 for `e2e` (latency first).
     #[arg(long)]
     linger_ms: Option<u64>,
-    /// none, lz4 or zstd.
+    /// none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     compression: String,
 }

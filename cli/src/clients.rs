@@ -45,7 +45,7 @@ pub struct ProduceArgs {
     /// value (e.g. `--key-separator :` reads `key:value`).
     #[arg(long)]
     key_separator: Option<String>,
-    /// Batch compression: none, lz4 or zstd.
+    /// Batch compression: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     compression: String,
     /// How long a batch waits for more records (ms).
@@ -93,6 +93,13 @@ pub struct ConsumeArgs {
     /// (ms).
     #[arg(long, requires = "group", default_value_t = 10_000)]
     session_timeout_ms: u64,
+    /// Skip record batches that cannot be decoded (written before the
+    /// cluster checked records on produce, or damaged), with a warning naming
+    /// each one's partition and offsets. Without it, consuming stops at such
+    /// a batch with an error saying where it is. Skipped records are lost to
+    /// this consumer (and, with --group, the commit moves past them).
+    #[arg(long)]
+    skip_undecodable: bool,
 }
 
 /// Strips one trailing `\n` or `\r\n`.
@@ -273,6 +280,7 @@ async fn consume_group(bootstrap: &str, group: &str, args: &ConsumeArgs) -> Resu
                 OffsetReset::Latest
             },
             max_wait: Duration::from_millis(args.timeout_ms.unwrap_or(500).clamp(10, 500)),
+            skip_undecodable: args.skip_undecodable,
             ..ConsumerConfig::default()
         },
         session_timeout: Duration::from_millis(args.session_timeout_ms),
@@ -397,6 +405,7 @@ pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> Result<()> {
             OffsetReset::Latest
         },
         max_wait: Duration::from_millis(args.timeout_ms.unwrap_or(500).clamp(10, 500)),
+        skip_undecodable: args.skip_undecodable,
         ..ConsumerConfig::default()
     };
     let mut consumer = Consumer::connect(ClientConfig::new(bootstrap), config)

@@ -14,7 +14,7 @@ use rivulet_proto::v1::{
     ErrorCode, FetchPartition, FetchRequest, ListOffsetsPartition, ListOffsetsRequest, OffsetSpec,
 };
 use tokio::task::JoinSet;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::cluster::{ClientConfig, Cluster};
 use crate::error::{Error, Result};
@@ -43,6 +43,10 @@ pub struct ConsumerConfig {
     pub min_bytes: u32,
     /// Bytes per partition per fetch.
     pub partition_max_bytes: u32,
+    /// Skip a fetched batch that cannot be decoded (logging a WARN with its
+    /// topic, partition and offsets) instead of stopping at it with
+    /// [`Error::UndecodableBatch`]. Off by default: skipping loses records.
+    pub skip_undecodable: bool,
 }
 
 impl Default for ConsumerConfig {
@@ -52,6 +56,7 @@ impl Default for ConsumerConfig {
             max_wait: Duration::from_millis(500),
             min_bytes: 1,
             partition_max_bytes: 1 << 20,
+            skip_undecodable: false,
         }
     }
 }
@@ -84,6 +89,9 @@ pub struct Consumer {
     fetching: HashMap<(String, u32), u64>,
     /// When metadata was last refreshed for leaderless partitions.
     refreshed: tokio::time::Instant,
+    /// An undecodable batch met after records were already in hand: it is
+    /// returned by the next poll, after those records.
+    pending: Option<Error>,
 }
 
 impl Consumer {
@@ -99,6 +107,7 @@ impl Consumer {
             in_flight: JoinSet::new(),
             fetching: HashMap::new(),
             refreshed: tokio::time::Instant::now(),
+            pending: None,
         })
     }
 
@@ -295,7 +304,15 @@ impl Consumer {
     /// are returned as soon as they arrive, without waiting for the long
     /// polls at the others. A fetch whose partition was sought meanwhile is
     /// ignored.
+    ///
+    /// A batch that cannot be decoded stops its partition there: the records
+    /// before it are returned, and the poll after fails with
+    /// [`Error::UndecodableBatch`] naming it (unless
+    /// [`ConsumerConfig::skip_undecodable`]).
     pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
         self.reset_positions().await?;
         self.send_fetches().await;
         if self.in_flight.is_empty() {
@@ -310,6 +327,11 @@ impl Consumer {
         // Whatever else already arrived comes along.
         while let Some(Ok(done)) = self.in_flight.try_join_next() {
             self.absorb(done, &mut out)?;
+        }
+        if out.is_empty() {
+            if let Some(e) = self.pending.take() {
+                return Err(e);
+            }
         }
         Ok(out)
     }
@@ -405,11 +427,30 @@ impl Consumer {
                 Ok(ErrorCode::None) => {
                     self.high_watermarks
                         .insert(key.clone(), part.high_watermark);
-                    let records = decode_batches(&part.topic, part.partition, part.records, pos)?;
-                    if let Some(last) = records.last() {
-                        self.positions.insert(key, Some(last.offset + 1));
+                    let skip = self.config.skip_undecodable;
+                    let decoded =
+                        decode_batches(&part.topic, part.partition, part.records, pos, skip);
+                    let mut next = decoded.records.last().map(|r| r.offset + 1);
+                    for bad in &decoded.undecodable {
+                        if skip {
+                            warn!(topic = %part.topic, partition = part.partition, offset = bad.offset,
+                                next_offset = bad.next_offset, reason = %bad.reason,
+                                "skipping a record batch that cannot be decoded: its records are not delivered");
+                            next = next.max(Some(bad.next_offset.max(pos)));
+                        } else if self.pending.is_none() {
+                            self.pending = Some(Error::UndecodableBatch {
+                                topic: part.topic.clone(),
+                                partition: part.partition,
+                                offset: bad.offset,
+                                next_offset: bad.next_offset,
+                                reason: bad.reason.clone(),
+                            });
+                        }
                     }
-                    out.extend(records);
+                    if let Some(next) = next {
+                        self.positions.insert(key, Some(next));
+                    }
+                    out.extend(decoded.records);
                 }
                 Ok(ErrorCode::OffsetNotAvailable) => {
                     // A new leader's HW is not at its epoch's start yet: the

@@ -39,6 +39,22 @@ pub enum Error {
     /// The producer or consumer was closed.
     #[error("the client is closed")]
     Closed,
+    /// A fetched batch does not decode (written before the cluster checked
+    /// records on produce, or damaged). The records before it were
+    /// delivered; the consumer stays at `offset` until told to skip.
+    #[error("cannot decode the record batch of {topic}/{partition} at offsets {offset}..{next_offset}: {reason}; the records before it were delivered; skip it with ConsumerConfig::skip_undecodable (CLI: --skip-undecodable) or seek past it")]
+    UndecodableBatch {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The batch's base offset.
+        offset: u64,
+        /// The offset after it (where a skip goes).
+        next_offset: u64,
+        /// What the decoder said.
+        reason: String,
+    },
     /// Records could not be encoded or decoded.
     #[error("record batch: {0}")]
     Codec(String),

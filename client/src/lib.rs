@@ -45,7 +45,7 @@ pub use group::{GroupConfig, GroupConsumer, RebalanceEvent, TopicPartition};
 pub use group_admin::{GroupDescription, MemberDescription, PartitionLag};
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, RecordMetadata};
 pub use records::{
-    decode_batches, encode_batch, murmur2, partition_for_key, Compression, ConsumerRecord,
-    ProducerRecord,
+    decode_batches, encode_batch, murmur2, partition_for_key, Compression, ConsumerRecord, Decoded,
+    ProducerRecord, UndecodableBatch,
 };
 pub use rivulet_proto::v1::{Acks, ErrorCode, GroupListing, PartitionInfo, TopicInfo};

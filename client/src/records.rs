@@ -97,6 +97,10 @@ pub enum Compression {
     /// None (default).
     #[default]
     None,
+    /// Gzip.
+    Gzip,
+    /// Snappy (xerial-framed, as Kafka's Java client writes it).
+    Snappy,
     /// LZ4 frames.
     Lz4,
     /// Zstandard.
@@ -109,10 +113,12 @@ impl std::str::FromStr for Compression {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "none" => Ok(Self::None),
+            "gzip" => Ok(Self::Gzip),
+            "snappy" => Ok(Self::Snappy),
             "lz4" => Ok(Self::Lz4),
             "zstd" => Ok(Self::Zstd),
             _ => Err(Error::Invalid(format!(
-                "unknown compression {s:?}: use none, lz4 or zstd"
+                "unknown compression {s:?}: use none, gzip, snappy, lz4 or zstd"
             ))),
         }
     }
@@ -162,6 +168,8 @@ pub fn encode_batch(records: &[ProducerRecord], compression: Compression) -> Res
         version: 2,
         compression: match compression {
             Compression::None => KafkaCompression::None,
+            Compression::Gzip => KafkaCompression::Gzip,
+            Compression::Snappy => KafkaCompression::Snappy,
             Compression::Lz4 => KafkaCompression::Lz4,
             Compression::Zstd => KafkaCompression::Zstd,
         },
@@ -171,35 +179,94 @@ pub fn encode_batch(records: &[ProducerRecord], compression: Compression) -> Res
     Ok(buf.freeze())
 }
 
-/// Decodes every record of whole batches fetched from `topic`/`partition`,
-/// keeping offsets `>= from` (a fetch may start mid-batch).
-pub fn decode_batches(
-    topic: &str,
-    partition: u32,
-    bytes: Bytes,
-    from: u64,
-) -> Result<Vec<ConsumerRecord>> {
-    let mut buf = bytes;
-    let sets = RecordBatchDecoder::decode_all(&mut buf)
-        .map_err(|e| Error::Codec(format!("cannot decode fetched batches: {e}")))?;
-    Ok(sets
-        .into_iter()
-        .flat_map(|s| s.records)
-        .filter(|r| r.offset >= 0 && r.offset as u64 >= from)
-        .map(|r| ConsumerRecord {
-            topic: topic.to_owned(),
-            partition,
-            offset: r.offset as u64,
-            timestamp_ms: r.timestamp,
-            key: r.key,
-            value: r.value,
-            headers: r
-                .headers
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        })
-        .collect())
+/// A fetched batch the client cannot decode: its records are lost to this
+/// consumer unless it is skipped on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndecodableBatch {
+    /// Base offset of the batch.
+    pub offset: u64,
+    /// The offset right after it.
+    pub next_offset: u64,
+    /// What the decoder said.
+    pub reason: String,
+}
+
+/// The records of a fetch response, and the first batch that would not
+/// decode (when not skipping, nothing after it is returned).
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// The records, in offset order.
+    pub records: Vec<ConsumerRecord>,
+    /// Batches that did not decode, in offset order.
+    pub undecodable: Vec<UndecodableBatch>,
+}
+
+const LOG_OVERHEAD: usize = 12;
+const HEADER_LEN: usize = 61;
+
+/// Decodes the whole batches fetched from `topic`/`partition` one by one,
+/// keeping offsets `>= from` (a fetch may start mid-batch). A batch that does
+/// not decode is reported in [`Decoded::undecodable`]; with `skip` the
+/// batches after it are decoded too, without it decoding stops there so the
+/// consumer never moves past it silently.
+pub fn decode_batches(topic: &str, partition: u32, bytes: Bytes, from: u64, skip: bool) -> Decoded {
+    let mut out = Decoded::default();
+    let mut pos = 0usize;
+    while bytes.len() - pos >= HEADER_LEN {
+        let b = &bytes[pos..];
+        let base = i64::from_be_bytes(b[0..8].try_into().unwrap_or([0; 8]));
+        let len = i32::from_be_bytes(b[8..12].try_into().unwrap_or([0; 4]));
+        let delta = i32::from_be_bytes(b[23..27].try_into().unwrap_or([0; 4]));
+        let size = LOG_OVERHEAD as i64 + i64::from(len);
+        if base < 0 || len < (HEADER_LEN - LOG_OVERHEAD) as i32 || size > b.len() as i64 {
+            // A partial batch at the end of a size-limited fetch is normal;
+            // a broken length is not decodable at all: stop either way.
+            if base >= 0 && len >= (HEADER_LEN - LOG_OVERHEAD) as i32 {
+                break;
+            }
+            out.undecodable.push(UndecodableBatch {
+                offset: base.max(0) as u64,
+                next_offset: base.max(0) as u64,
+                reason: format!("impossible batch length {len}"),
+            });
+            break;
+        }
+        let size = size as usize;
+        let next_offset = base as u64 + u64::from(delta.max(0) as u32) + 1;
+        let mut one = bytes.slice(pos..pos + size);
+        pos += size;
+        match RecordBatchDecoder::decode(&mut one) {
+            Ok(set) => out.records.extend(
+                set.records
+                    .into_iter()
+                    .filter(|r| r.offset >= 0 && r.offset as u64 >= from)
+                    .map(|r| ConsumerRecord {
+                        topic: topic.to_owned(),
+                        partition,
+                        offset: r.offset as u64,
+                        timestamp_ms: r.timestamp,
+                        key: r.key,
+                        value: r.value,
+                        headers: r
+                            .headers
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect(),
+                    }),
+            ),
+            Err(e) => {
+                out.undecodable.push(UndecodableBatch {
+                    offset: base as u64,
+                    next_offset,
+                    reason: format!("{e:#}"),
+                });
+                if !skip {
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Kafka's murmur2 hash (`org.apache.kafka.common.utils.Utils.murmur2`).
@@ -273,9 +340,15 @@ mod tests {
                     .timestamp_ms(1_000 + i)
             })
             .collect();
-        for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             let batch = encode_batch(&records, c).unwrap();
-            let back = decode_batches("t", 3, batch.clone(), 0).unwrap();
+            let back = decode_batches("t", 3, batch.clone(), 0, false).records;
             assert_eq!(back.len(), 50, "{c:?}");
             assert_eq!(back[7].value.as_deref(), records[7].value.as_deref());
             assert_eq!(back[7].key.as_deref(), Some(&b"k7"[..]));
@@ -284,7 +357,7 @@ mod tests {
                 back[7].headers,
                 vec![("h".to_owned(), Some(Bytes::from("x")))]
             );
-            assert_eq!(decode_batches("t", 3, batch, 45).unwrap().len(), 5);
+            assert_eq!(decode_batches("t", 3, batch, 45, false).records.len(), 5);
             if c != Compression::None {
                 let plain = encode_batch(&records, Compression::None).unwrap();
                 let packed = encode_batch(&records, c).unwrap();
@@ -294,6 +367,52 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Three batches at offsets 0..2, 2..4, 4..6; the middle one has a valid
+    /// CRC over records that do not parse (as stored before the broker
+    /// validated records).
+    fn with_poison_in_the_middle() -> Bytes {
+        let recs = |a: &str, b: &str| {
+            vec![
+                ProducerRecord::new("t", a.to_owned()),
+                ProducerRecord::new("t", b.to_owned()),
+            ]
+        };
+        let mut out = BytesMut::new();
+        for (i, (a, b)) in [("a", "b"), ("c", "d"), ("e", "f")].into_iter().enumerate() {
+            let mut batch = encode_batch(&recs(a, b), Compression::None)
+                .unwrap()
+                .to_vec();
+            batch[0..8].copy_from_slice(&(2 * i as i64).to_be_bytes());
+            if i == 1 {
+                for byte in &mut batch[HEADER_LEN..] {
+                    *byte = 0xff;
+                }
+                let crc = crc32c::crc32c(&batch[21..]);
+                batch[17..21].copy_from_slice(&crc.to_be_bytes());
+            }
+            out.extend_from_slice(&batch);
+        }
+        out.freeze()
+    }
+
+    #[test]
+    fn an_undecodable_batch_stops_decoding_unless_skipped() {
+        let bytes = with_poison_in_the_middle();
+        let d = decode_batches("t", 0, bytes.clone(), 0, false);
+        let offsets: Vec<u64> = d.records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![0, 1], "the records before it are delivered");
+        assert_eq!(d.undecodable.len(), 1);
+        assert_eq!(
+            (d.undecodable[0].offset, d.undecodable[0].next_offset),
+            (2, 4)
+        );
+
+        let d = decode_batches("t", 0, bytes, 0, true);
+        let offsets: Vec<u64> = d.records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![0, 1, 4, 5], "and after it, when skipping");
+        assert_eq!(d.undecodable.len(), 1);
     }
 
     #[test]

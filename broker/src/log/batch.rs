@@ -242,6 +242,15 @@ pub(crate) fn prepare_append(
                         "record count disagrees with the last offset delta",
                     ));
                 }
+                // Kafka's LogValidator: no batch whose records cannot be
+                // read reaches the log (a poison pill for every consumer).
+                super::records::validate_records(batch, &header).map_err(|e| match e {
+                    super::records::RecordsError::Corrupt(reason) => LogError::corrupt(pos, reason),
+                    super::records::RecordsError::Invalid(reason) => LogError::InvalidRecord {
+                        position: pos,
+                        reason,
+                    },
+                })?;
                 stamp(batch, next, epoch);
                 header.base_offset = next;
                 header.leader_epoch = epoch as i32;

@@ -25,6 +25,15 @@ pub enum LogError {
         /// What was wrong.
         reason: String,
     },
+    /// A batch's records break a rule (control bits, offset deltas, a
+    /// decompression cap, ...): Kafka's `INVALID_RECORD`.
+    #[error("invalid record batch at byte {position} of the request: {reason}")]
+    InvalidRecord {
+        /// Byte position of the bad batch within the appended buffer.
+        position: usize,
+        /// What was wrong.
+        reason: String,
+    },
     /// A batch is larger than the log accepts.
     #[error("record batch of {size} bytes exceeds the limit of {max} bytes")]
     BatchTooLarge {

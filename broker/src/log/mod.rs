@@ -35,6 +35,7 @@ mod error;
 mod file;
 mod index;
 mod memory;
+pub mod records;
 mod reserve;
 mod segment;
 

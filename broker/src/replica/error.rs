@@ -97,6 +97,7 @@ impl PartitionError {
             Self::Log(e) => match e {
                 LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
                 LogError::CorruptBatch { .. } => ErrorCode::CorruptRecord,
+                LogError::InvalidRecord { .. } => ErrorCode::InvalidRecord,
                 LogError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
                 LogError::StaleLeaderEpoch { .. } => ErrorCode::NotLeaderOrFollower,
                 LogError::NonContiguousAppend { .. }

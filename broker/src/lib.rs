@@ -8,7 +8,9 @@
 //! - [`groups`]: consumer groups — the coordinator, assignment, committed
 //!   offsets in `__consumer_offsets`, and the gRPC `Groups` service.
 //! - [`service`]: the gRPC `Broker` and `Replication` services.
+//! - [`budget`]: the node-wide budget of client bytes in flight.
 
+pub mod budget;
 pub mod groups;
 pub mod log;
 pub mod replica;

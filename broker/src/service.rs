@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
+use crate::budget::{Budgeted, ByteBudget, Held};
 use crate::log::batch::{build_batch, RecordInput};
 use crate::replica::partition::now_ms;
 use crate::replica::{Partition, PartitionError, ReplicaManager};
@@ -57,14 +58,19 @@ impl BrokerRpc {
     /// The client-facing service: refuses every call with a retriable
     /// not-ready `UNAVAILABLE` until the node has caught up with the
     /// metadata log (KIP-631).
+    ///
+    /// Its requests and responses spend the node's in-flight byte budget
+    /// (`BrokerConfig::max_inflight_bytes`, Kafka's
+    /// `queued.max.request.bytes`).
     pub fn broker_server(
         mgr: Arc<ReplicaManager>,
-    ) -> InterceptedService<BrokerServer<Self>, ReadyGate> {
+    ) -> Budgeted<InterceptedService<BrokerServer<Self>, ReadyGate>> {
         let gate = ReadyGate(Arc::clone(&mgr.quorum));
+        let budget = ByteBudget::new(mgr.config.max_inflight_bytes);
         let server = BrokerServer::new(Self { mgr })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        InterceptedService::new(server, gate)
+        Budgeted::new(InterceptedService::new(server, gate), budget)
     }
 
     /// The follower-fetch service.
@@ -260,6 +266,7 @@ impl Broker for BrokerRpc {
         &self,
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
+        let held = request.extensions().get::<Held>().cloned();
         let r = request.into_inner();
         // The node's cap bounds the response whatever the request asks
         // (Kafka's fetch.max.bytes): a request naming a big partition many
@@ -274,11 +281,25 @@ impl Broker for BrokerRpc {
         let deadline =
             Instant::now() + Duration::from_millis(u64::from(r.max_wait_ms.min(MAX_WAIT_CAP_MS)));
         let wanted = Arc::new(r.partitions);
+        // What one read may return: what the node's in-flight budget must
+        // hold before the read (see `budget`).
+        let read_max = wanted
+            .iter()
+            .map(|fp| match fp.partition_max_bytes {
+                0 => DEFAULT_PARTITION_MAX_BYTES,
+                n => n as usize,
+            })
+            .fold(0usize, |sum, n| sum.saturating_add(n.min(node_max)))
+            .min(max_bytes);
         let mut committed = self.mgr.signals.committed.subscribe();
         loop {
             committed.borrow_and_update();
             let mgr = Arc::clone(&self.mgr);
             let req = Arc::clone(&wanted);
+            let mut reserved = match &held {
+                Some(h) => Some(h.budget().reserve(read_max).await),
+                None => None,
+            };
             let (results, total) = tokio::task::spawn_blocking(move || {
                 let mut total = 0usize;
                 let results: Vec<_> = req
@@ -314,6 +335,11 @@ impl Broker for BrokerRpc {
                 || r.min_bytes == 0
                 || Instant::now() >= deadline;
             if done {
+                // What was read stays reserved until the response is sent.
+                if let (Some(h), Some(mut res)) = (&held, reserved.take()) {
+                    res.shrink_to(total);
+                    h.keep(res);
+                }
                 let partitions = wanted
                     .iter()
                     .zip(results)

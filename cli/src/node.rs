@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -10,6 +11,7 @@ use rivulet_broker::log::FlushPolicy;
 use rivulet_broker::{
     BrokerConfig, BrokerRpc, GroupConfig, GroupCoordinator, GroupsRpc, ReplicaManager,
 };
+use rivulet_metadata::edge::EdgeLimits;
 use rivulet_metadata::quorum::{
     default_cluster_id, parse_voters, BrokerIdentity, ControllerNode, QuorumConfig, QuorumTiming,
 };
@@ -74,6 +76,45 @@ pub struct NodeArgs {
         value_parser = clap::value_parser!(u64).range(1 << 20..=256 << 20)
     )]
     fetch_max_bytes: u64,
+    /// Most client and peer connections the node holds at once; past it a
+    /// new connection is closed at once, with a WARN (Kafka's
+    /// `max.connections`).
+    #[arg(
+        long,
+        env = "RIVULET_MAX_CONNECTIONS",
+        default_value_t = 4_096,
+        value_parser = clap::value_parser!(u64).range(16..=1_000_000)
+    )]
+    max_connections: u64,
+    /// Bytes of client requests and responses held in flight at once
+    /// (Kafka's `queued.max.request.bytes`): past it, new produce bytes and
+    /// fetch reads wait (HTTP/2 flow control holds the senders back).
+    #[arg(
+        long,
+        env = "RIVULET_MAX_INFLIGHT_BYTES",
+        default_value_t = 512 << 20,
+        value_parser = clap::value_parser!(u64).range(16 << 20..=64 << 30)
+    )]
+    max_inflight_bytes: u64,
+    /// A new connection that sends nothing (not even the HTTP/2 preface)
+    /// for this long is closed (ms).
+    #[arg(
+        long,
+        env = "RIVULET_HANDSHAKE_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(100..=600_000)
+    )]
+    handshake_timeout_ms: u64,
+    /// A connection that sends nothing for this long is closed (ms; Kafka's
+    /// `connections.max.idle.ms`). Live peers answer the node's keep-alive
+    /// pings every 30 s, so only dead or stuck ones reach it.
+    #[arg(
+        long,
+        env = "RIVULET_IDLE_TIMEOUT_MS",
+        default_value_t = 600_000,
+        value_parser = clap::value_parser!(u64).range(60_000..=86_400_000)
+    )]
+    idle_timeout_ms: u64,
     /// Partitions of `__consumer_offsets`, the internal topic of consumer
     /// groups, when the first group creates it.
     #[arg(
@@ -170,6 +211,11 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         voters,
         data_dir: args.data_dir.clone(),
         timing,
+        edge: EdgeLimits {
+            max_connections: usize::try_from(args.max_connections).unwrap_or(4_096),
+            handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
+            idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        },
     };
     let identity = BrokerIdentity {
         address: advertise.clone(),
@@ -187,6 +233,7 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         flush: args.flush,
         replica_lag_time_max_ms: i64::try_from(args.replica_lag_time_max_ms).unwrap_or(i64::MAX),
         fetch_max_bytes: usize::try_from(args.fetch_max_bytes).unwrap_or(50 << 20),
+        max_inflight_bytes: usize::try_from(args.max_inflight_bytes).unwrap_or(512 << 20),
         ..BrokerConfig::new(args.id, &args.data_dir)
     };
     let group_config = GroupConfig {
@@ -281,6 +328,10 @@ const CONFIG_KEYS: &[(&str, &str)] = &[
     ("flush", "RIVULET_FLUSH"),
     ("replica-lag-time-max-ms", "RIVULET_REPLICA_LAG_TIME_MAX_MS"),
     ("fetch-max-bytes", "RIVULET_FETCH_MAX_BYTES"),
+    ("max-connections", "RIVULET_MAX_CONNECTIONS"),
+    ("max-inflight-bytes", "RIVULET_MAX_INFLIGHT_BYTES"),
+    ("handshake-timeout-ms", "RIVULET_HANDSHAKE_TIMEOUT_MS"),
+    ("idle-timeout-ms", "RIVULET_IDLE_TIMEOUT_MS"),
     (
         "offsets-topic-partitions",
         "RIVULET_OFFSETS_TOPIC_PARTITIONS",

@@ -158,12 +158,78 @@ def main():
             else:
                 raise AssertionError(f"accepted: {needle}")
 
+    def raw(method, payload, timeout=30):
+        call = channels[addrs[0]].unary_unary(method, request_serializer=None, response_deserializer=None)
+        try:
+            call(payload, timeout=timeout)
+        except grpc.RpcError as e:
+            return e
+        raise AssertionError(f"{method} accepted {len(payload)} bytes")
+
+    def malformed_requests_are_invalid_argument():
+        # MetadataRequest.topics (field 1, a string) holding invalid UTF-8,
+        # and bytes that are no protobuf at all: the caller's fault.
+        for payload, needle in [(b"\x0a\x02\xff\xfe", "UTF-8"), (b"\xff\xff\xff\xff", "malformed")]:
+            for method in ["/rivulet.v1.Broker/Metadata", "/rivulet.v1.Controller/DescribeTopics"]:
+                e = raw(method, payload)
+                assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, e.code(), e.details())
+                assert needle in e.details(), e.details()
+
+    def oversized_request_is_resource_exhausted():
+        # A 257 MiB Produce: over the 256 MiB a request may be.
+        big = b"\x1a" + b"\xff\xff\xff\x80\x01" + b"\0" * (257 << 20)
+        e = raw("/rivulet.v1.Broker/Produce", big, timeout=60)
+        assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (e.code(), e.details())
+        assert "MESSAGE_TOO_LARGE" in e.details() and "268435456" in e.details(), e.details()
+
+    def poison_batch_is_corrupt_record():
+        # A v2 batch header with a valid CRC-32C over records that do not
+        # parse; the good batch beside it lands.
+        import struct
+
+        def crc32c(data):
+            crc = 0xFFFFFFFF
+            for byte in data:
+                crc ^= byte
+                for _ in range(8):
+                    crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+            return crc ^ 0xFFFFFFFF
+
+        def batch(records_bytes, count, attributes=0):
+            after_crc = struct.pack(">hiqqqhii", attributes, count - 1, 1, 1, -1, -1, -1, count) + records_bytes
+            body = struct.pack(">ib", -1, 2) + struct.pack(">I", crc32c(after_crc)) + after_crc
+            return struct.pack(">qi", 0, len(body)) + body
+
+        def varint(n):
+            n = (n << 1) ^ (n >> 63)
+            out = b""
+            while n >= 0x80:
+                out += bytes([(n & 0x7F) | 0x80])
+                n >>= 7
+            return out + bytes([n])
+
+        rec = b"\0" + varint(0) + varint(0) + varint(-1) + varint(2) + b"ok" + varint(0)
+        good = batch(varint(len(rec)) + rec, 1)
+        poison = batch(b"\xff" * 20, 1)
+        stub, _ = leader_stub("py-contract", 0)
+        entries = [b.ProducePartition(topic="py-contract", partition=0, record_batch=x) for x in (poison, good)]
+        r = stub.Produce(b.ProduceRequest(acks=b.ACKS_ALL, partitions=entries), timeout=10).partitions
+        assert r[0].error_code == common.CORRUPT_RECORD and not r[0].appended, r[0]
+        assert r[1].error_code == common.NONE and r[1].appended, r[1]
+        transactional = batch(varint(len(rec)) + rec, 1, attributes=0x10)
+        entry = b.ProducePartition(topic="py-contract", partition=0, record_batch=transactional)
+        r = stub.Produce(b.ProduceRequest(acks=b.ACKS_ALL, partitions=[entry]), timeout=10).partitions[0]
+        assert r.error_code == common.INVALID_RECORD and "transactional" in r.error_message, r
+
     check("DescribeCluster: every broker live, with a directory id", cluster_state)
     check("CreateTopic", create)
     check("Produce: entries for one partition are appended in request order", same_partition_entries_in_order)
     check("ListOffsets: timestamps -1 and -2 are LATEST and EARLIEST", kafka_timestamp_conventions)
     check("ListOffsets: current_leader_epoch is checked", stale_epoch_list_offsets_is_fenced)
     check("Produce: bad acks, timeout and entry count are INVALID_ARGUMENT", bad_acks_and_timeouts_are_invalid_argument)
+    check("Malformed protobuf and invalid UTF-8 are INVALID_ARGUMENT", malformed_requests_are_invalid_argument)
+    check("A request over the size limit is RESOURCE_EXHAUSTED naming the limit", oversized_request_is_resource_exhausted)
+    check("Produce: a batch with a valid CRC but unreadable records is CORRUPT_RECORD", poison_batch_is_corrupt_record)
 
     failed = sum(1 for _, e in results if e is not None)
     print(f"{len(results) - failed} passed, {failed} failed")

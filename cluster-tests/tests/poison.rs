@@ -108,12 +108,32 @@ async fn poison_batches_are_refused_per_entry_and_the_good_ones_land() {
                 .map(|(b, ..)| entry("poison", b.clone()))
                 .collect(),
         };
-        let resp = c
-            .broker_client(1, Duration::from_secs(15))
-            .produce(req)
-            .await
-            .expect("the request as a whole is answered")
-            .into_inner();
+        // A new partition takes writes once its leader applied the change:
+        // until then every entry is refused, retriably, and nothing lands.
+        let retriable = [
+            ErrorCode::NotLeaderOrFollower as i32,
+            ErrorCode::LeaderNotAvailable as i32,
+        ];
+        let mut tries = 0;
+        let resp = loop {
+            let resp = c
+                .broker_client(1, Duration::from_secs(15))
+                .produce(req.clone())
+                .await
+                .expect("the request as a whole is answered")
+                .into_inner();
+            tries += 1;
+            if tries < 50
+                && resp
+                    .partitions
+                    .iter()
+                    .all(|p| retriable.contains(&p.error_code))
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            break resp;
+        };
         assert_eq!(resp.partitions.len(), cases.len());
         for (i, ((_, code, word), got)) in cases.iter().zip(&resp.partitions).enumerate() {
             assert_eq!(

@@ -35,6 +35,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod edge;
 pub mod error;
 pub mod ids;
 pub mod image;

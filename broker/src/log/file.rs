@@ -324,7 +324,7 @@ impl FileLog {
             inner.active_since_ms = Some(clock.now_ms());
         }
         // Everything recovered counts as durable from here on.
-        inner.active().flush()?;
+        inner.active_mut().flush()?;
         debug!(dir = %dir.display(), log_start = inner.log_start_offset, leo, hw = inner.high_watermark, "opened log");
         Ok(Self {
             dir,
@@ -742,7 +742,10 @@ impl PartitionLog for FileLog {
             let inner = self.read_inner();
             (inner.log_end_offset(), self.lock_sync().generation)
         };
-        self.sync_to(leo, generation)
+        self.sync_to(leo, generation)?;
+        // The active segment's index entries live in memory until now (see
+        // `SparseIndex`): a restart then scans only past them.
+        self.write_inner().active_mut().flush_indexes()
     }
 
     fn assign_epoch(&self, epoch: u32) -> Result<(), LogError> {

@@ -76,23 +76,29 @@ impl IndexEntry for TimeEntry {
 }
 
 /// A sparse index file and its entries in memory.
+///
+/// The file holds no descriptor between writes: new entries collect in
+/// memory and are written (and fsynced) by [`SparseIndex::flush`] and
+/// [`SparseIndex::seal`], so a replica's active segment holds one descriptor
+/// (its `.log`), not three, and 10,000 partitions fit a node's descriptor
+/// limit. Nothing is lost by writing late: the index is derived data, and a
+/// short one is extended by scanning the segment past its last entry when
+/// the segment is opened (a crash recovers the active segment by scanning
+/// it anyway).
 #[derive(Debug)]
 pub(crate) struct SparseIndex<E: IndexEntry> {
-    /// The file entries are written through to.
+    /// The index file.
     path: PathBuf,
-    /// Open for writing at `entries.len() * E::SIZE` while the segment is
-    /// active; closed by [`SparseIndex::seal`] (so a log of many segments
-    /// holds one descriptor per segment, not three) and reopened on demand.
-    file: Option<File>,
     /// All entries, keys strictly increasing.
     entries: Vec<E>,
+    /// How many of `entries` the file holds.
+    written: usize,
 }
 
 impl<E: IndexEntry> SparseIndex<E> {
     /// Creates (or empties) the index file.
     pub(crate) fn create(path: &Path) -> Result<Self, LogError> {
-        let file = OpenOptions::new()
-            .read(true)
+        OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
@@ -100,8 +106,8 @@ impl<E: IndexEntry> SparseIndex<E> {
             .map_err(LogError::io("create index", path))?;
         Ok(Self {
             path: path.to_owned(),
-            file: Some(file),
             entries: Vec::new(),
+            written: 0,
         })
     }
 
@@ -122,30 +128,46 @@ impl<E: IndexEntry> SparseIndex<E> {
         if !ordered || !entries.iter().all(check) {
             return Ok(None);
         }
+        let written = entries.len();
         Ok(Some(Self {
             path: path.to_owned(),
-            file: None,
             entries,
+            written,
         }))
     }
 
-    fn file(&mut self) -> Result<&File, LogError> {
-        if self.file.is_none() {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&self.path)
-                .map_err(LogError::io("open index", &self.path))?;
-            self.file = Some(f);
-        }
-        Ok(self.file.as_ref().expect("opened above"))
+    fn open(&self) -> Result<File, LogError> {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .map_err(LogError::io("open index", &self.path))
     }
 
-    /// Fsyncs and closes the file; entries stay in memory for lookups.
-    pub(crate) fn seal(&mut self) -> Result<(), LogError> {
-        self.flush()?;
-        self.file = None;
+    /// Writes the entries the file lacks and fsyncs it.
+    pub(crate) fn flush(&mut self) -> Result<(), LogError> {
+        if self.written == self.entries.len() {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; (self.entries.len() - self.written) * E::SIZE];
+        for (e, chunk) in self.entries[self.written..]
+            .iter()
+            .zip(buf.chunks_exact_mut(E::SIZE))
+        {
+            e.encode(chunk);
+        }
+        let f = self.open()?;
+        f.write_all_at(&buf, (self.written * E::SIZE) as u64)
+            .and_then(|()| f.sync_data())
+            .map_err(LogError::io("write index", &self.path))?;
+        self.written = self.entries.len();
         Ok(())
+    }
+
+    /// Writes out what is pending: the segment is no longer appended to.
+    pub(crate) fn seal(&mut self) -> Result<(), LogError> {
+        self.flush()
     }
 
     #[cfg(test)]
@@ -157,18 +179,12 @@ impl<E: IndexEntry> SparseIndex<E> {
         self.entries.last().copied()
     }
 
-    /// Appends an entry; ignored unless its key is larger than the last one.
+    /// Appends an entry (in memory until the next flush); ignored unless its
+    /// key is larger than the last one.
     pub(crate) fn append(&mut self, entry: E) -> Result<(), LogError> {
         if self.last().is_some_and(|l| entry.key() <= l.key()) {
             return Ok(());
         }
-        let mut buf = [0u8; 16];
-        entry.encode(&mut buf[..E::SIZE]);
-        let at = (self.entries.len() * E::SIZE) as u64;
-        let path = self.path.clone();
-        self.file()?
-            .write_all_at(&buf[..E::SIZE], at)
-            .map_err(LogError::io("write index", path))?;
         self.entries.push(entry);
         Ok(())
     }
@@ -192,20 +208,13 @@ impl<E: IndexEntry> SparseIndex<E> {
             return Ok(());
         }
         self.entries.truncate(n);
-        let path = self.path.clone();
-        self.file()?
-            .set_len((n * E::SIZE) as u64)
-            .map_err(LogError::io("truncate index", path))
-    }
-
-    /// Fsyncs the index file.
-    pub(crate) fn flush(&self) -> Result<(), LogError> {
-        match &self.file {
-            Some(f) => f
-                .sync_data()
-                .map_err(LogError::io("fsync index", &self.path)),
-            None => Ok(()),
+        if n < self.written {
+            self.open()?
+                .set_len((n * E::SIZE) as u64)
+                .map_err(LogError::io("truncate index", &self.path))?;
+            self.written = n;
         }
+        Ok(())
     }
 }
 
@@ -236,6 +245,7 @@ mod tests {
         assert_eq!(idx.floor(30).unwrap().relative_offset, 30);
         assert_eq!(idx.below(30).unwrap().relative_offset, 20);
         assert!(idx.below(0).is_none());
+        idx.flush().unwrap();
         idx.truncate_while(|e| e.relative_offset < 50).unwrap();
         assert_eq!(idx.entries().len(), 5);
 

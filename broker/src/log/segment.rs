@@ -386,17 +386,22 @@ impl LogSegment {
         self.scan_tail_state()
     }
 
-    /// Fsyncs the data file and the indexes.
-    pub(crate) fn flush(&self) -> Result<(), LogError> {
+    /// Fsyncs the data file and writes out the indexes.
+    pub(crate) fn flush(&mut self) -> Result<(), LogError> {
         self.file
             .sync_data()
             .map_err(LogError::io("fsync segment", &self.path))?;
+        self.flush_indexes()
+    }
+
+    /// Writes out (and fsyncs) index entries the index files lack.
+    pub(crate) fn flush_indexes(&mut self) -> Result<(), LogError> {
         self.offset_index.flush()?;
         self.time_index.flush()
     }
 
-    /// Fsyncs everything and closes the index files: the segment is no longer
-    /// appended to (indexes reopen by themselves if it is truncated later).
+    /// Fsyncs everything and writes out the indexes: the segment is no
+    /// longer appended to.
     pub(crate) fn seal(&mut self) -> Result<(), LogError> {
         self.file
             .sync_data()

@@ -10,7 +10,7 @@
 //!  interval flush policy    ▶ flush every log on the interval
 //! ```
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -50,6 +50,9 @@ pub struct BrokerConfig {
     /// The most record bytes one client Fetch response carries, and one
     /// partition of it, whatever the request asks.
     pub fetch_max_bytes: usize,
+    /// Bytes of client requests and responses the node holds in flight at
+    /// once (Kafka's `queued.max.request.bytes`): past it, requests wait.
+    pub max_inflight_bytes: usize,
     /// Space held in the data directory for the metadata log, released when
     /// a log write fails (see [`crate::log::DiskReserve`]); 0 holds none.
     pub disk_reserve_bytes: u64,
@@ -69,6 +72,7 @@ impl BrokerConfig {
             retention_check_interval: Duration::from_secs(60),
             disk_reserve_bytes: crate::log::RESERVED_BYTES,
             fetch_max_bytes: 50 << 20,
+            max_inflight_bytes: 512 << 20,
         }
     }
 }
@@ -95,6 +99,10 @@ pub struct ReplicaManager {
     pub(crate) roles_changed: tokio::sync::watch::Sender<u64>,
     /// Controller clients by address.
     controllers: Mutex<HashMap<String, ControllerClient<tonic::transport::Channel>>>,
+    /// Replicas whose log could not be opened (EMFILE, EIO, ...), with why:
+    /// reported as storage failures so leadership moves to a healthy
+    /// replica, and retried at every image.
+    open_failed: Mutex<BTreeMap<Key, String>>,
 }
 
 impl ReplicaManager {
@@ -111,6 +119,7 @@ impl ReplicaManager {
             config,
             quorum,
             partitions: RwLock::default(),
+            open_failed: Mutex::default(),
             signals,
             roles_changed: tokio::sync::watch::Sender::new(0),
             controllers: Mutex::default(),
@@ -186,6 +195,10 @@ impl ReplicaManager {
             .map(|b| b.broker_epoch)
     }
 
+    fn lock_open_failed(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, String>> {
+        self.open_failed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Opens the log of a replica, wiping data that belongs to another topic
     /// id (a deleted topic re-created under the same name).
     fn open_log(
@@ -247,10 +260,18 @@ impl ReplicaManager {
                         topic.id,
                         topic.config.segment_bytes,
                     ) {
-                        Ok(log) => log,
+                        Ok(log) => {
+                            self.lock_open_failed().remove(&key);
+                            log
+                        }
                         Err(e) => {
-                            error!(topic = %topic.name, partition = p.partition, error = %e,
-                                "cannot open the partition log; the replica stays offline");
+                            // Once per replica and cause, not at every image.
+                            let mut failed = self.lock_open_failed();
+                            if failed.get(&key) != Some(&e) {
+                                error!(topic = %topic.name, partition = p.partition, error = %e,
+                                    "cannot open the partition log; the replica stays offline and its leadership moves");
+                            }
+                            failed.insert(key.clone(), e);
                             continue;
                         }
                     };
@@ -296,6 +317,7 @@ impl ReplicaManager {
                 part.become_follower(leader, p.leader_epoch);
             }
         }
+        self.lock_open_failed().retain(|k, _| wanted.contains(k));
         let doomed: Vec<(Key, Arc<Partition>)> = self
             .partitions
             .read()
@@ -461,7 +483,9 @@ impl ReplicaManager {
             .filter(|p| p.storage_failed())
             .map(|p| (p.topic.clone(), p.partition))
             .collect();
+        failed.extend(self.lock_open_failed().keys().cloned());
         failed.sort();
+        failed.dedup();
         if failed != *reported {
             if !failed.is_empty() {
                 warn!(replicas = ?failed, "cannot write these replicas' logs; asking the controller to move them");

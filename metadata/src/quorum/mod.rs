@@ -111,6 +111,8 @@ pub struct QuorumConfig {
     pub cluster_id: String,
     /// Timers.
     pub timing: QuorumTiming,
+    /// Bounds on the connections the node's port holds.
+    pub edge: crate::edge::EdgeLimits,
 }
 
 /// Parses `--voters`: `1@host:port,2@host:port,...`.

@@ -67,12 +67,18 @@ impl ControllerNode {
             .add_service(RaftRpc::server(quorum.raft().clone()))
             .add_service(ControllerRpc::server(Arc::clone(&quorum)))
             .add_service(reflection);
-        let server = tonic::transport::Server::builder().add_routes(routes);
+        // HTTP/2 keep-alive pings find dead peers (and keep live ones from
+        // the edge's idle timeout); the edge bounds connections.
+        let server = tonic::transport::Server::builder()
+            .layer(crate::edge::StatusFixLayer)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_routes(routes);
+        let edge = quorum.config().edge;
         let stop = cancel.clone();
         tasks.spawn(
             async move {
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                let incoming = crate::edge::GuardedIncoming::new(listener, edge);
                 if let Err(e) = server
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                     .await

@@ -93,6 +93,7 @@ impl TestCluster {
             data_dir: self.root.path().join(format!("node-{id}")),
             cluster_id: default_cluster_id(&self.voters),
             timing: self.timing.clone(),
+            edge: Default::default(),
         }
     }
 
@@ -566,6 +567,7 @@ async fn metadata_store_disk_use_stays_bounded_under_sustained_writes() {
         voters,
         data_dir: root.path().to_owned(),
         timing: QuorumTiming::default(),
+        edge: Default::default(),
     })
     .await
     .unwrap();

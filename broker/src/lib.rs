@@ -7,10 +7,14 @@
 //!   watermark, ISR changes, follower fetchers, epoch fencing.
 //! - [`groups`]: consumer groups — the coordinator, assignment, committed
 //!   offsets in `__consumer_offsets`, and the gRPC `Groups` service.
-//! - [`service`]: the gRPC `Broker` and `Replication` services.
+//! - [`api`]: the broker's calls, protocol-neutral (one file per API).
+//! - [`service`]: the gRPC `Broker` and `Replication` services, translations onto [`api`].
 //! - [`budget`]: the node-wide budget of client bytes in flight.
+//! - [`control`]: the seam to the metadata quorum ([`control::ControlPlane`]).
 
+pub mod api;
 pub mod budget;
+pub mod control;
 pub mod groups;
 pub mod log;
 pub mod replica;

@@ -243,13 +243,12 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         ..GroupConfig::default()
     };
     let node = ControllerNode::start_with(listener, config, identity, |quorum, tasks, cancel| {
-        let mgr = ReplicaManager::new(broker_config, std::sync::Arc::clone(quorum));
+        // The broker sees the quorum only through its seam.
+        let control: std::sync::Arc<dyn rivulet_broker::control::ControlPlane> =
+            std::sync::Arc::new(crate::control::QuorumControl(std::sync::Arc::clone(quorum)));
+        let mgr = ReplicaManager::new(broker_config, std::sync::Arc::clone(&control));
         tasks.spawn(std::sync::Arc::clone(&mgr).run(cancel.child_token()));
-        let groups = GroupCoordinator::new(
-            std::sync::Arc::clone(&mgr),
-            std::sync::Arc::clone(quorum),
-            group_config,
-        );
+        let groups = GroupCoordinator::new(std::sync::Arc::clone(&mgr), control, group_config);
         tasks.spawn(std::sync::Arc::clone(&groups).run(cancel.child_token()));
         tonic::service::Routes::new(BrokerRpc::broker_server(std::sync::Arc::clone(&mgr)))
             .add_service(BrokerRpc::replication_server(mgr))

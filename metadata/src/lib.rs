@@ -35,6 +35,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod convert;
 pub mod edge;
 pub mod error;
 pub mod ids;

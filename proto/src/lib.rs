@@ -18,6 +18,20 @@ pub const NOT_READY_KEY: &str = "x-rivulet-not-ready";
 /// addresses, comma-separated, for the client to try instead.
 pub const TRY_NODES_KEY: &str = "x-rivulet-try-nodes";
 
+/// A lazily connecting gRPC channel to `host:port` with a connect timeout
+/// and TCP_NODELAY: the one way every Rivulet crate dials a node.
+pub fn channel(
+    addr: &str,
+    connect_timeout: std::time::Duration,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy(),
+    )
+}
+
 /// The encoded `FileDescriptorSet` of every Rivulet service, for gRPC server
 /// reflection (`grpcurl -plaintext host:port list` works without .proto files).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("rivulet_descriptor");

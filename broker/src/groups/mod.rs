@@ -23,7 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rivulet_metadata::quorum::{broker_info, channel, Quorum};
+use rivulet_metadata::convert::broker_info;
+use rivulet_proto::channel;
+
+use crate::control::ControlPlane;
 use rivulet_metadata::MetadataImage;
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{BrokerInfo, ConfigEntry, CreateTopicRequest, ErrorCode};
@@ -173,17 +176,21 @@ enum Slot {
 #[derive(Debug)]
 pub struct GroupCoordinator {
     mgr: Arc<ReplicaManager>,
-    quorum: Arc<Quorum>,
+    pub(crate) control: Arc<dyn ControlPlane>,
     config: GroupConfig,
     shards: Mutex<HashMap<u32, Slot>>,
     creating: AtomicBool,
 }
 
 impl GroupCoordinator {
-    pub fn new(mgr: Arc<ReplicaManager>, quorum: Arc<Quorum>, config: GroupConfig) -> Arc<Self> {
+    pub fn new(
+        mgr: Arc<ReplicaManager>,
+        control: Arc<dyn ControlPlane>,
+        config: GroupConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             mgr,
-            quorum,
+            control,
             config,
             shards: Mutex::new(HashMap::new()),
             creating: AtomicBool::new(false),
@@ -278,8 +285,8 @@ impl GroupCoordinator {
         };
         let result = async {
             let (_, addr) = self
-                .quorum
-                .leader()
+                .control
+                .controller()
                 .ok_or_else(|| "no active controller".to_owned())?;
             let ch = channel(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
             let r = ControllerClient::new(ch)

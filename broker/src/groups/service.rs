@@ -34,9 +34,9 @@ impl GroupsRpc {
         coord: Arc<GroupCoordinator>,
     ) -> tonic::service::interceptor::InterceptedService<
         GroupsServer<Self>,
-        rivulet_metadata::quorum::ReadyGate,
+        crate::control::ReadyGate,
     > {
-        let gate = rivulet_metadata::quorum::ReadyGate(Arc::clone(&coord.quorum));
+        let gate = crate::control::ReadyGate(Arc::clone(&coord.control));
         tonic::service::interceptor::InterceptedService::new(
             GroupsServer::new(Self { coord }),
             gate,

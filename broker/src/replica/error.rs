@@ -80,6 +80,18 @@ pub enum PartitionError {
 }
 
 impl PartitionError {
+    /// Whether the client should go to another broker (the leader as the
+    /// image says): the answer then carries a leader hint.
+    pub fn is_redirect(&self) -> bool {
+        matches!(
+            self.code(),
+            ErrorCode::NotLeaderOrFollower
+                | ErrorCode::FencedLeaderEpoch
+                | ErrorCode::UnknownLeaderEpoch
+                | ErrorCode::LeaderNotAvailable
+        )
+    }
+
     /// The wire code.
     pub fn code(&self) -> ErrorCode {
         match self {

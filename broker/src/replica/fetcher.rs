@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rivulet_metadata::quorum::channel;
 use rivulet_metadata::BrokerId;
+use rivulet_proto::channel;
 use rivulet_proto::v1::replication_client::ReplicationClient;
 use rivulet_proto::v1::{ErrorCode, ReplicaFetchPartition, ReplicaFetchRequest};
 use tokio_util::sync::CancellationToken;

@@ -15,10 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use rivulet_metadata::quorum::{channel, Quorum};
+use rivulet_proto::channel;
+
+use crate::control::ControlPlane;
 use rivulet_metadata::{BrokerId, MetadataImage, TopicId};
 use rivulet_proto::v1::controller_client::ControllerClient;
-use rivulet_proto::v1::{AlterPartitionRequest, ErrorCode, LeaderHint};
+use rivulet_proto::v1::{AlterPartitionRequest, ErrorCode};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -89,8 +91,8 @@ type Key = (String, u32);
 pub struct ReplicaManager {
     /// Settings.
     pub(crate) config: BrokerConfig,
-    /// The metadata quorum member of this node.
-    pub(crate) quorum: Arc<Quorum>,
+    /// The control plane (the metadata quorum, behind its seam).
+    pub(crate) control: Arc<dyn ControlPlane>,
     /// Hosted replicas.
     partitions: RwLock<HashMap<Key, Arc<Partition>>>,
     /// Broker-wide wake-ups.
@@ -106,8 +108,8 @@ pub struct ReplicaManager {
 }
 
 impl ReplicaManager {
-    /// A manager for the node of `quorum`; call [`Self::run`] to start it.
-    pub fn new(config: BrokerConfig, quorum: Arc<Quorum>) -> Arc<Self> {
+    /// A manager following `control`; call [`Self::run`] to start it.
+    pub fn new(config: BrokerConfig, control: Arc<dyn ControlPlane>) -> Arc<Self> {
         let signals = Arc::new(BrokerSignals::default());
         if config.disk_reserve_bytes > 0 {
             if let Some(data_dir) = config.log_dir.parent() {
@@ -117,7 +119,7 @@ impl ReplicaManager {
         }
         Arc::new(Self {
             config,
-            quorum,
+            control,
             partitions: RwLock::default(),
             open_failed: Mutex::default(),
             signals,
@@ -133,7 +135,7 @@ impl ReplicaManager {
 
     /// The current metadata image.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.quorum.image()
+        self.control.image()
     }
 
     /// The hosted replica of `topic`/`partition`, or why there is none:
@@ -155,12 +157,12 @@ impl ReplicaManager {
     }
 
     /// Where clients should go for `topic`/`partition`, per the image.
-    pub fn leader_hint(&self, topic: &str, partition: u32) -> Option<LeaderHint> {
+    pub fn leader_hint(&self, topic: &str, partition: u32) -> Option<crate::api::LeaderInfo> {
         let image = self.image();
         let p = image.partition(topic, partition)?;
         let leader = p.leader?;
         let address = image.broker(leader)?.address.clone();
-        Some(LeaderHint {
+        Some(crate::api::LeaderInfo {
             id: leader.0,
             address,
             leader_epoch: p.leader_epoch,
@@ -379,10 +381,7 @@ impl ReplicaManager {
 
     /// A controller client for the active controller (or any voter).
     fn controller(&self) -> Option<ControllerClient<tonic::transport::Channel>> {
-        let addr = match self.quorum.leader() {
-            Some((_, addr)) => addr,
-            None => self.quorum.config().voters.values().next()?.clone(),
-        };
+        let (_, addr) = self.control.controller()?;
         let mut clients = self.controllers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = clients.get(&addr) {
             return Some(c.clone());
@@ -490,7 +489,7 @@ impl ReplicaManager {
             if !failed.is_empty() {
                 warn!(replicas = ?failed, "cannot write these replicas' logs; asking the controller to move them");
             }
-            self.quorum.report_storage_failed(failed.clone());
+            self.control.report_storage_failed(failed.clone());
             *reported = failed;
         }
     }
@@ -500,13 +499,13 @@ impl ReplicaManager {
             error!(dir = %self.config.log_dir.display(), error = %e, "cannot create the log directory");
         }
         let me = BrokerId(self.config.node_id);
-        let mut images = self.quorum.subscribe();
+        let mut images = self.control.subscribe();
         // The image on disk may be stale: it may still name this broker the
         // leader of partitions that moved while it was down, and replaying
         // the Raft log at start shows earlier incarnations' registrations.
         // Host nothing until this process has registered and the image holds
         // that very registration (and so every change made before it).
-        let mut registered = self.quorum.registered_epoch();
+        let mut registered = self.control.registered_epoch();
         let epoch = tokio::select! {
             _ = cancel.cancelled() => return,
             r = registered.wait_for(Option::is_some) => match r.ok().and_then(|e| *e) {

@@ -22,7 +22,7 @@ use rivulet_proto::v1::raft_server::{Raft as RaftService, RaftServer};
 use rivulet_proto::v1::RaftMessage;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::raft::{NodeId, Raft, TypeConfig};
@@ -30,13 +30,7 @@ use crate::raft::{NodeId, Raft, TypeConfig};
 /// Largest Raft message accepted (snapshot chunks are far smaller).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Builds a lazily connecting channel to `addr` (`host:port`).
-pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .connect_lazy())
-}
+pub use rivulet_proto::channel;
 
 /// Makes one [`RaftPeer`] per target node.
 #[derive(Debug, Clone, Default)]

@@ -17,11 +17,11 @@ use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::controller_server::{Controller, ControllerServer};
 use rivulet_proto::v1::{
     AddLearnerRequest, AddLearnerResponse, AlterPartitionRequest, AlterPartitionResponse,
-    AlterTopicConfigRequest, AlterTopicConfigResponse, BrokerInfo, ConfigEntry, CreateTopicRequest,
+    AlterTopicConfigRequest, AlterTopicConfigResponse, ConfigEntry, CreateTopicRequest,
     CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest,
     DescribeClusterResponse, DescribeTopicsRequest, DescribeTopicsResponse, ElectLeadersRequest,
-    ElectLeadersResponse, ErrorCode, HeartbeatRequest, HeartbeatResponse, PartitionInfo,
-    RegisterBrokerRequest, RegisterBrokerResponse, TopicInfo, TopicPartitionRef, VoterInfo,
+    ElectLeadersResponse, ErrorCode, HeartbeatRequest, HeartbeatResponse, RegisterBrokerRequest,
+    RegisterBrokerResponse, TopicPartitionRef, VoterInfo,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -33,7 +33,6 @@ use super::{network, Quorum, QuorumError};
 use crate::controller::{self, AlterPartitionRequest as Alter};
 use crate::error::{ControllerError, ErrorKind};
 use crate::ids::{BrokerId, TopicId, TopicPartition};
-use crate::image::{BrokerRegistration, PartitionImage, TopicImage};
 
 /// Metadata key marking a request a node already forwarded (and a
 /// node-to-node catch-up check).
@@ -80,46 +79,7 @@ fn outcome<T>(r: Result<T, QuorumError>) -> Result<(ErrorCode, String, Option<T>
     }
 }
 
-/// The wire form of a broker registration.
-pub fn broker_info(b: &BrokerRegistration) -> BrokerInfo {
-    BrokerInfo {
-        id: b.id.0,
-        address: b.address.clone(),
-        rack: b.rack.clone(),
-        broker_epoch: b.broker_epoch,
-        fenced: b.fenced,
-        state: b.state().to_owned(),
-        directory_id: b.directory_id.clone().unwrap_or_default(),
-    }
-}
-
-/// The wire form of a partition's replication state.
-pub fn partition_info(p: &PartitionImage) -> PartitionInfo {
-    PartitionInfo {
-        partition: p.partition,
-        replicas: p.replicas.iter().map(|b| b.0).collect(),
-        isr: p.isr.iter().map(|b| b.0).collect(),
-        elr: p.elr.iter().map(|b| b.0).collect(),
-        leader: p.leader.map(|b| b.0),
-        leader_epoch: p.leader_epoch,
-        partition_epoch: p.partition_epoch,
-    }
-}
-
-/// The wire form of a topic with its partitions and configs.
-pub fn topic_info(t: &TopicImage) -> TopicInfo {
-    TopicInfo {
-        name: t.name.clone(),
-        topic_id: t.id.to_string(),
-        partitions: t.partitions.iter().map(partition_info).collect(),
-        configs: t
-            .config
-            .to_pairs()
-            .into_iter()
-            .map(|(key, value)| ConfigEntry { key, value })
-            .collect(),
-    }
-}
+pub use crate::convert::{broker_info, partition_info, topic_info};
 
 fn pairs(entries: &[ConfigEntry]) -> Vec<(String, String)> {
     entries

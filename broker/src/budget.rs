@@ -6,8 +6,12 @@
 //!   the request body reads each gRPC message's 5-byte prefix and reserves the
 //!   whole message at once (all or nothing, as Kafka reserves a request's size
 //!   before reading it, so partial requests never deadlock each other). While
-//!   the budget is spent the body is not polled, so HTTP/2 flow control stops
-//!   the sender: backpressure, not an error.
+//!   the budget is spent the body is not polled, so HTTP/2 flow control holds
+//!   the sender back — for at most [`BUDGET_WAIT`]: the requests of one
+//!   connection share its flow-control window, so a stream waiting longer
+//!   could starve the others (the ones that would free the budget). Past it
+//!   the request fails with a retriable `RESOURCE_EXHAUSTED`. A message over
+//!   the service's size limit reserves nothing: it is refused unread.
 //! - A Fetch reserves what a read may return before reading, and keeps what
 //!   it read reserved until the response is sent.
 //! - Reservations are released when the response body is done (sent or
@@ -17,6 +21,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -24,6 +29,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::server::NamedService;
+
+/// Longest a request waits for the budget before it is refused.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
 
 /// The budget: a pool of bytes.
 #[derive(Debug)]
@@ -121,12 +129,18 @@ impl Held {
 pub struct Budgeted<S> {
     inner: S,
     budget: Arc<ByteBudget>,
+    max_message: usize,
 }
 
 impl<S> Budgeted<S> {
-    /// `inner` within `budget`.
-    pub fn new(inner: S, budget: Arc<ByteBudget>) -> Self {
-        Self { inner, budget }
+    /// `inner` within `budget`; `max_message` is the service's decoding
+    /// limit (larger messages are refused unread and reserve nothing).
+    pub fn new(inner: S, budget: Arc<ByteBudget>, max_message: usize) -> Self {
+        Self {
+            inner,
+            budget,
+            max_message,
+        }
     }
 }
 
@@ -159,6 +173,7 @@ where
             Body::new(BudgetedRequest {
                 inner: body,
                 held: held.clone(),
+                max_message: self.max_message,
                 prefix: [0; 5],
                 have: 0,
                 remaining: 0,
@@ -180,12 +195,13 @@ where
     }
 }
 
-type Waiting = Pin<Box<dyn Future<Output = Reservation> + Send>>;
+type Waiting = Pin<Box<dyn Future<Output = Option<Reservation>> + Send>>;
 
 /// A request body that reserves each gRPC message before yielding it.
 struct BudgetedRequest {
     inner: Body,
     held: Held,
+    max_message: usize,
     /// The gRPC message prefix (compressed flag, 4-byte length) being read.
     prefix: [u8; 5],
     have: usize,
@@ -209,8 +225,17 @@ impl HttpBody for BudgetedRequest {
         loop {
             if let Some(w) = this.waiting.as_mut() {
                 let r = ready!(w.as_mut().poll(cx));
-                this.held.keep(r);
                 this.waiting = None;
+                match r {
+                    Some(r) => this.held.keep(r),
+                    None => {
+                        return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(format!(
+                            "the node's budget of {} bytes of client requests in flight is spent \
+                             (--max-inflight-bytes); retry shortly",
+                            this.held.budget.total()
+                        )))))
+                    }
+                }
             }
             if let Some(data) = this.frame.as_ref() {
                 while this.pos < data.len() && this.waiting.is_none() {
@@ -233,12 +258,19 @@ impl HttpBody for BudgetedRequest {
                         ]) as usize;
                         this.remaining = len;
                         let n = len + this.prefix.len();
+                        if len > this.max_message {
+                            // Refused unread by the service's decoder.
+                            continue;
+                        }
                         match this.held.budget.try_reserve(n) {
                             Some(r) => this.held.keep(r),
                             None => {
                                 let budget = Arc::clone(&this.held.budget);
-                                this.waiting =
-                                    Some(Box::pin(async move { budget.reserve(n).await }));
+                                this.waiting = Some(Box::pin(async move {
+                                    tokio::time::timeout(BUDGET_WAIT, budget.reserve(n))
+                                        .await
+                                        .ok()
+                                }));
                             }
                         }
                     }

@@ -58,7 +58,11 @@ impl BrokerRpc {
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Budgeted::new(InterceptedService::new(server, gate), budget)
+        Budgeted::new(
+            InterceptedService::new(server, gate),
+            budget,
+            MAX_MESSAGE_BYTES,
+        )
     }
 
     /// The follower-fetch service.

@@ -116,6 +116,11 @@ impl From<tonic::Status> for Error {
             tonic::Code::Unavailable => Error::Unreachable(s.message().to_owned()),
             tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => Error::Rpc(s.to_string()),
             tonic::Code::InvalidArgument => Error::Invalid(s.message().to_owned()),
+            // A request over the node's size limit never fits; a spent
+            // in-flight budget (also RESOURCE_EXHAUSTED) is worth a retry.
+            tonic::Code::ResourceExhausted if s.message().starts_with("MESSAGE_TOO_LARGE") => {
+                Error::Invalid(s.message().to_owned())
+            }
             _ => Error::Rpc(format!("{}: {}", s.code(), s.message())),
         }
     }

@@ -18,6 +18,10 @@ pub const NOT_READY_KEY: &str = "x-rivulet-not-ready";
 /// addresses, comma-separated, for the client to try instead.
 pub const TRY_NODES_KEY: &str = "x-rivulet-try-nodes";
 
+/// How long one node waits for a TCP connection to another: peers are on
+/// the same network, so a longer wait means the peer is down.
+pub const NODE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A lazily connecting gRPC channel to `host:port` with a connect timeout
 /// and TCP_NODELAY: the one way every Rivulet crate dials a node.
 pub fn channel(

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rivulet_metadata::BrokerId;
-use rivulet_proto::channel;
 use rivulet_proto::v1::replication_client::ReplicationClient;
 use rivulet_proto::v1::{ErrorCode, ReplicaFetchPartition, ReplicaFetchRequest};
+use rivulet_proto::{channel, NODE_CONNECT_TIMEOUT};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -48,7 +48,7 @@ pub(crate) async fn run_fetcher(mgr: Arc<ReplicaManager>, source: u64, cancel: C
         }
         let c = match &client {
             Some((addr, c)) if *addr == reg.address => c.clone(),
-            _ => match channel(&reg.address, Duration::from_millis(500)) {
+            _ => match channel(&reg.address, NODE_CONNECT_TIMEOUT) {
                 Ok(ch) => {
                     let c = ReplicationClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES);
                     client = Some((reg.address.clone(), c.clone()));

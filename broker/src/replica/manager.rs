@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use rivulet_proto::channel;
+use rivulet_proto::{channel, NODE_CONNECT_TIMEOUT};
 
 use crate::control::ControlPlane;
 use rivulet_metadata::{BrokerId, MetadataImage, TopicId};
@@ -85,6 +85,12 @@ const TOPIC_ID_FILE: &str = "topic-id";
 
 /// Key of a hosted partition.
 type Key = (String, u32);
+
+/// How often leaders look for ISR changes to propose (and storage failures
+/// to report).
+const ISR_TICK: Duration = Duration::from_millis(100);
+/// Longest one AlterPartition call to the controller may take.
+const ALTER_PARTITION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The partitions hosted on this broker.
 #[derive(Debug)]
@@ -386,7 +392,7 @@ impl ReplicaManager {
         if let Some(c) = clients.get(&addr) {
             return Some(c.clone());
         }
-        let c = ControllerClient::new(channel(&addr, Duration::from_millis(500)).ok()?);
+        let c = ControllerClient::new(channel(&addr, NODE_CONNECT_TIMEOUT).ok()?);
         clients.insert(addr, c.clone());
         Some(c)
     }
@@ -437,7 +443,7 @@ impl ReplicaManager {
                 };
                 let result = match me.controller() {
                     Some(mut c) => {
-                        tokio::time::timeout(Duration::from_secs(5), c.alter_partition(req)).await
+                        tokio::time::timeout(ALTER_PARTITION_TIMEOUT, c.alter_partition(req)).await
                     }
                     None => {
                         part.isr_change_done(epoch, None);
@@ -523,7 +529,7 @@ impl ReplicaManager {
         let mut orphans_checked = false;
         let mut fetchers: HashMap<u64, CancellationToken> = HashMap::new();
         let mut tasks = JoinSet::new();
-        let mut isr_tick = tokio::time::interval(Duration::from_millis(100));
+        let mut isr_tick = tokio::time::interval(ISR_TICK);
         let mut storage_reported: Vec<(String, u32)> = Vec::new();
         let mut checkpoint_tick = tokio::time::interval(self.config.hw_checkpoint_interval);
         let mut retention_tick = tokio::time::interval(self.config.retention_check_interval);
@@ -549,11 +555,11 @@ impl ReplicaManager {
                 let image = images.borrow_and_update().clone();
                 let this = Arc::clone(&self);
                 let img = Arc::clone(&image);
-                let _ = tokio::task::spawn_blocking(move || this.reconcile(&img)).await;
+                blocking("reconcile", move || this.reconcile(&img)).await;
                 if !orphans_checked {
                     orphans_checked = true;
                     let this = Arc::clone(&self);
-                    let _ = tokio::task::spawn_blocking(move || this.delete_orphans(&image)).await;
+                    blocking("delete_orphans", move || this.delete_orphans(&image)).await;
                 }
                 self.update_fetchers(&mut fetchers, &cancel);
                 self.roles_changed.send_modify(|g| *g = g.wrapping_add(1));
@@ -572,21 +578,27 @@ impl ReplicaManager {
                 }
                 _ = checkpoint_tick.tick() => {
                     let this = Arc::clone(&self);
-                    let _ = tokio::task::spawn_blocking(move || this.checkpoint_all()).await;
+                    blocking("checkpoint_all", move || this.checkpoint_all()).await;
                 }
                 _ = reserve_tick.tick(), if self.disk_reserve_released() => {
                     let this = Arc::clone(&self);
-                    let _ = tokio::task::spawn_blocking(move || this.restore_disk_reserve()).await;
+                    blocking("restore_disk_reserve", move || this.restore_disk_reserve()).await;
                 }
                 _ = retention_tick.tick() => {
                     let this = Arc::clone(&self);
-                    let _ = tokio::task::spawn_blocking(move || this.apply_retention()).await;
+                    blocking("apply_retention", move || this.apply_retention()).await;
                 }
                 _ = flush_tick.tick(), if matches!(self.config.flush, FlushPolicy::Interval(_)) => {
                     let this = Arc::clone(&self);
-                    let _ = tokio::task::spawn_blocking(move || this.flush_all()).await;
+                    blocking("flush_all", move || this.flush_all()).await;
                 }
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            error!(error = %e, "an ISR change task panicked");
+                        }
+                    }
+                }
             }
         }
         for token in fetchers.values() {
@@ -594,7 +606,7 @@ impl ReplicaManager {
         }
         tasks.abort_all();
         let this = Arc::clone(&self);
-        let _ = tokio::task::spawn_blocking(move || {
+        blocking("final flush and checkpoint", move || {
             this.flush_all();
             this.checkpoint_all();
         })
@@ -665,6 +677,16 @@ impl ReplicaManager {
                     warn!(topic = %p.topic, partition = p.partition, error = %e, "retention failed")
                 }
             }
+        }
+    }
+}
+
+/// Runs blocking housekeeping (`what`) off the async threads and waits for
+/// it; a panic in it is logged at ERROR with its name, never dropped.
+async fn blocking(what: &'static str, work: impl FnOnce() + Send + 'static) {
+    if let Err(e) = tokio::task::spawn_blocking(work).await {
+        if e.is_panic() {
+            error!(task = what, error = %e, "a background task panicked");
         }
     }
 }

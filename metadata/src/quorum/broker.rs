@@ -43,7 +43,7 @@ pub struct BrokerIdentity {
 
 /// A controller client for `addr`.
 fn client(addr: &str) -> Option<ControllerClient<tonic::transport::Channel>> {
-    network::channel(addr, Duration::from_millis(500))
+    network::channel(addr, rivulet_proto::NODE_CONNECT_TIMEOUT)
         .ok()
         .map(ControllerClient::new)
 }

@@ -6,7 +6,6 @@
 //! refused, `Unavailable`, a timeout) is reported as `RPCError::Unreachable`,
 //! the one error openraft backs off on; anything else is a `NetworkError`.
 
-use std::time::Duration;
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -42,7 +41,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftNetworkClients {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         RaftPeer {
             target,
-            client: channel(&node.addr, Duration::from_millis(500))
+            client: channel(&node.addr, rivulet_proto::NODE_CONNECT_TIMEOUT)
                 .map(|c| RaftClient::new(c).max_decoding_message_size(MAX_MESSAGE_BYTES))
                 .map_err(|e| e.to_string()),
         }

@@ -142,7 +142,7 @@ impl ControllerRpc {
         if let Some(c) = peers.get(&addr) {
             return Ok(Some(c.clone()));
         }
-        let channel = network::channel(&addr, Duration::from_millis(500))
+        let channel = network::channel(&addr, rivulet_proto::NODE_CONNECT_TIMEOUT)
             .map_err(|e| Status::unavailable(format!("bad controller address {addr}: {e}")))?;
         let client = ControllerClient::new(channel);
         peers.insert(addr, client.clone());

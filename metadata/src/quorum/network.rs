@@ -6,7 +6,6 @@
 //! refused, `Unavailable`, a timeout) is reported as `RPCError::Unreachable`,
 //! the one error openraft backs off on; anything else is a `NetworkError`.
 
-
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };

@@ -32,6 +32,9 @@ use tonic::server::NamedService;
 
 /// Longest a request waits for the budget before it is refused.
 pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
+/// Longest the rest of a message may take to arrive once its bytes are
+/// reserved: a client that sends a prefix and stops cannot pin the budget.
+pub const BODY_STALL: Duration = Duration::from_secs(60);
 
 /// The budget: a pool of bytes.
 #[derive(Debug)]
@@ -122,6 +125,15 @@ impl Held {
             .unwrap_or_else(|e| e.into_inner())
             .push(r);
     }
+
+    /// Returns everything reserved so far: the bytes are no longer held
+    /// (a produce's batches after their append, before an acks=all wait).
+    pub fn release(&self) {
+        self.reservations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
 }
 
 /// Wraps a service so its requests and responses spend `budget`.
@@ -180,6 +192,7 @@ where
                 frame: None,
                 pos: 0,
                 waiting: None,
+                stall: None,
             })
         });
         let fut = self.inner.call(req);
@@ -211,6 +224,8 @@ struct BudgetedRequest {
     frame: Option<Bytes>,
     pos: usize,
     waiting: Option<Waiting>,
+    /// Fires when a reserved message stalls ([`BODY_STALL`]).
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl HttpBody for BudgetedRequest {
@@ -227,7 +242,10 @@ impl HttpBody for BudgetedRequest {
                 let r = ready!(w.as_mut().poll(cx));
                 this.waiting = None;
                 match r {
-                    Some(r) => this.held.keep(r),
+                    Some(r) => {
+                        this.held.keep(r);
+                        this.stall = Some(Box::pin(tokio::time::sleep(BODY_STALL)));
+                    }
                     None => {
                         return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(format!(
                             "the node's budget of {} bytes of client requests in flight is spent \
@@ -243,6 +261,9 @@ impl HttpBody for BudgetedRequest {
                         let take = this.remaining.min(data.len() - this.pos);
                         this.pos += take;
                         this.remaining -= take;
+                        if this.remaining == 0 {
+                            this.stall = None;
+                        }
                         continue;
                     }
                     this.prefix[this.have] = data[this.pos];
@@ -263,7 +284,10 @@ impl HttpBody for BudgetedRequest {
                             continue;
                         }
                         match this.held.budget.try_reserve(n) {
-                            Some(r) => this.held.keep(r),
+                            Some(r) => {
+                                this.held.keep(r);
+                                this.stall = Some(Box::pin(tokio::time::sleep(BODY_STALL)));
+                            }
                             None => {
                                 let budget = Arc::clone(&this.held.budget);
                                 this.waiting = Some(Box::pin(async move {
@@ -281,7 +305,24 @@ impl HttpBody for BudgetedRequest {
                 let data = this.frame.take().expect("checked above");
                 return Poll::Ready(Some(Ok(Frame::data(data))));
             }
-            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            let polled = match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(p) => p,
+                Poll::Pending => {
+                    if let Some(t) = this.stall.as_mut() {
+                        if t.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(
+                                format!(
+                                    "the request's body stalled for {} s while holding its \
+                                     share of the node's in-flight budget",
+                                    BODY_STALL.as_secs()
+                                ),
+                            ))));
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            };
+            match polled {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         this.frame = Some(data);

@@ -97,6 +97,7 @@ fn status(e: ApiError) -> Status {
         ApiError::InvalidRequest(m) => Status::invalid_argument(m),
         ApiError::UnknownBroker(_) => Status::failed_precondition(e.to_string()),
         ApiError::ShuttingDown => Status::unavailable(e.to_string()),
+        ApiError::Busy(_) => Status::resource_exhausted(e.to_string()),
         ApiError::Internal(m) => Status::internal(m),
     }
 }
@@ -145,8 +146,10 @@ impl Broker for BrokerRpc {
         &self,
         request: Request<ProduceRequest>,
     ) -> Result<Response<ProduceResponse>, Status> {
+        let held = request.extensions().get::<Held>().cloned();
         let r = request.into_inner();
         let acks = acks_level(r.acks)?;
+        api::check_entry_count(r.partitions.len()).map_err(status)?;
         let mut out: Vec<ProducePartitionResponse> = Vec::with_capacity(r.partitions.len());
         let mut entries = Vec::with_capacity(r.partitions.len());
         for pp in r.partitions {
@@ -175,6 +178,7 @@ impl Broker for BrokerRpc {
                 acks,
                 timeout: (r.timeout_ms > 0).then(|| Duration::from_millis(u64::from(r.timeout_ms))),
                 entries,
+                held,
             })
             .await
             .map_err(status)?;

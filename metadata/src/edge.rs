@@ -3,13 +3,16 @@
 //!
 //! - A connection cap: past [`EdgeLimits::max_connections`] a new connection
 //!   is closed at once, with a rate-limited WARN (Kafka's `max.connections`).
-//! - A handshake timeout: a connection that sends nothing (not even the
-//!   HTTP/2 preface) within [`EdgeLimits::handshake_timeout`] is closed, so
-//!   half-open or idle sockets cannot pin file descriptors forever.
-//! - An idle timeout: a connection that sends nothing for
-//!   [`EdgeLimits::idle_timeout`] is closed (Kafka's
-//!   `connections.max.idle.ms`). Live peers answer the server's HTTP/2
-//!   keep-alive pings, so only dead or stuck peers reach it.
+//! - A handshake timeout: a connection that has not sent the whole 24-byte
+//!   HTTP/2 preface within [`EdgeLimits::handshake_timeout`] is closed, so
+//!   half-open or silent sockets cannot pin file descriptors forever.
+//! - A silence timeout: a connection that sends nothing at all for
+//!   [`EdgeLimits::idle_timeout`] is closed. Live peers answer the server's
+//!   HTTP/2 keep-alive pings, so this closes dead or stuck peers, not idle
+//!   clients (unlike Kafka's `connections.max.idle.ms`, which counts
+//!   requests).
+//! - The cap counts node-to-node connections too: it must stay well above
+//!   the clients a node expects.
 //! - Accept errors (EMFILE when descriptors run out) back off for 100 ms
 //!   instead of spinning, with a rate-limited WARN.
 //! - [`StatusFixLayer`]: tonic answers a request whose protobuf does not
@@ -157,10 +160,15 @@ pub struct GuardedIo {
     io: TcpStream,
     _slot: OwnedSemaphorePermit,
     limits: EdgeLimits,
+    accepted: Instant,
     last_read: Instant,
-    spoke: bool,
+    /// Bytes received, counted up to the HTTP/2 preface's length.
+    received: usize,
     timer: Pin<Box<Sleep>>,
 }
+
+/// Length of the HTTP/2 client connection preface.
+const PREFACE_LEN: usize = 24;
 
 impl GuardedIo {
     fn new(io: TcpStream, slot: OwnedSemaphorePermit, limits: EdgeLimits) -> Self {
@@ -169,8 +177,9 @@ impl GuardedIo {
             io,
             _slot: slot,
             limits,
+            accepted: now,
             last_read: now,
-            spoke: false,
+            received: 0,
             timer: Box::pin(tokio::time::sleep_until(now + limits.handshake_timeout)),
         }
     }
@@ -193,9 +202,10 @@ impl AsyncRead for GuardedIo {
         let before = buf.filled().len();
         match Pin::new(&mut self.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
+                let n = buf.filled().len() - before;
+                if n > 0 {
                     self.last_read = Instant::now();
-                    self.spoke = true;
+                    self.received = (self.received + n).min(PREFACE_LEN);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -204,15 +214,19 @@ impl AsyncRead for GuardedIo {
                 loop {
                     // The timer is re-armed only when it fires early, not on
                     // every read: reads stay cheap.
-                    let limit = if self.spoke {
-                        self.limits.idle_timeout
+                    let spoke = self.received >= PREFACE_LEN;
+                    let (limit, due) = if spoke {
+                        (
+                            self.limits.idle_timeout,
+                            self.last_read + self.limits.idle_timeout,
+                        )
                     } else {
-                        self.limits.handshake_timeout
+                        let t = self.limits.handshake_timeout;
+                        (t, self.accepted + t)
                     };
-                    let due = self.last_read + limit;
                     if Instant::now() >= due {
                         let peer = self.io.peer_addr().ok();
-                        if self.spoke {
+                        if spoke {
                             debug!(
                                 ?peer,
                                 ?limit,
@@ -220,7 +234,7 @@ impl AsyncRead for GuardedIo {
                             );
                         } else if let Some(suppressed) = SILENT.allow() {
                             warn!(?peer, ?limit, suppressed,
-                            "closing a connection that sent nothing within the handshake timeout");
+                            "closing a connection that did not send the HTTP/2 preface within the handshake timeout");
                         }
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::TimedOut,

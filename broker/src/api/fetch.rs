@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::long_poll::long_poll;
 use super::{ApiError, BrokerApi};
-use crate::budget::Held;
+use crate::budget::{Held, BUDGET_WAIT};
 use crate::log::LogOffsets;
 use crate::replica::PartitionError;
 
@@ -89,8 +89,14 @@ impl BrokerApi {
         long_poll(signal, deadline, || {
             let (mgr, wanted, held) = (Arc::clone(&self.mgr), Arc::clone(&wanted), held.clone());
             async move {
+                // Bounded: a fetch never hangs on the budget (and a queued
+                // waiter would hold back every other request meanwhile).
                 let mut reserved = match &held {
-                    Some(h) => Some(h.budget().reserve(read_max).await),
+                    Some(h) => Some(
+                        tokio::time::timeout(BUDGET_WAIT, h.budget().reserve(read_max))
+                            .await
+                            .map_err(|_| ApiError::Busy(h.budget().total()))?,
+                    ),
                     None => None,
                 };
                 let (results, total) = tokio::task::spawn_blocking(move || {

@@ -24,7 +24,9 @@ use std::sync::Arc;
 pub use fetch::{FetchPartition, FetchRequest, FetchResult};
 pub use list_offsets::{ListOffsetsPartition, OffsetQuery};
 pub use metadata::MetadataView;
-pub use produce::{Acks, DelayedProduce, ProduceEntry, ProduceRequest, ProduceResult};
+pub use produce::{
+    check_entry_count, Acks, DelayedProduce, ProduceEntry, ProduceRequest, ProduceResult,
+};
 pub use replica_fetch::{ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResult};
 
 use crate::replica::{PartitionError, ReplicaManager};
@@ -50,6 +52,10 @@ pub enum ApiError {
     /// A node-to-node call from a broker the image does not know.
     #[error("broker {0} is not registered")]
     UnknownBroker(u64),
+    /// The node's in-flight byte budget (of this many bytes) stayed spent
+    /// for [`crate::budget::BUDGET_WAIT`]: retriable.
+    #[error("the node's budget of {0} bytes of client requests in flight is spent (--max-inflight-bytes); retry shortly")]
+    Busy(usize),
     /// The node is shutting down.
     #[error("the broker is shutting down")]
     ShuttingDown,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{ApiError, BrokerApi};
+use crate::budget::Held;
 use crate::replica::{Partition, PartitionError};
 
 /// Most partition entries one Produce request may carry: a bound on the
@@ -50,6 +51,9 @@ pub struct ProduceRequest {
     pub timeout: Option<Duration>,
     /// Entries; one partition may appear several times (appended in order).
     pub entries: Vec<ProduceEntry>,
+    /// The request's share of the node's in-flight budget: held until the
+    /// batches are appended (with acks=0, by the appends themselves).
+    pub held: Option<Held>,
 }
 
 /// What became of one entry.
@@ -112,6 +116,17 @@ impl DelayedProduce {
     }
 }
 
+/// Refuses a request of more than [`MAX_PRODUCE_ENTRIES`] entries (edges
+/// call it before decoding entries, to waste no work on them).
+pub fn check_entry_count(n: usize) -> Result<(), ApiError> {
+    if n > MAX_PRODUCE_ENTRIES {
+        return Err(ApiError::InvalidRequest(format!(
+            "{n} partition entries in one Produce request; at most {MAX_PRODUCE_ENTRIES}"
+        )));
+    }
+    Ok(())
+}
+
 /// A batch and its entry's position in the request.
 type Indexed = (usize, Vec<u8>);
 
@@ -120,12 +135,7 @@ impl BrokerApi {
     /// `acks`. Entries for one partition are appended in request order, one
     /// blocking task per partition (the partitions' fsyncs overlap).
     pub async fn produce(&self, req: ProduceRequest) -> Result<Vec<ProduceResult>, ApiError> {
-        if req.entries.len() > MAX_PRODUCE_ENTRIES {
-            return Err(ApiError::InvalidRequest(format!(
-                "{} partition entries in one Produce request; at most {MAX_PRODUCE_ENTRIES}",
-                req.entries.len()
-            )));
-        }
+        check_entry_count(req.entries.len())?;
         let timeout = match req.timeout {
             None => DEFAULT_PRODUCE_TIMEOUT,
             Some(t) if t > MAX_PRODUCE_TIMEOUT => {
@@ -157,7 +167,11 @@ impl BrokerApi {
         let require_min_isr = req.acks == Acks::All;
         let mut appends = tokio::task::JoinSet::new();
         for (part, entries) in per_partition {
+            let held = req.held.clone();
             appends.spawn_blocking(move || {
+                // Fire-and-forget appends keep the request's bytes counted
+                // until they are done.
+                let _held = held;
                 entries
                     .into_iter()
                     .map(|(i, mut batch)| {
@@ -176,6 +190,11 @@ impl BrokerApi {
         while let Some(done) = appends.join_next().await {
             appended
                 .extend(done.map_err(|e| ApiError::Internal(format!("append task failed: {e}")))?);
+        }
+        // The batches are in the log: what the request pinned is free now,
+        // whatever acks=all waits for.
+        if let Some(h) = &req.held {
+            h.release();
         }
         let deadline = Instant::now() + timeout;
         for (i, part, result) in appended {

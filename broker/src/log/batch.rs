@@ -184,6 +184,41 @@ pub enum AppendOrigin {
     Replica,
 }
 
+/// Kafka's LogValidator for a leader append, run by every log *before* it
+/// takes its lock (decompressing is slow): no batch whose records cannot be
+/// read reaches the log, where it would poison every consumer. The records of
+/// all batches of one append together may inflate to at most
+/// [`MAX_DECOMPRESSED_BATCH_BYTES`](super::records::MAX_DECOMPRESSED_BATCH_BYTES).
+/// Replica appends copy what a leader validated and are not walked again.
+/// Framing problems are left to [`prepare_append`], which reports them.
+pub(crate) fn validate_leader_contents(buf: &[u8], origin: AppendOrigin) -> Result<(), LogError> {
+    if origin == AppendOrigin::Replica {
+        return Ok(());
+    }
+    let mut budget = super::records::MAX_DECOMPRESSED_BATCH_BYTES;
+    let mut pos = 0usize;
+    while buf.len() - pos >= HEADER_LEN {
+        let rest = &buf[pos..];
+        let Some(size) = batch_size_from_prefix(rest).filter(|s| *s <= rest.len()) else {
+            return Ok(());
+        };
+        let Ok(header) = validate(&rest[..size]) else {
+            return Ok(());
+        };
+        super::records::validate_records(&rest[..size], &header, &mut budget).map_err(
+            |e| match e {
+                super::records::RecordsError::Corrupt(reason) => LogError::corrupt(pos, reason),
+                super::records::RecordsError::Invalid(reason) => LogError::InvalidRecord {
+                    position: pos,
+                    reason,
+                },
+            },
+        )?;
+        pos += size;
+    }
+    Ok(())
+}
+
 /// Splits `buf` into batches, validates each, and (for a leader append)
 /// assigns dense offsets from `next_offset` and stamps the epoch. For a replica
 /// append, checks that the batches continue the log at `next_offset` and that
@@ -236,21 +271,12 @@ pub(crate) fn prepare_append(
         let mut header = validate(batch).map_err(|reason| LogError::corrupt(pos, reason))?;
         match origin {
             AppendOrigin::Leader { epoch } => {
-                if header.record_count != header.last_offset_delta + 1 {
+                if header.last_offset_delta.checked_add(1) != Some(header.record_count) {
                     return Err(LogError::corrupt(
                         pos,
                         "record count disagrees with the last offset delta",
                     ));
                 }
-                // Kafka's LogValidator: no batch whose records cannot be
-                // read reaches the log (a poison pill for every consumer).
-                super::records::validate_records(batch, &header).map_err(|e| match e {
-                    super::records::RecordsError::Corrupt(reason) => LogError::corrupt(pos, reason),
-                    super::records::RecordsError::Invalid(reason) => LogError::InvalidRecord {
-                        position: pos,
-                        reason,
-                    },
-                })?;
                 stamp(batch, next, epoch);
                 header.base_offset = next;
                 header.leader_epoch = epoch as i32;

@@ -478,6 +478,7 @@ fn write_epochs(dir: &Path, epochs: &LeaderEpochCache) -> Result<(), LogError> {
 impl PartitionLog for FileLog {
     fn append(&self, batches: &mut [u8], origin: AppendOrigin) -> Result<AppendInfo, LogError> {
         self.stats.appends.fetch_add(1, Ordering::Relaxed);
+        batch::validate_leader_contents(batches, origin)?;
         let (info, generation) = {
             let mut inner = self.write_inner();
             let leo = inner.log_end_offset();
@@ -742,10 +743,7 @@ impl PartitionLog for FileLog {
             let inner = self.read_inner();
             (inner.log_end_offset(), self.lock_sync().generation)
         };
-        self.sync_to(leo, generation)?;
-        // The active segment's index entries live in memory until now (see
-        // `SparseIndex`): a restart then scans only past them.
-        self.write_inner().active_mut().flush_indexes()
+        self.sync_to(leo, generation)
     }
 
     fn assign_epoch(&self, epoch: u32) -> Result<(), LogError> {

@@ -78,13 +78,12 @@ impl IndexEntry for TimeEntry {
 /// A sparse index file and its entries in memory.
 ///
 /// The file holds no descriptor between writes: new entries collect in
-/// memory and are written (and fsynced) by [`SparseIndex::flush`] and
-/// [`SparseIndex::seal`], so a replica's active segment holds one descriptor
-/// (its `.log`), not three, and 10,000 partitions fit a node's descriptor
-/// limit. Nothing is lost by writing late: the index is derived data, and a
-/// short one is extended by scanning the segment past its last entry when
-/// the segment is opened (a crash recovers the active segment by scanning
-/// it anyway).
+/// memory and are written (and fsynced) when the segment is sealed at a roll
+/// (and after the active segment is rebuilt on open), so a replica's active
+/// segment holds one descriptor (its `.log`), not three, and 10,000
+/// partitions fit a node's descriptor limit. Nothing is lost by writing
+/// late: the index is derived data, and the active segment's is rebuilt by
+/// scanning it whenever the log is opened.
 #[derive(Debug)]
 pub(crate) struct SparseIndex<E: IndexEntry> {
     /// The index file.

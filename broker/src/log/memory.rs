@@ -67,6 +67,7 @@ impl MemoryLog {
 
 impl PartitionLog for MemoryLog {
     fn append(&self, batches: &mut [u8], origin: AppendOrigin) -> Result<AppendInfo, LogError> {
+        batch::validate_leader_contents(batches, origin)?;
         let mut inner = self.lock();
         let leo = inner.log_end_offset();
         let metas = batch::prepare_append(

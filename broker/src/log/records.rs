@@ -61,7 +61,14 @@ fn invalid(reason: impl Into<String>) -> RecordsError {
 
 /// Validates the records of `batch` (one whole batch whose header and CRC
 /// [`validate`](super::batch::validate) has already checked into `header`).
-pub fn validate_records(batch: &[u8], header: &BatchHeader) -> Result<(), RecordsError> {
+/// `inflate_left` is what the records of a compressed batch may still
+/// decompress to (shared by the batches of one append); it is reduced by
+/// what this batch used.
+pub fn validate_records(
+    batch: &[u8],
+    header: &BatchHeader,
+    inflate_left: &mut usize,
+) -> Result<(), RecordsError> {
     if header.attributes & CONTROL_BIT != 0 {
         return Err(invalid(
             "control batches are written by the broker only (no transactions yet)",
@@ -75,19 +82,24 @@ pub fn validate_records(batch: &[u8], header: &BatchHeader) -> Result<(), Record
     let body = &batch[HEADER_LEN..];
     match header.compression_codec() {
         0 => walk(&mut SliceSource { b: body, pos: 0 }, header),
-        1 => walk_stream(flate2::read::GzDecoder::new(body), header, "gzip"),
-        2 => walk_stream(SnappyReader::new(body), header, "snappy"),
+        1 => walk_stream(
+            flate2::read::GzDecoder::new(body),
+            header,
+            "gzip",
+            inflate_left,
+        ),
+        2 => walk_stream(SnappyReader::new(body), header, "snappy", inflate_left),
         3 => {
             let d = lz4::Decoder::new(body)
                 .map_err(|e| corrupt(format!("lz4 data does not decompress: {e}")))?;
-            walk_stream(d, header, "lz4")
+            walk_stream(d, header, "lz4", inflate_left)
         }
         4 => {
             let mut d = zstd::stream::read::Decoder::with_buffer(body)
                 .map_err(|e| corrupt(format!("zstd data does not decompress: {e}")))?;
             d.window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(|e| corrupt(format!("zstd decoder: {e}")))?;
-            walk_stream(d, header, "zstd")
+            walk_stream(d, header, "zstd", inflate_left)
         }
         c => Err(corrupt(format!("unknown compression codec {c}"))),
     }
@@ -97,6 +109,7 @@ fn walk_stream<R: Read>(
     r: R,
     header: &BatchHeader,
     codec: &'static str,
+    inflate_left: &mut usize,
 ) -> Result<(), RecordsError> {
     let mut src = ReadSource {
         r,
@@ -106,9 +119,11 @@ fn walk_stream<R: Read>(
         end: 0,
         consumed: 0,
         inflated: 0,
-        scratch: Vec::new(),
+        limit: *inflate_left,
     };
-    walk(&mut src, header)
+    let r = walk(&mut src, header);
+    *inflate_left = inflate_left.saturating_sub(src.inflated);
+    r
 }
 
 /// Where record bytes come from: the batch itself, or a decompressor.
@@ -167,8 +182,8 @@ struct ReadSource<R> {
     end: usize,
     consumed: usize,
     inflated: usize,
-    /// Reused for header keys that straddle the window.
-    scratch: Vec<u8>,
+    /// The most it may inflate to.
+    limit: usize,
 }
 
 impl<R: Read> ReadSource<R> {
@@ -188,9 +203,10 @@ impl<R: Read> ReadSource<R> {
             }
         };
         self.inflated += n;
-        if self.inflated > MAX_DECOMPRESSED_BATCH_BYTES {
+        if self.inflated > self.limit {
             return Err(invalid(format!(
-                "the {} batch decompresses to more than {} MiB",
+                "the {} batch decompresses to more than {} MiB (with the batches before it in \
+                 the same entry)",
                 self.codec,
                 MAX_DECOMPRESSED_BATCH_BYTES >> 20
             )));
@@ -226,28 +242,52 @@ impl<R: Read> Source for ReadSource<R> {
     }
 
     fn utf8(&mut self, n: usize) -> Result<bool, RecordsError> {
-        if self.end - self.start >= n {
-            let ok = std::str::from_utf8(&self.buf[self.start..self.start + n]).is_ok();
-            self.start += n;
-            self.consumed += n;
-            return Ok(ok);
-        }
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
+        // Chunk by chunk, carrying a character split between windows (at
+        // most 3 bytes): no copy of the key, however long.
+        let mut carry = [0u8; 4];
+        let mut carried = 0usize;
+        let mut ok = true;
         let mut left = n;
         while left > 0 {
             if self.start == self.end && !self.fill()? {
                 return Err(corrupt(TRUNCATED));
             }
             let take = left.min(self.end - self.start);
-            scratch.extend_from_slice(&self.buf[self.start..self.start + take]);
+            let mut chunk = &self.buf[self.start..self.start + take];
             self.start += take;
             self.consumed += take;
             left -= take;
+            if !ok {
+                continue;
+            }
+            // Finish a carried character with the chunk's first bytes.
+            while carried > 0 && !chunk.is_empty() {
+                carry[carried] = chunk[0];
+                carried += 1;
+                chunk = &chunk[1..];
+                match std::str::from_utf8(&carry[..carried]) {
+                    Ok(_) => carried = 0,
+                    Err(e) if e.error_len().is_none() && carried < 4 => {}
+                    Err(_) => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if !ok {
+                continue;
+            }
+            match std::str::from_utf8(chunk) {
+                Ok(_) => {}
+                Err(e) if e.error_len().is_none() => {
+                    let tail = &chunk[e.valid_up_to()..];
+                    carry[..tail.len()].copy_from_slice(tail);
+                    carried = tail.len();
+                }
+                Err(_) => ok = false,
+            }
         }
-        let ok = std::str::from_utf8(&scratch).is_ok();
-        self.scratch = scratch;
-        Ok(ok)
+        Ok(ok && carried == 0)
     }
 
     fn at_end(&mut self) -> Result<bool, RecordsError> {
@@ -423,6 +463,17 @@ impl<'a> SnappyReader<'a> {
         };
         let n = snap::raw::decompress_len(compressed)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        // Snappy cannot expand more than ~21x (its best copy is 3 bytes for
+        // 64): a block claiming more is refused before any allocation.
+        if n > compressed.len().saturating_mul(22).saturating_add(32) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a block of {} bytes claims {n} bytes, more than snappy can expand to",
+                    compressed.len()
+                ),
+            ));
+        }
         if n > MAX_DECOMPRESSED_BATCH_BYTES {
             // Refused before allocating; the caller reports the cap.
             return Err(io::Error::new(
@@ -516,7 +567,7 @@ mod tests {
 
     fn check(b: &[u8]) -> Result<(), RecordsError> {
         let h = validate(b).expect("header and CRC are valid");
-        validate_records(b, &h)
+        validate_records(b, &h, &mut MAX_DECOMPRESSED_BATCH_BYTES.clone())
     }
 
     /// Replaces the records region (and fixes length, attributes and CRC),
@@ -570,7 +621,12 @@ mod tests {
     fn records_straddling_the_stream_window_pass() {
         // Values and header keys larger than the 16 KiB window.
         let mut recs = records(3, &vec![7u8; 40_000]);
-        recs[1].headers = [(String::from_utf8(vec![b'k'; 20_000]).unwrap().into(), None)].into();
+        recs[1].headers = [
+            (String::from_utf8(vec![b'k'; 20_000]).unwrap().into(), None),
+            // Two-, three- and four-byte characters across window edges.
+            ("é€😀".repeat(5_000).into(), Some(Bytes::from_static(b"v"))),
+        ]
+        .into();
         let plain = encode(&recs, Compression::None);
         let body = &plain[HEADER_LEN..];
         assert_eq!(check(&with_body(&plain, 3, &lz4_frame(body))), Ok(()));
@@ -708,6 +764,54 @@ mod tests {
             check(&with_body(&plain, 0, &body)),
             Err(RecordsError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_broken_character_in_a_long_compressed_header_key_is_invalid() {
+        let mut recs = records(1, b"v");
+        recs[0].headers = [("é".repeat(9_000).into(), Some(Bytes::from_static(b"v")))].into();
+        let plain = encode(&recs, Compression::None);
+        let mut body = plain[HEADER_LEN..].to_vec();
+        let key_at = body
+            .windows(4)
+            .position(|w| w == "éé".as_bytes())
+            .expect("the key is in the record");
+        // A continuation byte of a character in the key's second window.
+        assert_eq!(body[key_at + 16_001], 0xa9);
+        body[key_at + 16_001] = 0xff;
+        assert!(matches!(
+            check(&with_body(&plain, 4, &zstd_frame(&body))),
+            Err(RecordsError::Invalid(_))
+        ));
+        assert!(matches!(
+            check(&with_body(&plain, 0, &body)),
+            Err(RecordsError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn the_cap_is_shared_by_the_batches_of_one_append() {
+        // Two batches of one entry, each inflating to 40 MiB: each alone is
+        // under the cap, together they are not (a request of many small
+        // bombs cannot buy unbounded CPU).
+        let plain = encode(&records(1, b"v"), Compression::None);
+        let big = vec![0u8; 40 << 20];
+        let bomb = zstd_frame(&raw_record(0, &big));
+        drop(big);
+        let one = with_body(&plain, 4, &bomb);
+        assert_eq!(check(&one), Ok(()));
+        let mut two = one.clone();
+        two.extend_from_slice(&one);
+        let leader = crate::log::batch::AppendOrigin::Leader { epoch: 1 };
+        assert!(crate::log::batch::validate_leader_contents(&one, leader).is_ok());
+        let r = crate::log::batch::validate_leader_contents(&two, leader);
+        assert!(
+            matches!(&r, Err(crate::log::LogError::InvalidRecord { reason, .. }) if reason.contains("same entry")),
+            "{r:?}"
+        );
+        // Replica appends are not walked again.
+        let replica = crate::log::batch::AppendOrigin::Replica;
+        assert!(crate::log::batch::validate_leader_contents(&two, replica).is_ok());
     }
 
     #[test]

@@ -3,8 +3,7 @@
 //! and resolves one delivery future per record.
 //!
 //! ```text
-//!  send(): partition (explicit | murmur2(key) | uniform sticky, KIP-794),
-//!          then append to the
+//!  send(): partition (explicit | murmur2(key) | sticky), then append to the
 //!          partition's open batch in a shared accumulator (one mutex, no
 //!          per-record channel or allocation); a full batch wakes the sender
 //!  sender task: one batch in flight per partition (keeps order on retry);
@@ -216,52 +215,8 @@ type Key = (String, u32);
 #[derive(Debug, Default)]
 struct Accumulator {
     queues: HashMap<Key, Queue>,
-    sticky: HashMap<String, Sticky>,
+    sticky: HashMap<String, u32>,
     spin: u32,
-}
-
-/// Kafka's uniform sticky partitioner (KIP-794) for records with neither key
-/// nor partition: they go to one partition until `batch.size` bytes went
-/// there, then to another chosen uniformly at random. Switching by bytes
-/// sent, not when a batch happens to be sealed, keeps a slow partition from
-/// drawing ever more records (the skew KIP-794 fixed), and spreads a short
-/// run of records over partitions instead of one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Sticky {
-    partition: u32,
-    bytes: usize,
-}
-
-/// The partition for the next keyless record of `size` bytes: `current`'s
-/// (updated), or a new uniform pick from `spin` once `batch_size` bytes went
-/// to it. Never the same partition twice in a row when there are several.
-fn sticky_partition(
-    current: Option<Sticky>,
-    size: usize,
-    batch_size: usize,
-    partitions: u32,
-    spin: &mut u32,
-) -> Sticky {
-    let partitions = partitions.max(1);
-    match current {
-        Some(s) if s.bytes < batch_size && s.partition < partitions => Sticky {
-            partition: s.partition,
-            bytes: s.bytes + size,
-        },
-        previous => {
-            *spin = spin.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            let mut p = (*spin >> 8) % partitions;
-            if let Some(prev) = previous {
-                if partitions > 1 && p == prev.partition {
-                    p = (p + 1 + (*spin >> 20) % (partitions - 1)) % partitions;
-                }
-            }
-            Sticky {
-                partition: p,
-                bytes: size,
-            }
-        }
-    }
 }
 
 /// What `send` and the sender task share.
@@ -393,17 +348,14 @@ impl Producer {
         if let Some(key) = &rec.key {
             return Ok(partition_for_key(key, n));
         }
-        let batch_size = self.shared.config.batch_size;
         let mut acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
-        let current = acc.sticky.get(&rec.topic).copied();
-        let next = sticky_partition(current, rec.size_hint(), batch_size, n, &mut acc.spin);
-        match acc.sticky.get_mut(&rec.topic) {
-            Some(s) => *s = next,
-            None => {
-                acc.sticky.insert(rec.topic.clone(), next);
-            }
+        if let Some(p) = acc.sticky.get(&rec.topic) {
+            return Ok(*p);
         }
-        Ok(next.partition)
+        acc.spin = acc.spin.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let p = (acc.spin >> 8) % n.max(1);
+        acc.sticky.insert(rec.topic.clone(), p);
+        Ok(p)
     }
 
     /// Sends one record and waits for its acknowledgement.
@@ -590,6 +542,15 @@ impl Sender {
                         .extend(next.parts.into_iter().map(|(d, s)| (d, s + offset)));
                 }
                 q.in_flight = true;
+                let sealed_sticky = batch.encoded.is_none()
+                    && batch
+                        .records
+                        .first()
+                        .is_some_and(|r| r.partition.is_none() && r.key.is_none());
+                if sealed_sticky {
+                    // The sticky partition moves on once its batch is sealed.
+                    acc.sticky.remove(&key.0);
+                }
                 by_leader
                     .entry(leader.address)
                     .or_default()
@@ -753,62 +714,4 @@ async fn send_request(
             Done { key, batch, result }
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_sticky_partition_moves_after_batch_size_bytes_uniformly() {
-        let mut spin = 7;
-        let mut cur = None;
-        let mut runs: Vec<(u32, usize)> = Vec::new();
-        for _ in 0..60_000 {
-            let s = sticky_partition(cur, 100, 1_000, 6, &mut spin);
-            match runs.last_mut() {
-                Some((p, n))
-                    if *p == s.partition && cur.is_some_and(|c: Sticky| c.bytes < 1_000) =>
-                {
-                    *n += 1
-                }
-                _ => runs.push((s.partition, 1)),
-            }
-            cur = Some(s);
-        }
-        // Every run is batch.size worth of records (10 of 100 bytes)...
-        assert!(runs.iter().all(|(_, n)| *n == 10), "{:?}", &runs[..5]);
-        // ...never the same partition twice in a row...
-        assert!(runs.windows(2).all(|w| w[0].0 != w[1].0));
-        // ...and the partitions are used about equally.
-        let mut per = [0usize; 6];
-        for (p, n) in &runs {
-            per[*p as usize] += n;
-        }
-        let (min, max) = (per.iter().min().unwrap(), per.iter().max().unwrap());
-        assert!(*min * 10 > *max * 8, "uneven: {per:?}");
-        // A partition count that shrank moves on at once; one partition stays.
-        let s = sticky_partition(
-            Some(Sticky {
-                partition: 5,
-                bytes: 0,
-            }),
-            1,
-            1_000,
-            3,
-            &mut spin,
-        );
-        assert!(s.partition < 3);
-        let s = sticky_partition(
-            Some(Sticky {
-                partition: 0,
-                bytes: 5_000,
-            }),
-            1,
-            1_000,
-            1,
-            &mut spin,
-        );
-        assert_eq!(s.partition, 0);
-    }
 }

@@ -1,12 +1,13 @@
 //! The seam between the broker and the metadata quorum: everything the data
 //! plane needs from the control plane, and nothing else.
 //!
-//! The broker reads the metadata image (and waits for new ones), learns when
-//! its own registration is in it, finds the active controller to send
-//! `AlterPartition` and `CreateTopic` to, reports replicas whose storage
-//! failed, and asks whether the node may serve clients yet (KIP-631). The
-//! node's composition root (`cli/src/node.rs`) implements this over the
-//! openraft quorum; tests can implement it over a plain watch channel.
+//! The broker reads the metadata image (and waits for new ones), finds the
+//! active controller to register with and to send `AlterPartition` and
+//! `CreateTopic` to, and waits to catch up with it. The node's composition
+//! root (`cli/src/node/`) implements this over the openraft quorum; tests
+//! can implement it over a plain watch channel. The broker's own state
+//! towards the controller (its epoch, its failed replicas, a controlled
+//! shutdown) lives in [`crate::lifecycle::BrokerRegistration`].
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -18,6 +19,8 @@ use rivulet_metadata::image::MetadataImage;
 use tokio::sync::watch;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
+
+use crate::lifecycle::BrokerRegistration;
 
 /// How long a read naming an unknown topic waits to catch up with the active
 /// controller before answering "unknown" (KIP-631's "fresh after a write").
@@ -31,20 +34,15 @@ pub trait ControlPlane: Send + Sync + Debug + 'static {
     /// Every new image, as it is applied.
     fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>>;
 
-    /// This process's broker epoch once it has registered (`None` before).
-    fn registered_epoch(&self) -> watch::Receiver<Option<u64>>;
-
     /// Where to send controller requests: the active controller's id and
-    /// address when known, else any voter's address (it forwards).
+    /// address when known, else some voter's address (it forwards); a
+    /// different voter on each call, so one dead voter cannot hold the
+    /// caller up.
     fn controller(&self) -> Option<(Option<u64>, String)>;
 
-    /// The replicas whose logs cannot be written now (sent with the next
-    /// heartbeat so the controller moves their leadership away).
-    fn report_storage_failed(&self, replicas: Vec<(String, u32)>);
-
-    /// `Ok` once the node may answer clients (its image holds its own
-    /// registration); else the not-ready `UNAVAILABLE` to answer with.
-    fn check_ready(&self) -> Result<(), Status>;
+    /// The other nodes' `host:port` addresses, for a not-ready answer to
+    /// name.
+    fn peers(&self) -> Vec<String>;
 
     /// Waits (up to `timeout`) until this node's image has caught up with the
     /// active controller's; whether it did.
@@ -54,7 +52,7 @@ pub trait ControlPlane: Send + Sync + Debug + 'static {
 /// Refuses every call with the retriable not-ready `UNAVAILABLE` until the
 /// node has caught up with the metadata log (KIP-631).
 #[derive(Debug, Clone)]
-pub struct ReadyGate(pub Arc<dyn ControlPlane>);
+pub struct ReadyGate(pub Arc<BrokerRegistration>);
 
 impl Interceptor for ReadyGate {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {

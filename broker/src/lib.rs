@@ -16,11 +16,13 @@ pub mod api;
 pub mod budget;
 pub mod control;
 pub mod groups;
+pub mod lifecycle;
 pub mod log;
 pub mod replica;
 pub mod service;
 
 pub use groups::service::GroupsRpc;
 pub use groups::{GroupConfig, GroupCoordinator};
+pub use lifecycle::{BrokerIdentity, BrokerRegistration};
 pub use replica::{BrokerConfig, ReplicaManager};
 pub use service::BrokerRpc;

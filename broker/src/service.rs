@@ -51,7 +51,7 @@ impl BrokerRpc {
     pub fn broker_server(
         mgr: Arc<ReplicaManager>,
     ) -> Budgeted<InterceptedService<BrokerServer<Self>, ReadyGate>> {
-        let gate = ReadyGate(Arc::clone(&mgr.control));
+        let gate = ReadyGate(Arc::clone(&mgr.registration));
         let budget = ByteBudget::new(mgr.config.max_inflight_bytes);
         let server = BrokerServer::new(Self {
             api: BrokerApi::new(mgr),

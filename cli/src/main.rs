@@ -7,7 +7,6 @@ mod admin;
 mod bench;
 mod bench_cluster;
 mod clients;
-mod control;
 mod dev;
 mod groups;
 mod local;

@@ -16,7 +16,7 @@ const TEST_LIMIT: Duration = Duration::from_secs(60);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Failover budget: a metadata write succeeds again this soon after the
 /// active controller dies.
-const FAILOVER_BUDGET: Duration = Duration::from_secs(2);
+const FAILOVER_BUDGET: Duration = Duration::from_secs(3);
 
 const NONE: i32 = ErrorCode::None as i32;
 

@@ -35,6 +35,33 @@ use tonic::codegen::http;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::{debug, warn};
 
+/// HTTP/2 keep-alive: how often the server pings a quiet connection, and
+/// how long it waits for the answer. Pings find dead peers, and keep live
+/// ones from the idle timeout.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// See [`KEEPALIVE_INTERVAL`].
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Serves `routes` on `listener` behind the edge (bounded connections,
+/// keep-alive pings, fixed statuses) until `shutdown` fires.
+pub async fn serve(
+    listener: TcpListener,
+    routes: tonic::service::Routes,
+    limits: EdgeLimits,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .layer(StatusFixLayer)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            GuardedIncoming::new(listener, limits),
+            shutdown.cancelled_owned(),
+        )
+        .await
+}
+
 /// Bounds on the connections one node holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EdgeLimits {

@@ -175,7 +175,7 @@ enum Slot {
 /// The group coordinator of one broker.
 #[derive(Debug)]
 pub struct GroupCoordinator {
-    mgr: Arc<ReplicaManager>,
+    pub(crate) mgr: Arc<ReplicaManager>,
     pub(crate) control: Arc<dyn ControlPlane>,
     config: GroupConfig,
     shards: Mutex<HashMap<u32, Slot>>,
@@ -183,11 +183,9 @@ pub struct GroupCoordinator {
 }
 
 impl GroupCoordinator {
-    pub fn new(
-        mgr: Arc<ReplicaManager>,
-        control: Arc<dyn ControlPlane>,
-        config: GroupConfig,
-    ) -> Arc<Self> {
+    /// The coordinator of the group shards `mgr` hosts.
+    pub fn new(mgr: Arc<ReplicaManager>, config: GroupConfig) -> Arc<Self> {
+        let control = Arc::clone(&mgr.control);
         Arc::new(Self {
             mgr,
             control,

@@ -36,7 +36,7 @@ impl GroupsRpc {
         GroupsServer<Self>,
         crate::control::ReadyGate,
     > {
-        let gate = crate::control::ReadyGate(Arc::clone(&coord.control));
+        let gate = crate::control::ReadyGate(Arc::clone(&coord.mgr.registration));
         tonic::service::interceptor::InterceptedService::new(
             GroupsServer::new(Self { coord }),
             gate,

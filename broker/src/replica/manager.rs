@@ -18,6 +18,7 @@ use std::time::Duration;
 use rivulet_proto::{channel, NODE_CONNECT_TIMEOUT};
 
 use crate::control::ControlPlane;
+use crate::lifecycle::BrokerRegistration;
 use rivulet_metadata::{BrokerId, MetadataImage, TopicId};
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{AlterPartitionRequest, ErrorCode};
@@ -99,6 +100,8 @@ pub struct ReplicaManager {
     pub(crate) config: BrokerConfig,
     /// The control plane (the metadata quorum, behind its seam).
     pub(crate) control: Arc<dyn ControlPlane>,
+    /// This broker's standing with the controller.
+    pub(crate) registration: Arc<BrokerRegistration>,
     /// Hosted replicas.
     partitions: RwLock<HashMap<Key, Arc<Partition>>>,
     /// Broker-wide wake-ups.
@@ -114,8 +117,10 @@ pub struct ReplicaManager {
 }
 
 impl ReplicaManager {
-    /// A manager following `control`; call [`Self::run`] to start it.
-    pub fn new(config: BrokerConfig, control: Arc<dyn ControlPlane>) -> Arc<Self> {
+    /// A manager following the control plane of `registration`; call
+    /// [`Self::run`] to start it.
+    pub fn new(config: BrokerConfig, registration: Arc<BrokerRegistration>) -> Arc<Self> {
+        let control = Arc::clone(registration.control());
         let signals = Arc::new(BrokerSignals::default());
         if config.disk_reserve_bytes > 0 {
             if let Some(data_dir) = config.log_dir.parent() {
@@ -126,6 +131,7 @@ impl ReplicaManager {
         Arc::new(Self {
             config,
             control,
+            registration,
             partitions: RwLock::default(),
             open_failed: Mutex::default(),
             signals,
@@ -476,8 +482,6 @@ impl ReplicaManager {
         }
     }
 
-    /// Runs until `cancel`: follows the image, runs fetchers and timers, and
-    /// checkpoints every high watermark on the way out.
     /// Hands the replicas whose logs cannot be written to the heartbeats,
     /// so the controller moves their leadership away and drops this broker
     /// from their ISRs (Kafka's offline log dir, per partition).
@@ -495,11 +499,13 @@ impl ReplicaManager {
             if !failed.is_empty() {
                 warn!(replicas = ?failed, "cannot write these replicas' logs; asking the controller to move them");
             }
-            self.control.report_storage_failed(failed.clone());
+            self.registration.report_storage_failed(failed.clone());
             *reported = failed;
         }
     }
 
+    /// Runs until `cancel`: follows the image, runs fetchers and timers, and
+    /// checkpoints every high watermark on the way out.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         if let Err(e) = std::fs::create_dir_all(&self.config.log_dir) {
             error!(dir = %self.config.log_dir.display(), error = %e, "cannot create the log directory");
@@ -511,7 +517,7 @@ impl ReplicaManager {
         // the Raft log at start shows earlier incarnations' registrations.
         // Host nothing until this process has registered and the image holds
         // that very registration (and so every change made before it).
-        let mut registered = self.control.registered_epoch();
+        let mut registered = self.registration.registered_epoch();
         let epoch = tokio::select! {
             _ = cancel.cancelled() => return,
             r = registered.wait_for(Option::is_some) => match r.ok().and_then(|e| *e) {

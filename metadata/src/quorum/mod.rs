@@ -26,7 +26,6 @@
 //! A node that becomes active gives every broker a fresh lease before it
 //! fences anyone, so a leadership change never fences live brokers.
 
-mod broker;
 mod liveness;
 mod network;
 mod node;
@@ -47,7 +46,6 @@ use crate::error::ControllerError;
 use crate::image::MetadataImage;
 use crate::raft::{open_store, MetadataCommand, NodeId, Raft, StoreError};
 
-pub use broker::{run_broker_lifecycle, BrokerIdentity};
 pub use liveness::run_controller_duties;
 pub use network::{channel, RaftNetworkClients, RaftRpc};
 pub use node::ControllerNode;
@@ -173,16 +171,13 @@ async fn cluster_already_formed(config: &QuorumConfig) -> bool {
     false
 }
 
-/// A tonic interceptor that refuses every request with the retriable
-/// not-ready `UNAVAILABLE` until the node is ready ([`Quorum::check_ready`]);
-/// for the client-facing services.
-#[derive(Debug, Clone)]
-pub struct ReadyGate(pub Arc<Quorum>);
-
-impl tonic::service::Interceptor for ReadyGate {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        self.0.check_ready().map(|()| request)
-    }
+/// Whether this node may answer clients' reads yet (KIP-631). The node's
+/// broker knows (its registration must be in this node's image); the
+/// composition root hands it to [`ControllerRpc::server`].
+pub trait Readiness: Send + Sync + std::fmt::Debug + 'static {
+    /// `Ok` when ready, else the retriable `UNAVAILABLE` to answer with.
+    #[allow(clippy::result_large_err)]
+    fn check_ready(&self) -> Result<(), tonic::Status>;
 }
 
 /// Why a quorum operation failed.
@@ -224,15 +219,7 @@ pub struct Quorum {
     propose_lock: tokio::sync::Mutex<()>,
     /// Broker leases (meaningful on the active controller only).
     leases: std::sync::Mutex<liveness::Leases>,
-    /// The broker epoch this process registered with, once it has.
-    registered: watch::Sender<Option<u64>>,
-    /// Replicas this broker cannot write, reported with its heartbeats.
-    storage_failed: std::sync::Mutex<Vec<(String, u32)>>,
-    /// Set on SIGTERM: the heartbeats ask for a controlled shutdown.
-    shutting_down: std::sync::atomic::AtomicBool,
 }
-
-pub use rivulet_proto::{NOT_READY_KEY, TRY_NODES_KEY};
 
 impl std::fmt::Debug for Quorum {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -306,66 +293,7 @@ impl Quorum {
             image,
             propose_lock: tokio::sync::Mutex::new(()),
             leases: std::sync::Mutex::new(liveness::Leases::default()),
-            registered: watch::Sender::new(None),
-            storage_failed: std::sync::Mutex::new(Vec::new()),
-            shutting_down: std::sync::atomic::AtomicBool::new(false),
         }))
-    }
-
-    /// The broker epoch this process registered with (`None` until it has):
-    /// the data plane trusts only an image that holds this registration,
-    /// never one replayed from an earlier incarnation.
-    pub fn registered_epoch(&self) -> watch::Receiver<Option<u64>> {
-        self.registered.subscribe()
-    }
-
-    /// Whether this node serves clients: it registered, and its image holds
-    /// that very registration, so it has applied the metadata log at least
-    /// up to it (KIP-631). Until then its image may be the one it had before
-    /// a crash, missing topics and leaders that changed while it was down.
-    pub fn is_ready(&self) -> bool {
-        let Some(epoch) = *self.registered.borrow() else {
-            return false;
-        };
-        self.image
-            .borrow()
-            .broker(crate::BrokerId(self.config.node_id))
-            .is_some_and(|b| b.broker_epoch == epoch)
-    }
-
-    /// `Ok` when the node is ready, else the retriable `UNAVAILABLE` status a
-    /// client request gets: marked with [`NOT_READY_KEY`] and naming other
-    /// nodes to try in [`TRY_NODES_KEY`].
-    #[allow(clippy::result_large_err)]
-    pub fn check_ready(&self) -> Result<(), tonic::Status> {
-        if self.is_ready() {
-            return Ok(());
-        }
-        let mut status = tonic::Status::unavailable(format!(
-            "node {} is not ready: it is catching up with the metadata log \
-             (applied offset {}); try another node",
-            self.config.node_id,
-            self.image.borrow().metadata_offset()
-        ));
-        let metadata = status.metadata_mut();
-        metadata.insert(
-            NOT_READY_KEY,
-            tonic::metadata::MetadataValue::from_static("1"),
-        );
-        let others: Vec<String> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, _)| **id != self.config.node_id)
-            .map(|(_, n)| n.addr.clone())
-            .collect();
-        if let Ok(v) = others.join(",").parse() {
-            metadata.insert(TRY_NODES_KEY, v);
-        }
-        Err(status)
     }
 
     /// Waits (up to `timeout`) until this node's image holds everything the
@@ -407,42 +335,70 @@ impl Quorum {
             .is_some()
     }
 
-    /// Sets the replicas this broker cannot write (its data plane calls this;
-    /// the next heartbeats report them to the controller).
-    pub fn report_storage_failed(&self, replicas: Vec<(String, u32)>) {
-        *self
-            .storage_failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = replicas;
+    /// Joins the quorum as a learner, unless this node is a voter: the
+    /// leader must add a learner before the metadata log reaches it. Returns
+    /// once this node is a member, or when `cancel` fires.
+    pub async fn join_as_learner(&self, cancel: &tokio_util::sync::CancellationToken) {
+        use rivulet_proto::v1::controller_client::ControllerClient;
+        use rivulet_proto::v1::AddLearnerRequest;
+        const RETRY: Duration = Duration::from_millis(200);
+        let id = self.config.node_id;
+        if self.config.voters.contains_key(&id) {
+            return;
+        }
+        let mut attempt = 0usize;
+        loop {
+            let member = self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .is_some();
+            if member {
+                return;
+            }
+            attempt += 1;
+            let target = self
+                .leader()
+                .map_or_else(|| self.any_voter(attempt), |(_, addr)| Some(addr));
+            let channel =
+                target.and_then(|t| network::channel(&t, rivulet_proto::NODE_CONNECT_TIMEOUT).ok());
+            if let Some(channel) = channel {
+                let req = AddLearnerRequest {
+                    node_id: id,
+                    address: self.config.advertise.clone(),
+                };
+                match ControllerClient::new(channel).add_learner(req).await {
+                    Ok(_) => info!("joined the metadata quorum as a learner"),
+                    Err(e) => tracing::debug!(error = %e, "add learner failed; retrying"),
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(RETRY) => {}
+            }
+        }
     }
 
-    /// Starts a controlled shutdown: the next heartbeats ask the controller
-    /// to move this broker's leaderships and ISR memberships away. Returns
-    /// once nothing is left to move (every partition this broker leads has
-    /// no other live in-sync replica), or after `timeout`.
-    pub async fn controlled_shutdown(&self, timeout: Duration) -> bool {
-        self.shutting_down
-            .store(true, std::sync::atomic::Ordering::Release);
-        let me = crate::BrokerId(self.config.node_id);
-        self.wait_for_image(timeout, |img| {
-            img.partitions().all(|(_, p)| {
-                p.leader != Some(me) || !p.isr.iter().any(|b| *b != me && img.is_live(*b))
-            })
-        })
-        .await
-        .is_some()
+    /// The `attempt`-th voter's address, round robin.
+    pub fn any_voter(&self, attempt: usize) -> Option<String> {
+        let voters: Vec<&String> = self.config.voters.values().collect();
+        (!voters.is_empty()).then(|| voters[attempt % voters.len()].clone())
     }
 
-    fn shutting_down(&self) -> bool {
-        self.shutting_down
-            .load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    fn storage_failed(&self) -> Vec<(String, u32)> {
-        self.storage_failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// Every other member's address (voters and learners).
+    pub fn peers(&self) -> Vec<String> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.config.node_id)
+            .map(|(_, n)| n.addr.clone())
+            .collect()
     }
 
     /// This node's id.

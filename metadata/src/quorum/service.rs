@@ -102,15 +102,18 @@ fn refs(tps: &[TopicPartition]) -> Vec<TopicPartitionRef> {
 pub struct ControllerRpc {
     /// The local quorum member.
     quorum: Arc<Quorum>,
+    /// Whether this node may answer clients' reads yet.
+    ready: Arc<dyn super::Readiness>,
     /// Clients to other nodes, by address, for forwarding.
     peers: Arc<Mutex<HashMap<String, ControllerClient<Channel>>>>,
 }
 
 impl ControllerRpc {
-    /// The tonic service for `quorum`.
-    pub fn server(quorum: Arc<Quorum>) -> ControllerServer<Self> {
+    /// The tonic service for `quorum`; reads wait for `ready`.
+    pub fn server(quorum: Arc<Quorum>, ready: Arc<dyn super::Readiness>) -> ControllerServer<Self> {
         ControllerServer::new(Self {
             quorum,
+            ready,
             peers: Arc::default(),
         })
     }
@@ -502,7 +505,7 @@ impl Controller for ControllerRpc {
         // Another node's catch-up check asks for the offset, whatever this
         // node's readiness; clients get its broker view only once ready.
         if !request.metadata().contains_key(FORWARDED) {
-            self.quorum.check_ready()?;
+            self.ready.check_ready()?;
         }
         let image = self.quorum.image();
         let m = self.quorum.raft.metrics().borrow().clone();
@@ -531,7 +534,7 @@ impl Controller for ControllerRpc {
         &self,
         request: Request<DescribeTopicsRequest>,
     ) -> Result<Response<DescribeTopicsResponse>, Status> {
-        self.quorum.check_ready()?;
+        self.ready.check_ready()?;
         let r = request.into_inner();
         let mut image = self.quorum.image();
         // A name this node does not know may have been created through

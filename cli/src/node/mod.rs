@@ -1,5 +1,13 @@
-//! `rivulet node`: runs one cluster node — today the controller quorum member
-//! and its broker registration; the data plane joins it in the same process.
+//! `rivulet node`: runs one cluster node — the controller quorum member and
+//! the broker in one process. This file turns the command line into a
+//! [`compose::NodeSpec`]; [`compose`] builds and runs the node.
+
+mod compose;
+mod control;
+#[cfg(test)]
+mod quorum_tests;
+
+pub use compose::{Node, NodeSpec};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,13 +16,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use rivulet_broker::log::FlushPolicy;
-use rivulet_broker::{
-    BrokerConfig, BrokerRpc, GroupConfig, GroupCoordinator, GroupsRpc, ReplicaManager,
-};
+use rivulet_broker::{BrokerConfig, BrokerIdentity, GroupConfig};
 use rivulet_metadata::edge::EdgeLimits;
-use rivulet_metadata::quorum::{
-    default_cluster_id, parse_voters, BrokerIdentity, ControllerNode, QuorumConfig, QuorumTiming,
-};
+use rivulet_metadata::quorum::{default_cluster_id, parse_voters, QuorumConfig, QuorumTiming};
 use tracing::{info, warn};
 
 /// Options of `rivulet node`.
@@ -242,27 +246,21 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         session_timeout: std::time::Duration::from_millis(args.group_session_timeout_ms),
         ..GroupConfig::default()
     };
-    let node = ControllerNode::start_with(listener, config, identity, |quorum, tasks, cancel| {
-        // The broker sees the quorum only through its seam.
-        let control: std::sync::Arc<dyn rivulet_broker::control::ControlPlane> =
-            std::sync::Arc::new(crate::control::QuorumControl(std::sync::Arc::clone(quorum)));
-        let mgr = ReplicaManager::new(broker_config, std::sync::Arc::clone(&control));
-        tasks.spawn(std::sync::Arc::clone(&mgr).run(cancel.child_token()));
-        let groups = GroupCoordinator::new(std::sync::Arc::clone(&mgr), control, group_config);
-        tasks.spawn(std::sync::Arc::clone(&groups).run(cancel.child_token()));
-        tonic::service::Routes::new(BrokerRpc::broker_server(std::sync::Arc::clone(&mgr)))
-            .add_service(BrokerRpc::replication_server(mgr))
-            .add_service(GroupsRpc::server(groups))
-    })
-    .await
-    .context("cannot start the node")?;
+    let spec = NodeSpec {
+        quorum: config,
+        identity,
+        data_plane: Some((broker_config, group_config)),
+    };
+    let node = Node::start(listener, spec)
+        .await
+        .context("cannot start the node")?;
     let command: Vec<String> = std::env::args()
         .map(|a| crate::local::shell_quote(&a))
         .collect();
     info!(listen = %args.listen, advertise = %advertise, data_dir = %args.data_dir.display(),
         command = %command.join(" "), "node started (restart it with `command`)");
     let cancel = node.cancel_token();
-    let quorum = std::sync::Arc::clone(node.quorum());
+    let registration = std::sync::Arc::clone(node.registration());
     tokio::spawn(async move {
         wait_for_signal().await;
         // Controlled shutdown: leaderships move to other in-sync replicas
@@ -271,7 +269,7 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         info!("shutdown requested; handing over leadership first (a second signal stops at once)");
         let started = std::time::Instant::now();
         let handed_over = tokio::select! {
-            done = quorum.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT) => done,
+            done = registration.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT) => done,
             _ = wait_for_signal() => false,
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;

@@ -1,0 +1,159 @@
+//! The composition root of a node: builds the controller quorum member, the
+//! broker (its registration, replica manager and group coordinator), the
+//! one gRPC listener they share, and the shutdown tree.
+//!
+//! ```text
+//!   Node ── cancel ─┬─ controller duties, Raft watchdog   (ControllerNode)
+//!                   ├─ learner join, then registration + heartbeats
+//!                   ├─ replica manager: reconcile, fetchers, timers
+//!                   ├─ group coordinator: shard loading
+//!                   └─ gRPC server: Raft, Controller, Broker, Replication, Groups
+//! ```
+//!
+//! Shutdown order: cancel everything (the server stops accepting), give open
+//! RPCs a grace period to drain (peers' long-lived streams would otherwise
+//! hold the server forever), abort what is left, stop Raft last.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rivulet_broker::control::ControlPlane;
+use rivulet_broker::{
+    BrokerConfig, BrokerIdentity, BrokerRegistration, BrokerRpc, GroupConfig, GroupCoordinator,
+    GroupsRpc, ReplicaManager,
+};
+use rivulet_metadata::quorum::{ControllerNode, Quorum, QuorumConfig, QuorumError};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tracing::{info, Instrument};
+
+use super::control::QuorumControl;
+
+/// How long open RPCs may drain after the listener stops.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// What a node runs: the controller always, the data plane unless the node
+/// is started as controller + registration only (in-process quorum tests).
+#[derive(Debug)]
+pub struct NodeSpec {
+    /// The quorum member's settings.
+    pub quorum: QuorumConfig,
+    /// How the broker presents itself.
+    pub identity: BrokerIdentity,
+    /// The data plane; `None` runs only the controller and the broker's
+    /// registration and heartbeats.
+    pub data_plane: Option<(BrokerConfig, GroupConfig)>,
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    /// The controller quorum member.
+    controller: ControllerNode,
+    /// The broker's standing with the controller.
+    registration: Arc<BrokerRegistration>,
+    /// Cancels every task of the node.
+    cancel: CancellationToken,
+    /// Every task of the node.
+    tasks: JoinSet<()>,
+}
+
+impl Node {
+    /// Starts the node on `listener` (already bound, so tests can use port 0).
+    pub async fn start(listener: TcpListener, spec: NodeSpec) -> Result<Self, QuorumError> {
+        let NodeSpec {
+            quorum: config,
+            identity,
+            data_plane,
+        } = spec;
+        let span = tracing::info_span!("node", id = config.node_id);
+        let id = config.node_id;
+        let edge = config.edge;
+        let heartbeat = Duration::from_millis(config.timing.broker_heartbeat_ms);
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let controller = ControllerNode::start(config, &mut tasks, &cancel).await?;
+        let quorum = Arc::clone(controller.quorum());
+
+        // The broker sees the quorum only through its seam.
+        let control: Arc<dyn ControlPlane> = Arc::new(QuorumControl::new(Arc::clone(&quorum)));
+        let registration = BrokerRegistration::new(id, control);
+        let mut routes: Routes = controller.services(registration.clone())?;
+        if let Some((broker_config, group_config)) = data_plane {
+            let mgr = ReplicaManager::new(broker_config, Arc::clone(&registration));
+            tasks.spawn(Arc::clone(&mgr).run(cancel.child_token()));
+            let groups = GroupCoordinator::new(Arc::clone(&mgr), group_config);
+            tasks.spawn(Arc::clone(&groups).run(cancel.child_token()));
+            routes = routes
+                .add_service(BrokerRpc::broker_server(Arc::clone(&mgr)))
+                .add_service(BrokerRpc::replication_server(mgr))
+                .add_service(GroupsRpc::server(groups));
+        }
+        let stop = cancel.clone();
+        tasks.spawn(
+            async move {
+                if let Err(e) = rivulet_metadata::edge::serve(listener, routes, edge, stop).await {
+                    tracing::error!(error = %e, "gRPC server failed");
+                }
+            }
+            .instrument(span.clone()),
+        );
+        // A learner must be a member of the quorum before the metadata log
+        // (and so its own registration) reaches it.
+        let (joining, lifecycle, stop) = (quorum, Arc::clone(&registration), cancel.child_token());
+        tasks.spawn(
+            async move {
+                joining.join_as_learner(&stop).await;
+                lifecycle.run(identity, heartbeat, stop).await;
+            }
+            .instrument(span),
+        );
+        Ok(Self {
+            controller,
+            registration,
+            cancel,
+            tasks,
+        })
+    }
+
+    /// The controller quorum member.
+    pub fn quorum(&self) -> &Arc<Quorum> {
+        self.controller.quorum()
+    }
+
+    /// The broker's standing with the controller.
+    pub fn registration(&self) -> &Arc<BrokerRegistration> {
+        &self.registration
+    }
+
+    /// A token that stops the node when cancelled.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Stops everything in order (see the module doc).
+    pub async fn shutdown(mut self) {
+        info!(node = self.quorum().node_id(), "shutting down");
+        self.cancel.cancel();
+        let drained = tokio::time::timeout(DRAIN, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+        self.controller.shutdown().await;
+    }
+
+    /// Runs until cancelled (e.g. by a signal handler), then shuts down.
+    /// Returns the reason if the node stopped itself after a fatal error.
+    pub async fn run_until_cancelled(self) -> Result<(), String> {
+        self.cancel.cancelled().await;
+        let fatal = self.controller.fatal();
+        self.shutdown().await;
+        fatal.map_or(Ok(()), Err)
+    }
+}

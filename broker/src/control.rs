@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rivulet_metadata::image::MetadataImage;
+use rivulet_metadata::AlterPartitionRequest;
 use tokio::sync::watch;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
@@ -46,7 +47,63 @@ pub trait ControlPlane: Send + Sync + Debug + 'static {
 
     /// Waits (up to `timeout`) until this node's image has caught up with the
     /// active controller's; whether it did.
-    fn catch_up(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+    fn catch_up(&self, timeout: Duration) -> BoxFuture<'_, bool>;
+
+    /// Asks the active controller to change a partition's ISR (Kafka's
+    /// AlterPartition, KIP-497) on behalf of this broker at `broker_epoch`;
+    /// the ISR it committed.
+    fn alter_partition(
+        &self,
+        broker_epoch: u64,
+        request: AlterPartitionRequest,
+    ) -> BoxFuture<'_, Result<CommittedIsr, ControlError>>;
+
+    /// Asks the active controller to create a topic.
+    fn create_topic(&self, request: NewTopic) -> BoxFuture<'_, Result<(), ControlError>>;
+}
+
+/// A boxed future borrowing the control plane.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The ISR the controller committed for a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedIsr {
+    /// The in-sync replicas.
+    pub isr: Vec<u64>,
+    /// The partition epoch of the new state.
+    pub partition_epoch: u32,
+}
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    /// Its name.
+    pub name: String,
+    /// How many partitions.
+    pub partitions: u32,
+    /// Replicas per partition.
+    pub replication_factor: u32,
+    /// Topic configs, `key = value`.
+    pub configs: Vec<(String, String)>,
+}
+
+/// Why a control-plane call did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// No controller is known to send the call to.
+    #[error("no active controller known")]
+    NoController,
+    /// The controller refused, with a stable error code.
+    #[error("refused (code {code}): {message}")]
+    Refused {
+        /// The `ErrorCode` number.
+        code: i32,
+        /// Why.
+        message: String,
+    },
+    /// The call did not reach the controller or got no answer.
+    #[error("controller call failed: {0}")]
+    Unreachable(String),
 }
 
 /// Refuses every call with the retriable not-ready `UNAVAILABLE` until the

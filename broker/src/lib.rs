@@ -15,11 +15,15 @@
 pub mod api;
 pub mod budget;
 pub mod control;
+#[cfg(test)]
+mod dataplane_tests;
 pub mod groups;
 pub mod lifecycle;
 pub mod log;
 pub mod replica;
 pub mod service;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use groups::service::GroupsRpc;
 pub use groups::{GroupConfig, GroupCoordinator};

@@ -1,8 +1,9 @@
 //! The wire forms of image types, for every service that answers with them
 //! (the Controller service here, the broker's Metadata).
 
-use rivulet_proto::v1::{BrokerInfo, ConfigEntry, PartitionInfo, TopicInfo};
+use rivulet_proto::v1::{BrokerInfo, ConfigEntry, ErrorCode, PartitionInfo, TopicInfo};
 
+use crate::error::ErrorKind;
 use crate::image::{BrokerRegistration, PartitionImage, TopicImage};
 
 /// The wire form of a broker registration.
@@ -43,5 +44,24 @@ pub fn topic_info(t: &TopicImage) -> TopicInfo {
             .into_iter()
             .map(|(key, value)| ConfigEntry { key, value })
             .collect(),
+    }
+}
+
+/// The wire code for a controller refusal.
+pub fn error_code(kind: ErrorKind) -> ErrorCode {
+    match kind {
+        ErrorKind::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
+        ErrorKind::InvalidTopic => ErrorCode::InvalidTopic,
+        ErrorKind::TopicAlreadyExists => ErrorCode::TopicAlreadyExists,
+        ErrorKind::InvalidPartitions => ErrorCode::InvalidPartitions,
+        ErrorKind::InvalidReplicationFactor => ErrorCode::InvalidReplicationFactor,
+        ErrorKind::InvalidConfig => ErrorCode::InvalidConfig,
+        ErrorKind::FencedLeaderEpoch => ErrorCode::FencedLeaderEpoch,
+        ErrorKind::InvalidUpdateVersion => ErrorCode::InvalidUpdateVersion,
+        ErrorKind::IneligibleReplica => ErrorCode::IneligibleReplica,
+        ErrorKind::NotLeaderOrFollower => ErrorCode::NotLeaderOrFollower,
+        ErrorKind::BrokerNotAvailable => ErrorCode::BrokerNotAvailable,
+        ErrorKind::StaleBrokerEpoch => ErrorCode::StaleBrokerEpoch,
+        ErrorKind::PreferredLeaderNotAvailable => ErrorCode::PreferredLeaderNotAvailable,
     }
 }

@@ -24,12 +24,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rivulet_metadata::convert::broker_info;
-use rivulet_proto::channel;
 
-use crate::control::ControlPlane;
+use crate::control::{ControlError, ControlPlane, NewTopic};
 use rivulet_metadata::MetadataImage;
-use rivulet_proto::v1::controller_client::ControllerClient;
-use rivulet_proto::v1::{BrokerInfo, ConfigEntry, CreateTopicRequest, ErrorCode};
+use rivulet_proto::v1::{BrokerInfo, ErrorCode};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -266,41 +264,23 @@ impl GroupCoordinator {
             .offsets_replication
             .min(u32::try_from(live).unwrap_or(1))
             .max(1);
-        let request = CreateTopicRequest {
+        let request = NewTopic {
             name: OFFSETS_TOPIC.into(),
             partitions: self.config.offsets_partitions,
             replication_factor: rf,
             configs: vec![
-                ConfigEntry {
-                    key: "min.insync.replicas".into(),
-                    value: rf.min(2).to_string(),
-                },
-                ConfigEntry {
-                    key: "retention.ms".into(),
-                    value: "-1".into(),
-                },
+                ("min.insync.replicas".into(), rf.min(2).to_string()),
+                ("retention.ms".into(), "-1".into()),
             ],
         };
-        let result = async {
-            let (_, addr) = self
-                .control
-                .controller()
-                .ok_or_else(|| "no active controller".to_owned())?;
-            let ch = channel(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-            let r = ControllerClient::new(ch)
-                .create_topic(request)
-                .await
-                .map_err(|e| e.to_string())?
-                .into_inner();
-            if r.error_code == ErrorCode::None as i32
-                || r.error_code == ErrorCode::TopicAlreadyExists as i32
+        let result = match self.control.create_topic(request).await {
+            Err(ControlError::Refused { code, .. })
+                if code == ErrorCode::TopicAlreadyExists as i32 =>
             {
                 Ok(())
-            } else {
-                Err(r.error_message)
             }
-        }
-        .await;
+            other => other,
+        };
         match result {
             Ok(()) => info!(
                 topic = OFFSETS_TOPIC,

@@ -15,20 +15,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use rivulet_proto::{channel, NODE_CONNECT_TIMEOUT};
-
-use crate::control::ControlPlane;
+use crate::control::{ControlError, ControlPlane};
 use crate::lifecycle::BrokerRegistration;
+use rivulet_metadata::AlterPartitionRequest;
 use rivulet_metadata::{BrokerId, MetadataImage, TopicId};
-use rivulet_proto::v1::controller_client::ControllerClient;
-use rivulet_proto::v1::{AlterPartitionRequest, ErrorCode};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::error::PartitionError;
-use super::fetcher::run_fetcher;
+use super::fetcher::{run_fetcher, FetchHost, FetchSettings};
 use super::partition::{now_ms, BrokerSignals, Partition};
+use super::plan::{Key, LogStep, Role, Wanted};
 use crate::log::{partition_dir, FileLog, FlushPolicy, LogConfig, PartitionLog, RetentionPolicy};
 
 /// The data plane's settings.
@@ -84,9 +82,6 @@ impl BrokerConfig {
 /// to, so a re-created topic of the same name never inherits old data.
 const TOPIC_ID_FILE: &str = "topic-id";
 
-/// Key of a hosted partition.
-type Key = (String, u32);
-
 /// How often leaders look for ISR changes to propose (and storage failures
 /// to report).
 const ISR_TICK: Duration = Duration::from_millis(100);
@@ -108,8 +103,6 @@ pub struct ReplicaManager {
     pub(crate) signals: Arc<BrokerSignals>,
     /// Bumped after every reconcile: fetchers re-check what they follow.
     pub(crate) roles_changed: tokio::sync::watch::Sender<u64>,
-    /// Controller clients by address.
-    controllers: Mutex<HashMap<String, ControllerClient<tonic::transport::Channel>>>,
     /// Replicas whose log could not be opened (EMFILE, EIO, ...), with why:
     /// reported as storage failures so leadership moves to a healthy
     /// replica, and retried at every image.
@@ -136,7 +129,6 @@ impl ReplicaManager {
             open_failed: Mutex::default(),
             signals,
             roles_changed: tokio::sync::watch::Sender::new(0),
-            controllers: Mutex::default(),
         })
     }
 
@@ -246,102 +238,118 @@ impl ReplicaManager {
     }
 
     /// Brings the hosted replicas in line with `image` (blocking: opens logs,
-    /// writes epoch checkpoints, deletes directories).
+    /// writes epoch checkpoints, deletes directories): executes the
+    /// [`plan`](super::plan::plan) for it.
     pub fn reconcile(&self, image: &MetadataImage) {
         let me = BrokerId(self.config.node_id);
-        let mut wanted = BTreeSet::new();
-        for (topic, p) in image.partitions() {
-            if !p.is_replica(me) {
+        let hosted: BTreeMap<Key, TopicId> = self
+            .partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, p)| (k.clone(), p.topic_id))
+            .collect();
+        let plan = super::plan::plan(image, me, &hosted);
+        let wanted = plan.wanted_keys();
+        for w in plan.wanted {
+            let Some(part) = self.hosted_for(&w) else {
                 continue;
-            }
-            let key = (topic.name.clone(), p.partition);
-            wanted.insert(key.clone());
-            let existing = self
+            };
+            part.set_config(&w.config);
+            self.take_role(&part, w.role);
+        }
+        self.lock_open_failed().retain(|k, _| wanted.contains(k));
+        for key in plan.remove {
+            let part = self
                 .partitions
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&key)
                 .cloned();
-            let part = match existing {
-                Some(part) if part.topic_id == topic.id => part,
-                other => {
-                    if let Some(old) = other {
-                        self.remove(&key, &old);
-                    }
-                    let log = match self.open_log(
-                        &topic.name,
-                        p.partition,
-                        topic.id,
-                        topic.config.segment_bytes,
-                    ) {
-                        Ok(log) => {
-                            self.lock_open_failed().remove(&key);
-                            log
-                        }
-                        Err(e) => {
-                            // Once per replica and cause, not at every image.
-                            let mut failed = self.lock_open_failed();
-                            if failed.get(&key) != Some(&e) {
-                                error!(topic = %topic.name, partition = p.partition, error = %e,
-                                    "cannot open the partition log; the replica stays offline and its leadership moves");
-                            }
-                            failed.insert(key.clone(), e);
-                            continue;
-                        }
-                    };
-                    let part = Arc::new(Partition::new(
-                        &topic.name,
-                        p.partition,
-                        topic.id,
-                        me.0,
-                        log,
-                        topic.config.clone(),
-                        Arc::clone(&self.signals),
-                    ));
-                    self.partitions
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(key.clone(), Arc::clone(&part));
-                    part
-                }
-            };
-            part.set_config(&topic.config);
-            let replicas: Vec<u64> = p.replicas.iter().map(|b| b.0).collect();
-            let isr: Vec<u64> = p.isr.iter().map(|b| b.0).collect();
-            if p.leader == Some(me) {
-                let was = part.leader_epoch();
-                if let Err(e) =
-                    part.become_leader(p.leader_epoch, p.partition_epoch, &replicas, &isr)
-                {
-                    error!(topic = %topic.name, partition = p.partition, error = %e,
-                        "cannot become leader");
-                    continue;
-                }
-                if was != Some(p.leader_epoch) {
-                    info!(topic = %topic.name, partition = p.partition, epoch = p.leader_epoch,
-                        isr = ?isr, log_end = part.offsets().log_end_offset, "leading partition");
-                }
-                part.on_isr_committed(p.leader_epoch, &isr, p.partition_epoch);
-            } else {
-                let leader = p.leader.map(|b| b.0);
-                if part.following() != Some((leader, p.leader_epoch)) {
-                    debug!(topic = %topic.name, partition = p.partition, ?leader,
-                        epoch = p.leader_epoch, "following partition");
-                }
-                part.become_follower(leader, p.leader_epoch);
+            if let Some(part) = part {
+                self.remove(&key, &part);
             }
         }
-        self.lock_open_failed().retain(|k, _| wanted.contains(k));
-        let doomed: Vec<(Key, Arc<Partition>)> = self
+    }
+
+    /// The replica `w` names, opened (or re-opened for a new topic id) as
+    /// the plan says; `None` if its log cannot be opened (then it stays
+    /// offline, its leadership moves, and the next image retries).
+    fn hosted_for(&self, w: &Wanted) -> Option<Arc<Partition>> {
+        let existing = self
             .partitions
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(k, _)| !wanted.contains(*k))
-            .map(|(k, p)| (k.clone(), Arc::clone(p)))
-            .collect();
-        for (key, part) in doomed {
-            self.remove(&key, &part);
+            .get(&w.key)
+            .cloned();
+        match (w.log, existing) {
+            (LogStep::Keep, Some(part)) => return Some(part),
+            (LogStep::Replace, Some(old)) => self.remove(&w.key, &old),
+            _ => {}
+        }
+        let (topic, partition) = (&w.key.0, w.key.1);
+        let log = match self.open_log(topic, partition, w.topic_id, w.config.segment_bytes) {
+            Ok(log) => {
+                self.lock_open_failed().remove(&w.key);
+                log
+            }
+            Err(e) => {
+                // Once per replica and cause, not at every image.
+                let mut failed = self.lock_open_failed();
+                if failed.get(&w.key) != Some(&e) {
+                    error!(%topic, partition, error = %e,
+                        "cannot open the partition log; the replica stays offline and its leadership moves");
+                }
+                failed.insert(w.key.clone(), e);
+                return None;
+            }
+        };
+        let part = Arc::new(Partition::new(
+            topic,
+            partition,
+            w.topic_id,
+            self.config.node_id,
+            log,
+            w.config.clone(),
+            Arc::clone(&self.signals),
+        ));
+        self.partitions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(w.key.clone(), Arc::clone(&part));
+        Some(part)
+    }
+
+    /// Makes `part` lead or follow as the image says.
+    fn take_role(&self, part: &Partition, role: Role) {
+        let (topic, partition) = (&part.topic, part.partition);
+        match role {
+            Role::Lead {
+                leader_epoch,
+                partition_epoch,
+                replicas,
+                isr,
+            } => {
+                let was = part.leader_epoch();
+                if let Err(e) = part.become_leader(leader_epoch, partition_epoch, &replicas, &isr) {
+                    error!(%topic, partition, error = %e, "cannot become leader");
+                    return;
+                }
+                if was != Some(leader_epoch) {
+                    info!(%topic, partition, epoch = leader_epoch, isr = ?isr,
+                        log_end = part.offsets().log_end_offset, "leading partition");
+                }
+                part.on_isr_committed(leader_epoch, &isr, partition_epoch);
+            }
+            Role::Follow {
+                leader,
+                leader_epoch,
+            } => {
+                if part.following() != Some((leader, leader_epoch)) {
+                    debug!(%topic, partition, ?leader, epoch = leader_epoch, "following partition");
+                }
+                part.become_follower(leader, leader_epoch);
+            }
         }
     }
 
@@ -391,18 +399,6 @@ impl ReplicaManager {
         }
     }
 
-    /// A controller client for the active controller (or any voter).
-    fn controller(&self) -> Option<ControllerClient<tonic::transport::Channel>> {
-        let (_, addr) = self.control.controller()?;
-        let mut clients = self.controllers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = clients.get(&addr) {
-            return Some(c.clone());
-        }
-        let c = ControllerClient::new(channel(&addr, NODE_CONNECT_TIMEOUT).ok()?);
-        clients.insert(addr, c.clone());
-        Some(c)
-    }
-
     /// Whether the disk reserve was released (a log met a full disk).
     fn disk_reserve_released(&self) -> bool {
         self.signals
@@ -438,42 +434,35 @@ impl ReplicaManager {
             let me = Arc::clone(self);
             tasks.spawn(async move {
                 let req = AlterPartitionRequest {
-                    broker_id: me.config.node_id,
-                    broker_epoch,
                     topic: part.topic.clone(),
-                    topic_id: part.topic_id.to_string(),
+                    topic_id: part.topic_id,
                     partition: part.partition,
+                    broker_id: BrokerId(me.config.node_id),
                     leader_epoch: epoch,
                     partition_epoch,
-                    new_isr: new_isr.clone(),
+                    new_isr: new_isr.iter().map(|b| BrokerId(*b)).collect(),
                 };
-                let result = match me.controller() {
-                    Some(mut c) => {
-                        tokio::time::timeout(ALTER_PARTITION_TIMEOUT, c.alter_partition(req)).await
-                    }
-                    None => {
-                        part.isr_change_done(epoch, None);
-                        return;
-                    }
-                };
+                let result = tokio::time::timeout(
+                    ALTER_PARTITION_TIMEOUT,
+                    me.control.alter_partition(broker_epoch, req),
+                )
+                .await;
                 match result {
-                    Ok(Ok(r)) => {
-                        let r = r.into_inner();
-                        match (ErrorCode::try_from(r.error_code), r.partition) {
-                            (Ok(ErrorCode::None), Some(p)) => {
-                                info!(topic = %part.topic, partition = part.partition,
-                                    isr = ?p.isr, "ISR changed");
-                                part.isr_change_done(epoch, Some((&p.isr, p.partition_epoch)));
-                            }
-                            (code, _) => {
-                                debug!(topic = %part.topic, partition = part.partition, ?code,
-                                    reason = %r.error_message, "ISR change refused");
-                                part.isr_change_done(epoch, None);
-                            }
-                        }
+                    Ok(Ok(committed)) => {
+                        info!(topic = %part.topic, partition = part.partition,
+                            isr = ?committed.isr, "ISR changed");
+                        part.isr_change_done(
+                            epoch,
+                            Some((&committed.isr, committed.partition_epoch)),
+                        );
+                    }
+                    Ok(Err(e @ ControlError::Refused { .. })) => {
+                        debug!(topic = %part.topic, partition = part.partition, error = %e,
+                            "ISR change refused");
+                        part.isr_change_done(epoch, None);
                     }
                     Ok(Err(e)) => {
-                        debug!(error = %e.message(), "AlterPartition failed");
+                        debug!(error = %e, "AlterPartition failed");
                         part.isr_change_done(epoch, None);
                     }
                     Err(_) => part.isr_change_done(epoch, None),
@@ -644,7 +633,8 @@ impl ReplicaManager {
             fetchers.entry(source).or_insert_with(|| {
                 debug!(source, "starting fetcher");
                 let token = cancel.child_token();
-                tokio::spawn(run_fetcher(Arc::clone(self), source, token.clone()));
+                let host: Arc<dyn FetchHost> = Arc::clone(self) as Arc<dyn FetchHost>;
+                tokio::spawn(run_fetcher(host, source, token.clone()));
                 token
             });
         }
@@ -683,6 +673,35 @@ impl ReplicaManager {
                     warn!(topic = %p.topic, partition = p.partition, error = %e, "retention failed")
                 }
             }
+        }
+    }
+}
+
+/// The fetchers' narrow view of the broker.
+impl FetchHost for ReplicaManager {
+    fn replica_id(&self) -> u64 {
+        self.config.node_id
+    }
+
+    fn session(&self, source: u64) -> Option<(u64, String)> {
+        let image = self.image();
+        let address = image.broker(BrokerId(source))?.address.clone();
+        let epoch = image.broker(BrokerId(self.config.node_id))?.broker_epoch;
+        Some((epoch, address))
+    }
+
+    fn followers_of(&self, source: u64) -> Vec<(Arc<Partition>, u32)> {
+        ReplicaManager::followers_of(self, source)
+    }
+
+    fn roles_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.roles_changed.subscribe()
+    }
+
+    fn fetch_settings(&self) -> FetchSettings {
+        FetchSettings {
+            wait_ms: self.config.replica_fetch_wait_ms,
+            partition_max_bytes: self.config.replica_fetch_max_bytes,
         }
     }
 }

@@ -7,7 +7,10 @@
 //!   every append, read and role change goes through it.
 //! - [`manager`]: the hosted replicas, kept in step with the metadata image;
 //!   ISR changes through AlterPartition; checkpoints, flushes, retention.
-//! - `fetcher`: one follower fetcher per source broker.
+//! - `plan`: the pure half of reconciling with an image (what to open,
+//!   lead, follow, remove); the manager executes it.
+//! - `fetcher`: one follower fetcher per source broker, behind a narrow
+//!   `FetchHost` handle, with its decisions pure.
 //! - [`error`]: per-partition failures and their wire codes.
 
 pub mod error;
@@ -15,6 +18,7 @@ mod fetcher;
 pub mod leader;
 pub mod manager;
 pub mod partition;
+mod plan;
 
 pub use error::PartitionError;
 pub use manager::{BrokerConfig, ReplicaManager};

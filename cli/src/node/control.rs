@@ -1,16 +1,19 @@
 //! The broker's [`ControlPlane`] over this node's metadata quorum member:
 //! the one place the data plane meets the openraft runtime.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rivulet_broker::control::ControlPlane;
+use rivulet_broker::control::{BoxFuture, CommittedIsr, ControlError, ControlPlane, NewTopic};
 use rivulet_metadata::image::MetadataImage;
 use rivulet_metadata::quorum::Quorum;
+use rivulet_metadata::AlterPartitionRequest;
+use rivulet_proto::v1::controller_client::ControllerClient;
+use rivulet_proto::v1::{self as pb, ErrorCode};
 use tokio::sync::watch;
+use tonic::transport::Channel;
 
 /// [`ControlPlane`] backed by a [`Quorum`].
 #[derive(Debug)]
@@ -18,6 +21,8 @@ pub struct QuorumControl {
     quorum: Arc<Quorum>,
     /// Which voter to try next while no leader is known.
     next_voter: AtomicUsize,
+    /// Controller clients by address (each a lazily connecting channel).
+    clients: Mutex<HashMap<String, ControllerClient<Channel>>>,
 }
 
 impl QuorumControl {
@@ -26,8 +31,36 @@ impl QuorumControl {
         Self {
             quorum,
             next_voter: AtomicUsize::new(0),
+            clients: Mutex::default(),
         }
     }
+
+    /// A client to the active controller (or to a voter, which forwards).
+    fn client(&self) -> Result<ControllerClient<Channel>, ControlError> {
+        let (_, addr) = self.controller().ok_or(ControlError::NoController)?;
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(&addr) {
+            return Ok(c.clone());
+        }
+        let channel = rivulet_proto::channel(&addr, rivulet_proto::NODE_CONNECT_TIMEOUT)
+            .map_err(|e| ControlError::Unreachable(format!("{addr}: {e}")))?;
+        let c = ControllerClient::new(channel);
+        clients.insert(addr, c.clone());
+        Ok(c)
+    }
+}
+
+/// `Ok` for `ErrorCode::None`, else the refusal.
+fn refused(code: i32, message: String) -> Result<(), ControlError> {
+    if code == ErrorCode::None as i32 {
+        Ok(())
+    } else {
+        Err(ControlError::Refused { code, message })
+    }
+}
+
+fn unreachable(status: &tonic::Status) -> ControlError {
+    ControlError::Unreachable(status.message().to_owned())
 }
 
 impl ControlPlane for QuorumControl {
@@ -51,7 +84,63 @@ impl ControlPlane for QuorumControl {
         self.quorum.peers()
     }
 
-    fn catch_up(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+    fn catch_up(&self, timeout: Duration) -> BoxFuture<'_, bool> {
         Box::pin(self.quorum.catch_up_with_controller(timeout))
+    }
+
+    fn alter_partition(
+        &self,
+        broker_epoch: u64,
+        r: AlterPartitionRequest,
+    ) -> BoxFuture<'_, Result<CommittedIsr, ControlError>> {
+        Box::pin(async move {
+            let req = pb::AlterPartitionRequest {
+                broker_id: r.broker_id.0,
+                broker_epoch,
+                topic: r.topic,
+                topic_id: r.topic_id.to_string(),
+                partition: r.partition,
+                leader_epoch: r.leader_epoch,
+                partition_epoch: r.partition_epoch,
+                new_isr: r.new_isr.iter().map(|b| b.0).collect(),
+            };
+            let answer = self
+                .client()?
+                .alter_partition(req)
+                .await
+                .map_err(|s| unreachable(&s))?
+                .into_inner();
+            refused(answer.error_code, answer.error_message)?;
+            let p = answer.partition.ok_or_else(|| ControlError::Refused {
+                code: ErrorCode::None as i32,
+                message: "the controller's answer names no partition".into(),
+            })?;
+            Ok(CommittedIsr {
+                isr: p.isr,
+                partition_epoch: p.partition_epoch,
+            })
+        })
+    }
+
+    fn create_topic(&self, t: NewTopic) -> BoxFuture<'_, Result<(), ControlError>> {
+        Box::pin(async move {
+            let req = pb::CreateTopicRequest {
+                name: t.name,
+                partitions: t.partitions,
+                replication_factor: t.replication_factor,
+                configs: t
+                    .configs
+                    .into_iter()
+                    .map(|(key, value)| pb::ConfigEntry { key, value })
+                    .collect(),
+            };
+            let answer = self
+                .client()?
+                .create_topic(req)
+                .await
+                .map_err(|s| unreachable(&s))?
+                .into_inner();
+            refused(answer.error_code, answer.error_message)
+        })
     }
 }

@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use super::{network, Quorum, QuorumError};
 use crate::controller::{self, AlterPartitionRequest as Alter};
-use crate::error::{ControllerError, ErrorKind};
+use crate::error::ControllerError;
 use crate::ids::{BrokerId, TopicId, TopicPartition};
 
 /// Metadata key marking a request a node already forwarded (and a
@@ -41,25 +41,6 @@ pub(crate) const FORWARDED: &str = "x-rivulet-forwarded";
 /// How long a read for an unknown name waits to catch up with the active
 /// controller before answering "unknown".
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The wire code for a controller refusal.
-pub(crate) fn error_code(kind: ErrorKind) -> ErrorCode {
-    match kind {
-        ErrorKind::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
-        ErrorKind::InvalidTopic => ErrorCode::InvalidTopic,
-        ErrorKind::TopicAlreadyExists => ErrorCode::TopicAlreadyExists,
-        ErrorKind::InvalidPartitions => ErrorCode::InvalidPartitions,
-        ErrorKind::InvalidReplicationFactor => ErrorCode::InvalidReplicationFactor,
-        ErrorKind::InvalidConfig => ErrorCode::InvalidConfig,
-        ErrorKind::FencedLeaderEpoch => ErrorCode::FencedLeaderEpoch,
-        ErrorKind::InvalidUpdateVersion => ErrorCode::InvalidUpdateVersion,
-        ErrorKind::IneligibleReplica => ErrorCode::IneligibleReplica,
-        ErrorKind::NotLeaderOrFollower => ErrorCode::NotLeaderOrFollower,
-        ErrorKind::BrokerNotAvailable => ErrorCode::BrokerNotAvailable,
-        ErrorKind::StaleBrokerEpoch => ErrorCode::StaleBrokerEpoch,
-        ErrorKind::PreferredLeaderNotAvailable => ErrorCode::PreferredLeaderNotAvailable,
-    }
-}
 
 /// A quorum failure that is not a refusal becomes a gRPC status.
 fn status(e: &QuorumError) -> Status {
@@ -79,7 +60,7 @@ fn outcome<T>(r: Result<T, QuorumError>) -> Result<(ErrorCode, String, Option<T>
     }
 }
 
-pub use crate::convert::{broker_info, partition_info, topic_info};
+pub use crate::convert::{broker_info, error_code, partition_info, topic_info};
 
 fn pairs(entries: &[ConfigEntry]) -> Vec<(String, String)> {
     entries

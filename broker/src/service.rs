@@ -31,8 +31,7 @@ use crate::log::batch::{build_batch, RecordInput};
 use crate::replica::partition::now_ms;
 use crate::replica::{PartitionError, ReplicaManager};
 
-/// Largest gRPC message the services accept or send.
-pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+pub use rivulet_common::limits::MAX_MESSAGE_BYTES;
 
 /// Both data-plane services over the broker API; cheap to clone.
 #[derive(Debug, Clone)]

@@ -15,8 +15,7 @@ use tracing::debug;
 
 use crate::error::{Error, Result};
 
-/// Largest message the client sends or accepts.
-pub(crate) const MAX_MESSAGE_BYTES: usize = 256 << 20;
+use rivulet_common::limits::MAX_MESSAGE_BYTES;
 
 /// Connection settings shared by producers, consumers and admins.
 #[derive(Debug, Clone)]

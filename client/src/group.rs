@@ -541,23 +541,11 @@ impl Drop for GroupConsumer {
 
 /// Topic partitions grouped per topic, for the wire.
 pub(crate) fn to_wire(partitions: &[TopicPartition]) -> Vec<TopicPartitions> {
-    let mut by_topic: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-    for (t, p) in partitions {
-        by_topic.entry(t).or_default().push(*p);
-    }
-    by_topic
-        .into_iter()
-        .map(|(topic, partitions)| TopicPartitions {
-            topic: topic.to_owned(),
-            partitions,
-        })
-        .collect()
+    rivulet_common::ids::to_wire(partitions.iter().map(|(t, p)| (t.as_str(), *p)))
 }
 
 pub(crate) fn from_wire(list: &[TopicPartitions]) -> BTreeSet<TopicPartition> {
-    list.iter()
-        .flat_map(|tp| tp.partitions.iter().map(|p| (tp.topic.clone(), *p)))
-        .collect()
+    rivulet_common::ids::from_wire(list).collect()
 }
 
 /// Heartbeats until aborted: joins, keeps the membership alive, rejoins

@@ -1,10 +1,8 @@
 //! Records, Kafka v2 batches and Kafka's default key partitioner.
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression as KafkaCompression, Record as KafkaRecord, RecordBatchDecoder, RecordBatchEncoder,
-    RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use rivulet_common::batch::{BatchError, BatchRecord};
+pub use rivulet_common::batch::{Compression, UndecodableBatch};
 
 use crate::error::{Error, Result};
 
@@ -90,119 +88,31 @@ pub struct ConsumerRecord {
     pub headers: Vec<(String, Option<Bytes>)>,
 }
 
-/// Batch compression. The broker stores compressed batches as they are; the
-/// consumer decompresses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Compression {
-    /// None (default).
-    #[default]
-    None,
-    /// Gzip.
-    Gzip,
-    /// Snappy (xerial-framed, as Kafka's Java client writes it).
-    Snappy,
-    /// LZ4 frames.
-    Lz4,
-    /// Zstandard.
-    Zstd,
-}
-
-impl std::str::FromStr for Compression {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(Self::None),
-            "gzip" => Ok(Self::Gzip),
-            "snappy" => Ok(Self::Snappy),
-            "lz4" => Ok(Self::Lz4),
-            "zstd" => Ok(Self::Zstd),
-            _ => Err(Error::Invalid(format!(
-                "unknown compression {s:?}: use none, gzip, snappy, lz4 or zstd"
-            ))),
-        }
+impl BatchRecord for ProducerRecord {
+    fn key(&self) -> Option<&Bytes> {
+        self.key.as_ref()
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    fn value(&self) -> Option<&Bytes> {
+        self.value.as_ref()
+    }
+    fn headers(&self) -> &[(String, Option<Bytes>)] {
+        &self.headers
+    }
+    fn timestamp_ms(&self) -> Option<i64> {
+        self.timestamp_ms
+    }
 }
 
 /// Encodes records (offsets from 0) into one v2 batch.
 pub fn encode_batch(records: &[ProducerRecord], compression: Compression) -> Result<Bytes> {
-    if records.is_empty() {
-        return Err(Error::Invalid("a batch needs at least one record".into()));
-    }
-    let now = now_ms();
-    let recs: Vec<KafkaRecord> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| KafkaRecord {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // Keeps offset - sequence constant, so the encoder emits one
-            // batch with no producer sequence.
-            sequence: i as i32 - 1,
-            timestamp: r.timestamp_ms.unwrap_or(now),
-            key: r.key.clone(),
-            value: r.value.clone(),
-            headers: r
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone().into(), v.clone()))
-                .collect(),
-        })
-        .collect();
-    let mut buf =
-        BytesMut::with_capacity(records.iter().map(|r| r.size_hint()).sum::<usize>() + 128);
-    let opts = RecordEncodeOptions {
-        version: 2,
-        compression: match compression {
-            Compression::None => KafkaCompression::None,
-            Compression::Gzip => KafkaCompression::Gzip,
-            Compression::Snappy => KafkaCompression::Snappy,
-            Compression::Lz4 => KafkaCompression::Lz4,
-            Compression::Zstd => KafkaCompression::Zstd,
-        },
-    };
-    RecordBatchEncoder::encode(&mut buf, &recs, &opts)
-        .map_err(|e| Error::Codec(format!("cannot encode: {e}")))?;
-    Ok(buf.freeze())
+    rivulet_common::batch::build_batch(records, compression).map_err(|e| match e {
+        BatchError::Empty => Error::Invalid(e.to_string()),
+        other => Error::Codec(other.to_string()),
+    })
 }
 
-/// A fetched batch the client cannot decode: its records are lost to this
-/// consumer unless it is skipped on purpose.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UndecodableBatch {
-    /// Base offset of the batch.
-    pub offset: u64,
-    /// The offset right after it.
-    pub next_offset: u64,
-    /// What the decoder said.
-    pub reason: String,
-}
-
-/// The records of a fetch response, and the first batch that would not
-/// decode (when not skipping, nothing after it is returned).
-#[derive(Debug, Default)]
-pub struct Decoded {
-    /// The records, in offset order.
-    pub records: Vec<ConsumerRecord>,
-    /// Batches that did not decode, in offset order.
-    pub undecodable: Vec<UndecodableBatch>,
-}
-
-const LOG_OVERHEAD: usize = 12;
-const HEADER_LEN: usize = 61;
+/// The records of a fetch response, and the batches that would not decode.
+pub type Decoded = rivulet_common::batch::Decoded<ConsumerRecord>;
 
 /// Decodes the whole batches fetched from `topic`/`partition` one by one,
 /// keeping offsets `>= from` (a fetch may start mid-batch). A batch that does
@@ -210,63 +120,15 @@ const HEADER_LEN: usize = 61;
 /// batches after it are decoded too, without it decoding stops there so the
 /// consumer never moves past it silently.
 pub fn decode_batches(topic: &str, partition: u32, bytes: Bytes, from: u64, skip: bool) -> Decoded {
-    let mut out = Decoded::default();
-    let mut pos = 0usize;
-    while bytes.len() - pos >= HEADER_LEN {
-        let b = &bytes[pos..];
-        let base = i64::from_be_bytes(b[0..8].try_into().unwrap_or([0; 8]));
-        let len = i32::from_be_bytes(b[8..12].try_into().unwrap_or([0; 4]));
-        let delta = i32::from_be_bytes(b[23..27].try_into().unwrap_or([0; 4]));
-        let size = LOG_OVERHEAD as i64 + i64::from(len);
-        if base < 0 || len < (HEADER_LEN - LOG_OVERHEAD) as i32 || size > b.len() as i64 {
-            // A partial batch at the end of a size-limited fetch is normal;
-            // a broken length is not decodable at all: stop either way.
-            if base >= 0 && len >= (HEADER_LEN - LOG_OVERHEAD) as i32 {
-                break;
-            }
-            out.undecodable.push(UndecodableBatch {
-                offset: base.max(0) as u64,
-                next_offset: base.max(0) as u64,
-                reason: format!("impossible batch length {len}"),
-            });
-            break;
-        }
-        let size = size as usize;
-        let next_offset = base as u64 + u64::from(delta.max(0) as u32) + 1;
-        let mut one = bytes.slice(pos..pos + size);
-        pos += size;
-        match RecordBatchDecoder::decode(&mut one) {
-            Ok(set) => out.records.extend(
-                set.records
-                    .into_iter()
-                    .filter(|r| r.offset >= 0 && r.offset as u64 >= from)
-                    .map(|r| ConsumerRecord {
-                        topic: topic.to_owned(),
-                        partition,
-                        offset: r.offset as u64,
-                        timestamp_ms: r.timestamp,
-                        key: r.key,
-                        value: r.value,
-                        headers: r
-                            .headers
-                            .into_iter()
-                            .map(|(k, v)| (k.to_string(), v))
-                            .collect(),
-                    }),
-            ),
-            Err(e) => {
-                out.undecodable.push(UndecodableBatch {
-                    offset: base as u64,
-                    next_offset,
-                    reason: format!("{e:#}"),
-                });
-                if !skip {
-                    break;
-                }
-            }
-        }
-    }
-    out
+    rivulet_common::batch::decode_batches(bytes, from, skip, |r| ConsumerRecord {
+        topic: topic.to_owned(),
+        partition,
+        offset: r.offset,
+        timestamp_ms: r.timestamp_ms,
+        key: r.key,
+        value: r.value,
+        headers: r.headers,
+    })
 }
 
 /// Kafka's murmur2 hash (`org.apache.kafka.common.utils.Utils.murmur2`).
@@ -309,6 +171,9 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use bytes::BytesMut;
+    use rivulet_common::batch::HEADER_LEN;
+
     use super::*;
 
     #[test]

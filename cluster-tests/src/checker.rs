@@ -70,7 +70,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rivulet_broker::log::batch::decode_records;
+use rivulet_common::batch::decode_records;
 use rivulet_proto::v1::broker_client::BrokerClient;
 use rivulet_proto::v1::list_offsets_partition::Spec;
 use rivulet_proto::v1::{

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rivulet_broker::log::batch::{build_batch, decode_records, RecordInput};
+use rivulet_common::batch::{build_batch, decode_records, Compression, RecordInput};
 use rivulet_proto::v1::broker_client::BrokerClient;
 use rivulet_proto::v1::produce_partition::Data;
 use rivulet_proto::v1::{
@@ -297,7 +297,7 @@ pub(crate) fn produce_request(
             ..RecordInput::default()
         })
         .collect();
-    let batch = build_batch(&records).expect("test records encode");
+    let batch = build_batch(&records, Compression::None).expect("test records encode");
     ProduceRequest {
         acks: acks.into(),
         timeout_ms,

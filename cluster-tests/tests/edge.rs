@@ -139,7 +139,7 @@ async fn connections_past_the_cap_are_refused_and_the_node_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_the_inflight_budget_wait_or_are_refused_never_deadlock() {
     use bytes::Bytes;
-    use rivulet_broker::log::batch::{build_batch, RecordInput};
+    use rivulet_common::batch::{build_batch, Compression, RecordInput};
     use rivulet_proto::v1::produce_partition::Data;
     use rivulet_proto::v1::{Acks, ProducePartition, ProduceRequest};
 
@@ -156,11 +156,14 @@ async fn requests_over_the_inflight_budget_wait_or_are_refused_never_deadlock() 
         assert_eq!(c.create_topic_with(1, "big", 1, 1, &[]).await, 0);
         c.wait_partition_leader("big", 0, Duration::from_secs(20))
             .await;
-        let batch = build_batch(&[RecordInput {
-            value: Some(Bytes::from(vec![7u8; 900 << 10])),
-            timestamp_ms: 1,
-            ..RecordInput::default()
-        }])
+        let batch = build_batch(
+            &[RecordInput {
+                value: Some(Bytes::from(vec![7u8; 900 << 10])),
+                timestamp_ms: 1,
+                ..RecordInput::default()
+            }],
+            Compression::None,
+        )
         .expect("encode");
         let request = ProduceRequest {
             acks: Acks::All.into(),

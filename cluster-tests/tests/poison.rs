@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cluster_tests::{cli, Cluster, ProduceOutcome};
-use rivulet_broker::log::batch::{build_batch, RecordInput, HEADER_LEN};
-use rivulet_client::{encode_batch, Compression, ProducerRecord};
+use rivulet_client::{encode_batch, ProducerRecord};
+use rivulet_common::batch::{build_batch, Compression, RecordInput, HEADER_LEN};
 use rivulet_proto::v1::produce_partition::Data;
 use rivulet_proto::v1::{Acks, ErrorCode, ProducePartition, ProduceRequest};
 
@@ -33,7 +33,9 @@ fn good(values: &[&str]) -> Vec<u8> {
             ..RecordInput::default()
         })
         .collect();
-    build_batch(&records).expect("test records encode").to_vec()
+    build_batch(&records, Compression::None)
+        .expect("test records encode")
+        .to_vec()
 }
 
 fn recrc(b: &mut [u8]) {

@@ -20,22 +20,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The id of a broker (a node of the cluster), as configured on that node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct BrokerId(pub u64);
-
-impl fmt::Display for BrokerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl From<u64> for BrokerId {
-    fn from(id: u64) -> Self {
-        BrokerId(id)
-    }
-}
+pub use rivulet_common::BrokerId;
 
 /// The cluster-unique id of a topic. A topic deleted and re-created under the
 /// same name gets a different id, so a broker holding stale metadata can tell
@@ -144,31 +129,7 @@ impl<'de> Deserialize<'de> for TopicId {
     }
 }
 
-/// One partition of one topic, by name: what responses and queries list.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TopicPartition {
-    /// The topic's name.
-    pub topic: String,
-    /// The partition index within the topic, from 0.
-    pub partition: u32,
-}
-
-impl TopicPartition {
-    /// Names partition `partition` of `topic`.
-    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
-        TopicPartition {
-            topic: topic.into(),
-            partition,
-        }
-    }
-}
-
-impl fmt::Display for TopicPartition {
-    /// Kafka's `topic-partition` form, e.g. `orders-3`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
-    }
-}
+pub use rivulet_common::TopicPartition;
 
 #[cfg(test)]
 mod tests {
@@ -224,10 +185,5 @@ mod tests {
     fn broker_id_serializes_as_a_plain_integer() {
         assert_eq!(serde_json::to_string(&BrokerId(42)).unwrap(), "42");
         assert_eq!(BrokerId(42).to_string(), "42");
-    }
-
-    #[test]
-    fn topic_partition_displays_kafka_style() {
-        assert_eq!(TopicPartition::new("orders", 3).to_string(), "orders-3");
     }
 }

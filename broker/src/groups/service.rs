@@ -55,23 +55,11 @@ impl GroupsRpc {
 
 /// Topic partitions grouped per topic, for the wire.
 pub fn to_wire(set: &BTreeSet<Tp>) -> Vec<TopicPartitions> {
-    let mut by_topic: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-    for (t, p) in set {
-        by_topic.entry(t).or_default().push(*p);
-    }
-    by_topic
-        .into_iter()
-        .map(|(topic, partitions)| TopicPartitions {
-            topic: topic.to_owned(),
-            partitions,
-        })
-        .collect()
+    rivulet_common::ids::to_wire(set.iter().map(|(t, p)| (t.as_str(), *p)))
 }
 
 fn from_wire(list: &[TopicPartitions]) -> BTreeSet<Tp> {
-    list.iter()
-        .flat_map(|tp| tp.partitions.iter().map(|p| (tp.topic.clone(), *p)))
-        .collect()
+    rivulet_common::ids::from_wire(list).collect()
 }
 
 fn committed(tp: &Tp, v: Option<&OffsetValue>) -> CommittedOffset {

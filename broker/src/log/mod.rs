@@ -265,9 +265,4 @@ pub fn partition_dir(
     data_dir.join(format!("{topic}-{partition}"))
 }
 
-/// Milliseconds since the Unix epoch, for age-based rolling.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use rivulet_common::time::now_ms;

@@ -36,8 +36,7 @@ use tracing::{debug, info, warn};
 
 use super::partition::{FetchedData, Partition};
 
-/// Largest gRPC message a fetcher accepts.
-const MAX_MESSAGE_BYTES: usize = 256 << 20;
+use rivulet_common::limits::MAX_MESSAGE_BYTES;
 /// How long a fetcher with nothing to fetch (or no session yet) waits
 /// before looking again.
 const IDLE: Duration = Duration::from_millis(50);

@@ -125,12 +125,7 @@ pub struct Partition {
     storage_failed: std::sync::atomic::AtomicBool,
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use rivulet_common::time::now_ms;
 
 impl Partition {
     /// A replica of `topic`/`partition` on broker `me`, not yet leader or follower.

@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status};
 use crate::raft::{NodeId, Raft, TypeConfig};
 
 /// Largest Raft message accepted (snapshot chunks are far smaller).
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+use rivulet_common::limits::MAX_METADATA_MESSAGE_BYTES as MAX_MESSAGE_BYTES;
 
 pub use rivulet_proto::channel;
 

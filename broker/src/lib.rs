@@ -26,7 +26,7 @@ pub mod service;
 pub(crate) mod testing;
 
 pub use groups::service::GroupsRpc;
-pub use groups::{GroupConfig, GroupCoordinator};
+pub use groups::{CoordinatorConfig, GroupCoordinator};
 pub use lifecycle::{BrokerIdentity, BrokerRegistration};
 pub use replica::{BrokerConfig, ReplicaManager};
 pub use service::BrokerRpc;

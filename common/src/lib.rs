@@ -6,8 +6,10 @@
 //! - [`ids`]: [`BrokerId`] and [`TopicPartition`], and their wire forms.
 //! - [`time`]: the wall clock in Kafka's unit (ms since the Unix epoch).
 //! - [`limits`]: sizes every node and client agree on.
+//! - [`config`]: the error every config type's `validate()` returns.
 
 pub mod batch;
+pub mod config;
 pub mod ids;
 pub mod limits;
 pub mod time;

@@ -73,12 +73,47 @@ pub struct EdgeLimits {
     pub idle_timeout: Duration,
 }
 
+impl EdgeLimits {
+    /// Default connection cap.
+    pub const DEFAULT_MAX_CONNECTIONS: u64 = 4_096;
+    /// Connection caps accepted.
+    pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<u64> = 16..=1_000_000;
+    /// Default handshake timeout, ms.
+    pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+    /// Handshake timeouts accepted, ms.
+    pub const HANDSHAKE_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+    /// Default silence timeout, ms (Kafka's `connections.max.idle.ms`).
+    pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 600_000;
+    /// Silence timeouts accepted, ms: longer than the keep-alive interval.
+    pub const IDLE_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 60_000..=86_400_000;
+
+    /// Checks every limit.
+    pub fn validate(&self) -> Result<(), rivulet_common::config::InvalidSetting> {
+        use rivulet_common::config::check_range;
+        check_range(
+            "max-connections",
+            self.max_connections as u64,
+            Self::MAX_CONNECTIONS_RANGE,
+        )?;
+        check_range(
+            "handshake-timeout-ms",
+            self.handshake_timeout.as_millis() as u64,
+            Self::HANDSHAKE_TIMEOUT_RANGE_MS,
+        )?;
+        check_range(
+            "idle-timeout-ms",
+            self.idle_timeout.as_millis() as u64,
+            Self::IDLE_TIMEOUT_RANGE_MS,
+        )
+    }
+}
+
 impl Default for EdgeLimits {
     fn default() -> Self {
         Self {
-            max_connections: 4_096,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(600),
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS as usize,
+            handshake_timeout: Duration::from_millis(Self::DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            idle_timeout: Duration::from_millis(Self::DEFAULT_IDLE_TIMEOUT_MS),
         }
     }
 }

@@ -44,7 +44,7 @@ pub const MAX_GROUP_ID_LENGTH: usize = 255;
 
 /// Coordinator settings.
 #[derive(Debug, Clone)]
-pub struct GroupConfig {
+pub struct CoordinatorConfig {
     /// Partitions of `__consumer_offsets` when it is created.
     pub offsets_partitions: u32,
     /// Its replication factor (capped by the live brokers).
@@ -60,12 +60,48 @@ pub struct GroupConfig {
     pub commit_timeout: Duration,
 }
 
-impl Default for GroupConfig {
+impl CoordinatorConfig {
+    /// Default partitions of `__consumer_offsets` (Kafka's is 50; a small
+    /// cluster needs fewer).
+    pub const DEFAULT_OFFSETS_PARTITIONS: u32 = 8;
+    /// Partitions `__consumer_offsets` may have.
+    pub const OFFSETS_PARTITIONS_RANGE: std::ops::RangeInclusive<u32> = 1..=1000;
+    /// Default replication factor of `__consumer_offsets` (Kafka's).
+    pub const DEFAULT_OFFSETS_REPLICATION: u32 = 3;
+    /// Replication factors `__consumer_offsets` may have.
+    pub const OFFSETS_REPLICATION_RANGE: std::ops::RangeInclusive<u32> = 1..=16;
+    /// Default session timeout, ms (Kafka's `group.consumer.session.timeout.ms`
+    /// is 45 s; ours moves partitions of dead members sooner).
+    pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 10_000;
+
+    /// Checks every setting a user can give.
+    pub fn validate(&self) -> Result<(), rivulet_common::config::InvalidSetting> {
+        use rivulet_common::config::check_range;
+        check_range(
+            "offsets-topic-partitions",
+            self.offsets_partitions,
+            Self::OFFSETS_PARTITIONS_RANGE,
+        )?;
+        check_range(
+            "offsets-topic-replication-factor",
+            self.offsets_replication,
+            Self::OFFSETS_REPLICATION_RANGE,
+        )?;
+        check_range(
+            "group-session-timeout-ms",
+            self.session_timeout.as_millis() as u64,
+            self.min_session_timeout.as_millis() as u64
+                ..=self.max_session_timeout.as_millis() as u64,
+        )
+    }
+}
+
+impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
-            offsets_partitions: 8,
-            offsets_replication: 3,
-            session_timeout: Duration::from_secs(10),
+            offsets_partitions: Self::DEFAULT_OFFSETS_PARTITIONS,
+            offsets_replication: Self::DEFAULT_OFFSETS_REPLICATION,
+            session_timeout: Duration::from_millis(Self::DEFAULT_SESSION_TIMEOUT_MS),
             min_session_timeout: Duration::from_millis(500),
             max_session_timeout: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(1),
@@ -175,14 +211,14 @@ enum Slot {
 pub struct GroupCoordinator {
     pub(crate) mgr: Arc<ReplicaManager>,
     pub(crate) control: Arc<dyn ControlPlane>,
-    config: GroupConfig,
+    config: CoordinatorConfig,
     shards: Mutex<HashMap<u32, Slot>>,
     creating: AtomicBool,
 }
 
 impl GroupCoordinator {
     /// The coordinator of the group shards `mgr` hosts.
-    pub fn new(mgr: Arc<ReplicaManager>, config: GroupConfig) -> Arc<Self> {
+    pub fn new(mgr: Arc<ReplicaManager>, config: CoordinatorConfig) -> Arc<Self> {
         let control = Arc::clone(&mgr.control);
         Arc::new(Self {
             mgr,
@@ -193,7 +229,7 @@ impl GroupCoordinator {
         })
     }
 
-    pub fn config(&self) -> &GroupConfig {
+    pub fn config(&self) -> &CoordinatorConfig {
         &self.config
     }
 

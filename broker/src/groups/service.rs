@@ -266,7 +266,7 @@ impl GroupsApi for GroupsRpc {
                 ..Default::default()
             }));
         };
-        let state = g.state(&counts).to_owned();
+        let state = g.state(&counts).as_str().to_owned();
         let members = g
             .members
             .iter()
@@ -347,7 +347,7 @@ fn listing(
 ) -> GroupListing {
     GroupListing {
         group_id: id.to_owned(),
-        state: g.state(&counts).to_owned(),
+        state: g.state(&counts).as_str().to_owned(),
         members: u32::try_from(g.members.len()).unwrap_or(u32::MAX),
         coordinator,
     }

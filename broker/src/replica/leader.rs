@@ -31,8 +31,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::log::PartitionLog;
 
-/// A broker id.
-pub type BrokerId = u64;
+/// The broker id of a replica, as the leader's replication state counts
+/// it: a plain integer, so this pure core needs nothing from the metadata
+/// crate.
+pub type ReplicaId = u64;
 
 /// What the leader knows of one follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,17 +56,17 @@ pub struct FollowerProgress {
 #[derive(Debug, Clone)]
 pub struct LeaderState {
     /// This broker.
-    leader: BrokerId,
+    leader: ReplicaId,
     /// The epoch this broker leads in.
     leader_epoch: u32,
     /// The partition epoch of the committed state (for AlterPartition CAS).
     partition_epoch: u32,
     /// The committed ISR, leader included.
-    isr: BTreeSet<BrokerId>,
+    isr: BTreeSet<ReplicaId>,
     /// An ISR change sent to the controller and not yet answered.
-    pending_isr: Option<BTreeSet<BrokerId>>,
+    pending_isr: Option<BTreeSet<ReplicaId>>,
     /// Every other replica's progress.
-    followers: BTreeMap<BrokerId, FollowerProgress>,
+    followers: BTreeMap<ReplicaId, FollowerProgress>,
     /// Offsets below this are committed.
     high_watermark: u64,
 }
@@ -129,11 +131,11 @@ impl LeaderState {
     /// with unknown progress (offset 0), caught up as of `now_ms` so that
     /// followers in the ISR get a full lag window before they can be dropped.
     pub fn new(
-        leader: BrokerId,
+        leader: ReplicaId,
         leader_epoch: u32,
         partition_epoch: u32,
-        replicas: &[BrokerId],
-        isr: &[BrokerId],
+        replicas: &[ReplicaId],
+        isr: &[ReplicaId],
         high_watermark: u64,
         now_ms: i64,
     ) -> Self {
@@ -153,7 +155,7 @@ impl LeaderState {
                 )
             })
             .collect();
-        let mut isr: BTreeSet<BrokerId> = isr.iter().copied().collect();
+        let mut isr: BTreeSet<ReplicaId> = isr.iter().copied().collect();
         isr.insert(leader);
         Self {
             leader,
@@ -177,7 +179,7 @@ impl LeaderState {
     }
 
     /// The committed ISR.
-    pub fn isr(&self) -> Vec<BrokerId> {
+    pub fn isr(&self) -> Vec<ReplicaId> {
         self.isr.iter().copied().collect()
     }
 
@@ -187,7 +189,7 @@ impl LeaderState {
     }
 
     /// A follower's progress.
-    pub fn follower(&self, id: BrokerId) -> Option<&FollowerProgress> {
+    pub fn follower(&self, id: ReplicaId) -> Option<&FollowerProgress> {
         self.followers.get(&id)
     }
 
@@ -208,7 +210,7 @@ impl LeaderState {
     /// Returns false for a broker that is not a follower of this partition.
     pub fn on_fetch(
         &mut self,
-        follower: BrokerId,
+        follower: ReplicaId,
         fetch_offset: u64,
         leader_leo: u64,
         now_ms: i64,
@@ -231,7 +233,7 @@ impl LeaderState {
     /// Records that `follower` cannot write its log: it counts as not caught
     /// up (the next ISR check removes it) and cannot rejoin until it fetches
     /// without this report.
-    pub fn on_storage_failure(&mut self, follower: BrokerId) {
+    pub fn on_storage_failure(&mut self, follower: ReplicaId) {
         if let Some(p) = self.followers.get_mut(&follower) {
             p.storage_failed = true;
             p.last_caught_up_ms = i64::MIN / 2;
@@ -239,7 +241,7 @@ impl LeaderState {
     }
 
     /// The ISR the HW is computed over: committed ∪ pending.
-    fn maximal_isr(&self) -> BTreeSet<BrokerId> {
+    fn maximal_isr(&self) -> BTreeSet<ReplicaId> {
         let mut all = self.isr.clone();
         if let Some(p) = &self.pending_isr {
             all.extend(p.iter().copied());
@@ -271,11 +273,11 @@ impl LeaderState {
 
     /// The ISR to propose when followers in it have not caught up for
     /// `lag_max_ms`; `None` if no change is due or one is already in flight.
-    pub fn isr_to_shrink(&self, now_ms: i64, lag_max_ms: i64) -> Option<Vec<BrokerId>> {
+    pub fn isr_to_shrink(&self, now_ms: i64, lag_max_ms: i64) -> Option<Vec<ReplicaId>> {
         if self.pending_isr.is_some() {
             return None;
         }
-        let keep: Vec<BrokerId> = self
+        let keep: Vec<ReplicaId> = self
             .isr
             .iter()
             .copied()
@@ -300,12 +302,12 @@ impl LeaderState {
     pub fn isr_to_expand(
         &self,
         epoch_start_offset: u64,
-        live: &dyn Fn(BrokerId) -> bool,
-    ) -> Option<Vec<BrokerId>> {
+        live: &dyn Fn(ReplicaId) -> bool,
+    ) -> Option<Vec<ReplicaId>> {
         if self.pending_isr.is_some() {
             return None;
         }
-        let joiners: Vec<BrokerId> = self
+        let joiners: Vec<ReplicaId> = self
             .followers
             .iter()
             .filter(|(b, p)| {
@@ -326,13 +328,13 @@ impl LeaderState {
     }
 
     /// Marks `proposed` as sent to the controller.
-    pub fn isr_change_sent(&mut self, proposed: &[BrokerId]) {
+    pub fn isr_change_sent(&mut self, proposed: &[ReplicaId]) {
         self.pending_isr = Some(proposed.iter().copied().collect());
     }
 
     /// The controller committed a partition state (ours, or someone else's):
     /// adopt its ISR and epoch and clear the pending change.
-    pub fn on_isr_committed(&mut self, isr: &[BrokerId], partition_epoch: u32) {
+    pub fn on_isr_committed(&mut self, isr: &[ReplicaId], partition_epoch: u32) {
         self.isr = isr.iter().copied().collect();
         self.isr.insert(self.leader);
         self.partition_epoch = partition_epoch;
@@ -387,7 +389,7 @@ mod tests {
         s.on_fetch(3, 10, 10, 1_100);
         assert_eq!(s.maybe_advance_hw(10), Some(10));
         s.on_isr_committed(&[1], 8);
-        let fenced = |b: BrokerId| b == 1;
+        let fenced = |b: ReplicaId| b == 1;
         assert_eq!(
             s.isr_to_expand(0, &fenced),
             None,

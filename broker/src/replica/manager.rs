@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use rivulet_common::config::{check_range, InvalidSetting};
+
 use crate::control::{ControlError, ControlPlane};
 use crate::lifecycle::BrokerRegistration;
 use rivulet_metadata::AlterPartitionRequest;
@@ -60,21 +62,60 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// Default `replica.lag.time.max.ms` (Kafka's is 30 s; ours fails over
+    /// faster).
+    pub const DEFAULT_REPLICA_LAG_TIME_MAX_MS: u64 = 10_000;
+    /// The shortest `replica.lag.time.max.ms` accepted: below it a follower
+    /// on a busy machine flaps in and out of the ISR.
+    pub const MIN_REPLICA_LAG_TIME_MAX_MS: u64 = 100;
+    /// Default `fetch.max.bytes` (Kafka's).
+    pub const DEFAULT_FETCH_MAX_BYTES: u64 = 50 << 20;
+    /// `fetch.max.bytes` must hold the largest batch and fit a message.
+    pub const FETCH_MAX_BYTES_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(256 << 20);
+    /// Default in-flight byte budget (Kafka's `queued.max.request.bytes`).
+    pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 512 << 20;
+    /// The in-flight budget must hold a few large requests.
+    pub const MAX_INFLIGHT_BYTES_RANGE: std::ops::RangeInclusive<u64> = (16 << 20)..=(64 << 30);
+
     /// Defaults for broker `node_id` with data under `data_dir`.
     pub fn new(node_id: u64, data_dir: &Path) -> Self {
         Self {
             node_id,
             log_dir: data_dir.join("logs"),
             flush: FlushPolicy::Always,
-            replica_lag_time_max_ms: 10_000,
+            replica_lag_time_max_ms: Self::DEFAULT_REPLICA_LAG_TIME_MAX_MS as i64,
             replica_fetch_wait_ms: 500,
             replica_fetch_max_bytes: 4 << 20,
             hw_checkpoint_interval: Duration::from_secs(5),
             retention_check_interval: Duration::from_secs(60),
             disk_reserve_bytes: crate::log::RESERVED_BYTES,
-            fetch_max_bytes: 50 << 20,
-            max_inflight_bytes: 512 << 20,
+            fetch_max_bytes: Self::DEFAULT_FETCH_MAX_BYTES as usize,
+            max_inflight_bytes: Self::DEFAULT_MAX_INFLIGHT_BYTES as usize,
         }
+    }
+
+    /// Checks every setting a user can give.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        check_range(
+            "replica-lag-time-max-ms",
+            self.replica_lag_time_max_ms,
+            Self::MIN_REPLICA_LAG_TIME_MAX_MS as i64..=i64::from(u32::MAX),
+        )?;
+        check_range(
+            "fetch-max-bytes",
+            self.fetch_max_bytes as u64,
+            Self::FETCH_MAX_BYTES_RANGE,
+        )?;
+        check_range(
+            "max-inflight-bytes",
+            self.max_inflight_bytes as u64,
+            Self::MAX_INFLIGHT_BYTES_RANGE,
+        )?;
+        check_range(
+            "replica-fetch-max-bytes",
+            self.replica_fetch_max_bytes,
+            1024..=(64 << 20),
+        )
     }
 }
 

@@ -15,7 +15,7 @@ use rivulet_metadata::{TopicConfig, TopicId};
 use tokio::sync::watch;
 
 use super::error::PartitionError;
-use super::leader::{check_fetch, BrokerId, FetchCheck, LeaderState};
+use super::leader::{check_fetch, FetchCheck, LeaderState, ReplicaId};
 use crate::log::{AppendInfo, AppendOrigin, LogError, LogOffsets, PartitionLog, ReadBound};
 
 /// What waiters watch: the high watermark and whether this broker leads.
@@ -65,7 +65,7 @@ pub enum Role {
     /// Copying from `leader` (none while the partition is offline).
     Follower {
         /// The broker to fetch from.
-        leader: Option<BrokerId>,
+        leader: Option<ReplicaId>,
         /// The epoch of that leader.
         epoch: u32,
     },
@@ -92,7 +92,7 @@ pub struct ReplicaRead {
 
 /// What a follower did with a fetched response.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct FollowerProgress {
+pub struct AppliedFetch {
     /// Bytes appended.
     pub appended_bytes: usize,
     /// Whether the log was truncated first.
@@ -109,7 +109,7 @@ pub struct Partition {
     /// The topic id the data on disk belongs to.
     pub topic_id: TopicId,
     /// This broker's id.
-    me: BrokerId,
+    me: ReplicaId,
     /// The log.
     pub log: Arc<dyn PartitionLog>,
     /// Leader or follower.
@@ -133,7 +133,7 @@ impl Partition {
         topic: &str,
         partition: u32,
         topic_id: TopicId,
-        me: BrokerId,
+        me: ReplicaId,
         log: Arc<dyn PartitionLog>,
         config: TopicConfig,
         signals: Arc<BrokerSignals>,
@@ -252,7 +252,7 @@ impl Partition {
     }
 
     /// `(leader, epoch)` while following; `None` while leading or stopped.
-    pub fn following(&self) -> Option<(Option<BrokerId>, u32)> {
+    pub fn following(&self) -> Option<(Option<ReplicaId>, u32)> {
         match &*self.role() {
             Role::Follower { leader, epoch } => Some((*leader, *epoch)),
             _ => None,
@@ -270,8 +270,8 @@ impl Partition {
         &self,
         epoch: u32,
         partition_epoch: u32,
-        replicas: &[BrokerId],
-        isr: &[BrokerId],
+        replicas: &[ReplicaId],
+        isr: &[ReplicaId],
     ) -> Result<(), LogError> {
         let mut role = self.role.write().unwrap_or_else(|e| e.into_inner());
         if matches!(&*role, Role::Leader { epoch: e, .. } if *e == epoch) {
@@ -304,7 +304,7 @@ impl Partition {
 
     /// Follows `leader` in `epoch`. Pending acks=all produces fail with
     /// NOT_LEADER_OR_FOLLOWER once they see the signal.
-    pub fn become_follower(&self, leader: Option<BrokerId>, epoch: u32) {
+    pub fn become_follower(&self, leader: Option<ReplicaId>, epoch: u32) {
         let mut role = self.role.write().unwrap_or_else(|e| e.into_inner());
         if matches!(&*role, Role::Follower { leader: l, epoch: e } if *l == leader && *e == epoch) {
             return;
@@ -321,7 +321,7 @@ impl Partition {
     }
 
     /// Applies a committed ISR from the metadata image while leading in `epoch`.
-    pub fn on_isr_committed(&self, epoch: u32, isr: &[BrokerId], partition_epoch: u32) {
+    pub fn on_isr_committed(&self, epoch: u32, isr: &[ReplicaId], partition_epoch: u32) {
         let role = self.role();
         if let Role::Leader {
             epoch: e, state, ..
@@ -346,8 +346,8 @@ impl Partition {
     pub fn isr_change_due(
         &self,
         lag_max_ms: i64,
-        live: &dyn Fn(BrokerId) -> bool,
-    ) -> Option<(u32, u32, Vec<BrokerId>)> {
+        live: &dyn Fn(ReplicaId) -> bool,
+    ) -> Option<(u32, u32, Vec<ReplicaId>)> {
         let role = self.role();
         let Role::Leader {
             epoch,
@@ -366,7 +366,7 @@ impl Partition {
     }
 
     /// The controller's answer to an ISR change sent in `epoch`.
-    pub fn isr_change_done(&self, epoch: u32, committed: Option<(&[BrokerId], u32)>) {
+    pub fn isr_change_done(&self, epoch: u32, committed: Option<(&[ReplicaId], u32)>) {
         let role = self.role();
         if let Role::Leader {
             epoch: e, state, ..
@@ -392,7 +392,7 @@ impl Partition {
     }
 
     /// The ISR as the leader uses it (committed), when leading.
-    pub fn leader_isr(&self) -> Option<Vec<BrokerId>> {
+    pub fn leader_isr(&self) -> Option<Vec<ReplicaId>> {
         match &*self.role() {
             Role::Leader { state, .. } => {
                 Some(state.lock().unwrap_or_else(|e| e.into_inner()).isr())
@@ -546,7 +546,7 @@ impl Partition {
     /// `fetch_offset`.
     pub fn replica_fetch(
         &self,
-        follower: BrokerId,
+        follower: ReplicaId,
         follower_epoch: u32,
         fetch_offset: u64,
         last_fetched_epoch: Option<u32>,
@@ -618,7 +618,7 @@ impl Partition {
     }
 
     /// As leader: `follower` reports it cannot write its log.
-    pub fn follower_storage_failed(&self, follower: BrokerId) {
+    pub fn follower_storage_failed(&self, follower: ReplicaId) {
         if let Role::Leader { state, .. } = &*self.role() {
             state
                 .lock()
@@ -633,10 +633,10 @@ impl Partition {
     /// a success clears it.
     pub fn apply_fetched(
         &self,
-        leader: BrokerId,
+        leader: ReplicaId,
         epoch: u32,
         response: FetchedData<'_>,
-    ) -> Result<FollowerProgress, PartitionError> {
+    ) -> Result<AppliedFetch, PartitionError> {
         let applied = self.apply_fetched_as_follower(leader, epoch, response);
         match &applied {
             Ok(_) => self.set_storage_failed(false),
@@ -648,19 +648,19 @@ impl Partition {
 
     fn apply_fetched_as_follower(
         &self,
-        leader: BrokerId,
+        leader: ReplicaId,
         epoch: u32,
         response: FetchedData<'_>,
-    ) -> Result<FollowerProgress, PartitionError> {
+    ) -> Result<AppliedFetch, PartitionError> {
         let role = self.role();
         match &*role {
             Role::Follower {
                 leader: Some(l),
                 epoch: e,
             } if *l == leader && *e == epoch => {}
-            _ => return Ok(FollowerProgress::default()),
+            _ => return Ok(AppliedFetch::default()),
         }
-        let mut progress = FollowerProgress::default();
+        let mut progress = AppliedFetch::default();
         match response {
             FetchedData::Diverging { end_offset } => {
                 let o = self.log.offsets();
@@ -754,7 +754,7 @@ mod tests {
     use crate::log::batch::{build_batch, decode_records, RecordInput};
     use crate::log::{LogConfig, MemoryLog};
 
-    fn replica(me: BrokerId) -> Partition {
+    fn replica(me: ReplicaId) -> Partition {
         let config = TopicConfig {
             min_insync_replicas: 2,
             ..TopicConfig::default()
@@ -980,7 +980,7 @@ mod tests {
                 },
             )
             .unwrap();
-        assert_eq!(progress, FollowerProgress::default());
+        assert_eq!(progress, AppliedFetch::default());
         assert_eq!(p.offsets().log_end_offset, 0);
     }
 }

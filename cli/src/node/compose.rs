@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use rivulet_broker::control::ControlPlane;
 use rivulet_broker::{
-    BrokerConfig, BrokerIdentity, BrokerRegistration, BrokerRpc, GroupConfig, GroupCoordinator,
-    GroupsRpc, ReplicaManager,
+    BrokerConfig, BrokerIdentity, BrokerRegistration, BrokerRpc, CoordinatorConfig,
+    GroupCoordinator, GroupsRpc, ReplicaManager,
 };
 use rivulet_metadata::quorum::{ControllerNode, Quorum, QuorumConfig, QuorumError};
 use tokio::net::TcpListener;
@@ -44,7 +44,7 @@ pub struct NodeSpec {
     pub identity: BrokerIdentity,
     /// The data plane; `None` runs only the controller and the broker's
     /// registration and heartbeats.
-    pub data_plane: Option<(BrokerConfig, GroupConfig)>,
+    pub data_plane: Option<(BrokerConfig, CoordinatorConfig)>,
 }
 
 /// A running node.

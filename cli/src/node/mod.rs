@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use rivulet_broker::log::FlushPolicy;
-use rivulet_broker::{BrokerConfig, BrokerIdentity, GroupConfig};
+use rivulet_broker::{BrokerConfig, BrokerIdentity, CoordinatorConfig};
 use rivulet_metadata::edge::EdgeLimits;
 use rivulet_metadata::quorum::{default_cluster_id, parse_voters, QuorumConfig, QuorumTiming};
 use tracing::{info, warn};
@@ -47,14 +47,14 @@ pub struct NodeArgs {
     #[arg(long, env = "RIVULET_RACK")]
     rack: Option<String>,
     /// A broker not heard from for this long is fenced (ms).
-    #[arg(long, env = "RIVULET_BROKER_LEASE_MS", default_value_t = 1500)]
+    #[arg(long, env = "RIVULET_BROKER_LEASE_MS", default_value_t = QuorumTiming::DEFAULT_BROKER_LEASE_MS)]
     broker_lease_ms: u64,
     /// How often the active controller moves leadership back to preferred
     /// replicas that are in sync again (ms); 0 turns it off.
     #[arg(
         long,
         env = "RIVULET_PREFERRED_LEADER_CHECK_MS",
-        default_value_t = 5000
+        default_value_t = QuorumTiming::DEFAULT_PREFERRED_LEADER_CHECK_MS
     )]
     preferred_leader_check_ms: u64,
     /// When appended records are fsynced: `always` (before acknowledging;
@@ -66,7 +66,7 @@ pub struct NodeArgs {
     #[arg(
         long,
         env = "RIVULET_REPLICA_LAG_TIME_MAX_MS",
-        default_value_t = 10_000
+        default_value_t = BrokerConfig::DEFAULT_REPLICA_LAG_TIME_MAX_MS
     )]
     replica_lag_time_max_ms: u64,
     /// The most record bytes one Fetch response carries, whatever the
@@ -76,8 +76,7 @@ pub struct NodeArgs {
     #[arg(
         long,
         env = "RIVULET_FETCH_MAX_BYTES",
-        default_value_t = 50 << 20,
-        value_parser = clap::value_parser!(u64).range(1 << 20..=256 << 20)
+        default_value_t = BrokerConfig::DEFAULT_FETCH_MAX_BYTES
     )]
     fetch_max_bytes: u64,
     /// Most client and peer connections the node holds at once; past it a
@@ -86,8 +85,7 @@ pub struct NodeArgs {
     #[arg(
         long,
         env = "RIVULET_MAX_CONNECTIONS",
-        default_value_t = 4_096,
-        value_parser = clap::value_parser!(u64).range(16..=1_000_000)
+        default_value_t = EdgeLimits::DEFAULT_MAX_CONNECTIONS
     )]
     max_connections: u64,
     /// Bytes of client requests and responses held in flight at once
@@ -96,8 +94,7 @@ pub struct NodeArgs {
     #[arg(
         long,
         env = "RIVULET_MAX_INFLIGHT_BYTES",
-        default_value_t = 512 << 20,
-        value_parser = clap::value_parser!(u64).range(16 << 20..=64 << 30)
+        default_value_t = BrokerConfig::DEFAULT_MAX_INFLIGHT_BYTES
     )]
     max_inflight_bytes: u64,
     /// A new connection that sends nothing (not even the HTTP/2 preface)
@@ -105,8 +102,7 @@ pub struct NodeArgs {
     #[arg(
         long,
         env = "RIVULET_HANDSHAKE_TIMEOUT_MS",
-        default_value_t = 10_000,
-        value_parser = clap::value_parser!(u64).range(100..=600_000)
+        default_value_t = EdgeLimits::DEFAULT_HANDSHAKE_TIMEOUT_MS
     )]
     handshake_timeout_ms: u64,
     /// A connection that sends nothing for this long is closed (ms; Kafka's
@@ -115,8 +111,7 @@ pub struct NodeArgs {
     #[arg(
         long,
         env = "RIVULET_IDLE_TIMEOUT_MS",
-        default_value_t = 600_000,
-        value_parser = clap::value_parser!(u64).range(60_000..=86_400_000)
+        default_value_t = EdgeLimits::DEFAULT_IDLE_TIMEOUT_MS
     )]
     idle_timeout_ms: u64,
     /// Partitions of `__consumer_offsets`, the internal topic of consumer
@@ -124,16 +119,14 @@ pub struct NodeArgs {
     #[arg(
         long,
         env = "RIVULET_OFFSETS_TOPIC_PARTITIONS",
-        default_value_t = 8,
-        value_parser = clap::value_parser!(u32).range(1..=1000)
+        default_value_t = CoordinatorConfig::DEFAULT_OFFSETS_PARTITIONS
     )]
     offsets_topic_partitions: u32,
     /// Its replication factor (capped by the live brokers at creation).
     #[arg(
         long,
         env = "RIVULET_OFFSETS_TOPIC_REPLICATION_FACTOR",
-        default_value_t = 3,
-        value_parser = clap::value_parser!(u32).range(1..=16)
+        default_value_t = CoordinatorConfig::DEFAULT_OFFSETS_REPLICATION
     )]
     offsets_topic_replication_factor: u32,
     /// A consumer-group member not heard from for this long loses its
@@ -142,8 +135,7 @@ pub struct NodeArgs {
     #[arg(
         long,
         env = "RIVULET_GROUP_SESSION_TIMEOUT_MS",
-        default_value_t = 10_000,
-        value_parser = clap::value_parser!(u64).range(500..=300_000)
+        default_value_t = CoordinatorConfig::DEFAULT_SESSION_TIMEOUT_MS
     )]
     group_session_timeout_ms: u64,
     /// A TOML file of node options, keyed by flag name
@@ -178,6 +170,40 @@ pub async fn run(args: NodeArgs) -> Result<()> {
             );
         }
     }
+    // The settings, each checked by its own type, before anything touches
+    // the disk or the network.
+    let timing = QuorumTiming {
+        broker_lease_ms: args.broker_lease_ms,
+        preferred_leader_check_ms: (args.preferred_leader_check_ms > 0)
+            .then_some(args.preferred_leader_check_ms),
+        ..QuorumTiming::default()
+    };
+    let edge = EdgeLimits {
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+    };
+    let broker_config = BrokerConfig {
+        flush: args.flush,
+        replica_lag_time_max_ms: i64::try_from(args.replica_lag_time_max_ms).unwrap_or(i64::MAX),
+        fetch_max_bytes: usize::try_from(args.fetch_max_bytes).unwrap_or(usize::MAX),
+        max_inflight_bytes: usize::try_from(args.max_inflight_bytes).unwrap_or(usize::MAX),
+        ..BrokerConfig::new(args.id, &args.data_dir)
+    };
+    let group_config = CoordinatorConfig {
+        offsets_partitions: args.offsets_topic_partitions,
+        offsets_replication: args.offsets_topic_replication_factor,
+        session_timeout: Duration::from_millis(args.group_session_timeout_ms),
+        ..CoordinatorConfig::default()
+    };
+    for checked in [
+        timing.validate(),
+        edge.validate(),
+        broker_config.validate(),
+        group_config.validate(),
+    ] {
+        checked.map_err(|e| anyhow::anyhow!("--{e}"))?;
+    }
     // Every segment keeps a file open; thousands of partitions need more
     // than the usual soft limit of 1024.
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -195,16 +221,6 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let timing = QuorumTiming {
-        broker_lease_ms: args.broker_lease_ms,
-        preferred_leader_check_ms: (args.preferred_leader_check_ms > 0)
-            .then_some(args.preferred_leader_check_ms),
-        ..QuorumTiming::default()
-    };
-    anyhow::ensure!(
-        args.broker_lease_ms >= 500,
-        "--broker-lease-ms must be at least 500"
-    );
     let config = QuorumConfig {
         node_id: args.id,
         advertise: advertise.clone(),
@@ -215,11 +231,7 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         voters,
         data_dir: args.data_dir.clone(),
         timing,
-        edge: EdgeLimits {
-            max_connections: usize::try_from(args.max_connections).unwrap_or(4_096),
-            handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
-            idle_timeout: Duration::from_millis(args.idle_timeout_ms),
-        },
+        edge,
     };
     let identity = BrokerIdentity {
         address: advertise.clone(),
@@ -228,23 +240,6 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         new_directory: directory.new,
         log_fsynced: matches!(args.flush, rivulet_broker::log::FlushPolicy::Always),
         process_started,
-    };
-    anyhow::ensure!(
-        args.replica_lag_time_max_ms >= 100,
-        "--replica-lag-time-max-ms must be at least 100"
-    );
-    let broker_config = BrokerConfig {
-        flush: args.flush,
-        replica_lag_time_max_ms: i64::try_from(args.replica_lag_time_max_ms).unwrap_or(i64::MAX),
-        fetch_max_bytes: usize::try_from(args.fetch_max_bytes).unwrap_or(50 << 20),
-        max_inflight_bytes: usize::try_from(args.max_inflight_bytes).unwrap_or(512 << 20),
-        ..BrokerConfig::new(args.id, &args.data_dir)
-    };
-    let group_config = GroupConfig {
-        offsets_partitions: args.offsets_topic_partitions,
-        offsets_replication: args.offsets_topic_replication_factor,
-        session_timeout: std::time::Duration::from_millis(args.group_session_timeout_ms),
-        ..GroupConfig::default()
     };
     let spec = NodeSpec {
         quorum: config,

@@ -77,6 +77,58 @@ pub struct QuorumTiming {
     pub logs_kept_after_snapshot: u64,
 }
 
+impl QuorumTiming {
+    /// Default broker lease, ms (KRaft's `broker.session.timeout.ms` is 9 s;
+    /// ours fences a dead broker, and fails its partitions over, sooner).
+    pub const DEFAULT_BROKER_LEASE_MS: u64 = 1_500;
+    /// Broker leases the node accepts, ms: at least two heartbeats fit in
+    /// the shortest.
+    pub const BROKER_LEASE_RANGE_MS: std::ops::RangeInclusive<u64> = 500..=600_000;
+    /// Default preferred-leader check interval, ms.
+    pub const DEFAULT_PREFERRED_LEADER_CHECK_MS: u64 = 5_000;
+
+    /// Checks the timing: a broker lease outlives two heartbeats, the
+    /// election timeout outlives two Raft heartbeats and its range is not
+    /// empty.
+    pub fn validate(&self) -> Result<(), rivulet_common::config::InvalidSetting> {
+        use rivulet_common::config::{check_range, InvalidSetting};
+        check_range(
+            "broker-lease-ms",
+            self.broker_lease_ms,
+            Self::BROKER_LEASE_RANGE_MS,
+        )?;
+        let invalid = |name, value: u64, rule: String| InvalidSetting {
+            name,
+            value: value.to_string(),
+            rule,
+        };
+        if self.broker_lease_ms < 2 * self.broker_heartbeat_ms {
+            return Err(invalid(
+                "broker-lease-ms",
+                self.broker_lease_ms,
+                format!(
+                    "must be at least two broker heartbeats ({} ms)",
+                    2 * self.broker_heartbeat_ms
+                ),
+            ));
+        }
+        if self.election_timeout_min_ms < 2 * self.raft_heartbeat_ms
+            || self.election_timeout_max_ms <= self.election_timeout_min_ms
+        {
+            return Err(invalid(
+                "election-timeout-min-ms",
+                self.election_timeout_min_ms,
+                format!(
+                    "must be at least two Raft heartbeats ({} ms) and below the maximum ({} ms)",
+                    2 * self.raft_heartbeat_ms,
+                    self.election_timeout_max_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for QuorumTiming {
     fn default() -> Self {
         Self {
@@ -84,9 +136,9 @@ impl Default for QuorumTiming {
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
             broker_heartbeat_ms: 250,
-            broker_lease_ms: 1500,
+            broker_lease_ms: Self::DEFAULT_BROKER_LEASE_MS,
             broker_grace_ms: 300,
-            preferred_leader_check_ms: Some(5000),
+            preferred_leader_check_ms: Some(Self::DEFAULT_PREFERRED_LEADER_CHECK_MS),
             snapshot_every_entries: 5000,
             logs_kept_after_snapshot: 1000,
         }

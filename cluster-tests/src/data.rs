@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rivulet_common::batch::{build_batch, decode_records, Compression, RecordInput};
+use rivulet_common::batch::{build_batch, Compression, RecordInput};
 use rivulet_proto::v1::broker_client::BrokerClient;
 use rivulet_proto::v1::produce_partition::Data;
 use rivulet_proto::v1::{
-    Acks, ConfigEntry, CreateTopicRequest, ErrorCode, FetchPartition, FetchRequest, LeaderHint,
-    MetadataRequest, PartitionInfo, ProducePartition, ProduceRequest, ProduceResponse,
+    Acks, ConfigEntry, CreateTopicRequest, ErrorCode, LeaderHint, MetadataRequest, PartitionInfo,
+    ProducePartition, ProduceRequest, ProduceResponse,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -205,59 +205,13 @@ impl Cluster {
     }
 
     /// Every committed record of `topic`/`p`, read from its leader, and the
-    /// high watermark.
+    /// high watermark (the checker's reader; panics if it is not readable
+    /// within 20 s).
     pub async fn read_partition(&self, topic: &str, p: u32) -> (Vec<ReadRecord>, u64) {
-        let leader = self
-            .wait_partition_leader(topic, p, Duration::from_secs(10))
+        let nodes = crate::checker::Nodes::of(self);
+        crate::checker::read_all(&nodes, topic, p, Duration::from_secs(20))
             .await
-            .leader
-            .expect("a leader");
-        let mut client = self.broker_client(leader, Duration::from_secs(5));
-        let mut out = Vec::new();
-        let mut offset = 0;
-        loop {
-            let r = client
-                .fetch(FetchRequest {
-                    partitions: vec![FetchPartition {
-                        topic: topic.into(),
-                        partition: p,
-                        offset,
-                        partition_max_bytes: 1 << 20,
-                        current_leader_epoch: None,
-                    }],
-                    max_bytes: 4 << 20,
-                    min_bytes: 0,
-                    max_wait_ms: 0,
-                })
-                .await
-                .expect("fetch from the leader")
-                .into_inner();
-            let part = r.partitions.into_iter().next().expect("one partition");
-            if part.error_code == ErrorCode::OffsetNotAvailable as i32 {
-                // A new leader's HW not yet at its epoch's start: shortly.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-            assert_eq!(
-                part.error_code, 0,
-                "fetch {topic}-{p}@{offset}: {}",
-                part.error_message
-            );
-            let records = decode_records(&part.records).expect("fetched batches decode");
-            let before = out.len();
-            for rec in records {
-                if rec.offset >= offset {
-                    offset = rec.offset + 1;
-                    out.push(ReadRecord {
-                        offset: rec.offset,
-                        value: rec.value.unwrap_or_default(),
-                    });
-                }
-            }
-            if offset >= part.high_watermark || out.len() == before {
-                return (out, part.high_watermark);
-            }
-        }
+            .unwrap_or_else(|e| panic!("read {topic}-{p}: {e}"))
     }
 
     /// The concatenated segment files of node `id`'s replica of `topic`/`p`:

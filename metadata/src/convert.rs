@@ -1,9 +1,12 @@
 //! The wire forms of image types, for every service that answers with them
 //! (the Controller service here, the broker's Metadata).
 
-use rivulet_proto::v1::{BrokerInfo, ConfigEntry, ErrorCode, PartitionInfo, TopicInfo};
+use rivulet_proto::v1::{
+    BrokerInfo, ConfigEntry, ErrorCode, PartitionInfo, TopicInfo, TopicPartitionRef,
+};
 
 use crate::error::ErrorKind;
+use crate::ids::TopicPartition;
 use crate::image::{BrokerRegistration, PartitionImage, TopicImage};
 
 /// The wire form of a broker registration.
@@ -64,4 +67,22 @@ pub fn error_code(kind: ErrorKind) -> ErrorCode {
         ErrorKind::StaleBrokerEpoch => ErrorCode::StaleBrokerEpoch,
         ErrorKind::PreferredLeaderNotAvailable => ErrorCode::PreferredLeaderNotAvailable,
     }
+}
+
+/// Config entries from the wire as `(key, value)` pairs.
+pub fn config_pairs(entries: &[ConfigEntry]) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .map(|e| (e.key.clone(), e.value.clone()))
+        .collect()
+}
+
+/// The wire form of a list of topic partitions.
+pub fn partition_refs(tps: &[TopicPartition]) -> Vec<TopicPartitionRef> {
+    tps.iter()
+        .map(|tp| TopicPartitionRef {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+        })
+        .collect()
 }

@@ -363,7 +363,14 @@ async fn apply_response(
     }
     let mut applied = 0;
     while let Some(done) = applies.join_next().await {
-        applied += usize::from(done.unwrap_or(false));
+        match done {
+            Ok(ok) => applied += usize::from(ok),
+            // Surfaced, not dropped: the partition sits this round out.
+            Err(e) if e.is_panic() => {
+                tracing::error!(source, error = %e, "applying fetched data panicked");
+            }
+            Err(_) => {}
+        }
     }
     applied
 }

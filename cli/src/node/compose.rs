@@ -31,6 +31,15 @@ use tracing::{info, Instrument};
 
 use super::control::QuorumControl;
 
+/// Logs a task that panicked.
+fn log_panic(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        if e.is_panic() {
+            tracing::error!(error = %e, "a node task panicked");
+        }
+    }
+}
+
 /// How long open RPCs may drain after the listener stops.
 const DRAIN: Duration = Duration::from_secs(1);
 
@@ -133,26 +142,46 @@ impl Node {
         self.cancel.clone()
     }
 
-    /// Stops everything in order (see the module doc).
+    /// Stops everything in order (see the module doc). A task that
+    /// panicked on the way out is logged, not dropped.
     pub async fn shutdown(mut self) {
         info!(node = self.quorum().node_id(), "shutting down");
         self.cancel.cancel();
+        let tasks = &mut self.tasks;
         let drained = tokio::time::timeout(DRAIN, async {
-            while self.tasks.join_next().await.is_some() {}
+            while let Some(done) = tasks.join_next().await {
+                log_panic(done);
+            }
         })
         .await;
         if drained.is_err() {
             self.tasks.abort_all();
-            while self.tasks.join_next().await.is_some() {}
+            while let Some(done) = self.tasks.join_next().await {
+                log_panic(done);
+            }
         }
         self.controller.shutdown().await;
     }
 
     /// Runs until cancelled (e.g. by a signal handler), then shuts down.
-    /// Returns the reason if the node stopped itself after a fatal error.
-    pub async fn run_until_cancelled(self) -> Result<(), String> {
-        self.cancel.cancelled().await;
-        let fatal = self.controller.fatal();
+    /// Every task of a node runs until the node stops: one that ends before
+    /// (a panic in the replica manager, a server that failed) stops the
+    /// node too, rather than leaving it up without that part. Returns the
+    /// reason if the node stopped itself.
+    pub async fn run_until_cancelled(mut self) -> Result<(), String> {
+        let early = tokio::select! {
+            _ = self.cancel.cancelled() => None,
+            Some(done) = self.tasks.join_next() => Some(match done {
+                Err(e) if e.is_panic() => format!("a node task panicked: {e}"),
+                Err(e) => format!("a node task was cancelled: {e}"),
+                Ok(()) => "a node task stopped on its own".to_owned(),
+            }),
+        };
+        // The Raft watchdog's reason, if it fired, says more.
+        let fatal = self.controller.fatal().or(early);
+        if let Some(reason) = &fatal {
+            tracing::error!(%reason, "stopping the node");
+        }
         self.shutdown().await;
         fatal.map_or(Ok(()), Err)
     }

@@ -21,7 +21,7 @@ use rivulet_proto::v1::{
     CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest,
     DescribeClusterResponse, DescribeTopicsRequest, DescribeTopicsResponse, ElectLeadersRequest,
     ElectLeadersResponse, ErrorCode, HeartbeatRequest, HeartbeatResponse, RegisterBrokerRequest,
-    RegisterBrokerResponse, TopicPartitionRef, VoterInfo,
+    RegisterBrokerResponse, VoterInfo,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -61,22 +61,7 @@ fn outcome<T>(r: Result<T, QuorumError>) -> Result<(ErrorCode, String, Option<T>
 }
 
 pub use crate::convert::{broker_info, error_code, partition_info, topic_info};
-
-fn pairs(entries: &[ConfigEntry]) -> Vec<(String, String)> {
-    entries
-        .iter()
-        .map(|e| (e.key.clone(), e.value.clone()))
-        .collect()
-}
-
-fn refs(tps: &[TopicPartition]) -> Vec<TopicPartitionRef> {
-    tps.iter()
-        .map(|tp| TopicPartitionRef {
-            topic: tp.topic.clone(),
-            partition: tp.partition,
-        })
-        .collect()
-}
+use crate::convert::{config_pairs as pairs, partition_refs as refs};
 
 /// The service; cheap to clone.
 #[derive(Debug, Clone)]

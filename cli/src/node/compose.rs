@@ -169,13 +169,17 @@ impl Node {
     /// node too, rather than leaving it up without that part. Returns the
     /// reason if the node stopped itself.
     pub async fn run_until_cancelled(mut self) -> Result<(), String> {
+        // Biased, and checked again: once the node is being stopped, its
+        // tasks end because of that, not on their own.
         let early = tokio::select! {
+            biased;
             _ = self.cancel.cancelled() => None,
-            Some(done) = self.tasks.join_next() => Some(match done {
-                Err(e) if e.is_panic() => format!("a node task panicked: {e}"),
-                Err(e) => format!("a node task was cancelled: {e}"),
-                Ok(()) => "a node task stopped on its own".to_owned(),
-            }),
+            Some(done) = self.tasks.join_next() => match done {
+                Err(e) if e.is_panic() => Some(format!("a node task panicked: {e}")),
+                _ if self.cancel.is_cancelled() => None,
+                Err(e) => Some(format!("a node task was cancelled: {e}")),
+                Ok(()) => Some("a node task stopped on its own".to_owned()),
+            },
         };
         // The Raft watchdog's reason, if it fired, says more.
         let fatal = self.controller.fatal().or(early);

@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{Acks, BrokerApi, ProduceEntry, ProduceRequest, ProduceResult};
 use crate::api::{ReplicaFetchPartition, ReplicaFetchRequest};
 use crate::control::ControlPlane;
+use crate::groups::state::{Heartbeat, Tp};
+use crate::groups::{CoordinatorConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::lifecycle::BrokerRegistration;
 use crate::log::batch::{build_batch, RecordInput};
 use crate::log::ReadBound;
@@ -58,6 +60,7 @@ where
 struct Broker {
     mgr: Arc<ReplicaManager>,
     api: BrokerApi,
+    groups: Arc<GroupCoordinator>,
     stop: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
 }
@@ -115,12 +118,21 @@ impl DataPlane {
             let limits = rivulet_metadata::edge::EdgeLimits::default();
             let _ = rivulet_metadata::edge::serve(listener, routes, limits, server_stop).await;
         });
+        let groups = GroupCoordinator::new(
+            Arc::clone(&mgr),
+            CoordinatorConfig {
+                offsets_partitions: 1,
+                ..CoordinatorConfig::default()
+            },
+        );
+        tasks.spawn(Arc::clone(&groups).run(stop.child_token()));
         let api = BrokerApi::new(Arc::clone(&mgr));
         self.brokers.insert(
             id,
             Broker {
                 mgr,
                 api,
+                groups,
                 stop,
                 tasks,
             },
@@ -414,6 +426,84 @@ async fn a_replica_fetch_from_an_old_incarnation_is_refused_and_moves_nothing() 
             "a stale incarnation's fetch was not refused: {results:?}"
         );
         assert_eq!(dp.log_of(leader, "t").unwrap().1, hw_before);
+        dp.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_coordinator_reloads_members_and_committed_offsets_from_the_log() {
+    bounded(async {
+        let dp = DataPlane::start(3).await;
+        let group = "billing";
+        // The first FindCoordinator creates __consumer_offsets (RF 3).
+        let (first, _) = eventually("a coordinator", SETTLE, || async {
+            dp.broker(1).groups.find(group).await.ok()
+        })
+        .await;
+        let coordinator = dp.broker(first.id);
+        let now = || tokio::time::Instant::now();
+        let join = Heartbeat {
+            group: group.into(),
+            member_id: String::new(),
+            member_epoch: 0,
+            subscribed: vec!["orders".into()],
+            owned: Default::default(),
+            client_id: "c-1".into(),
+            session_timeout_ms: 30_000,
+        };
+        let reply = eventually(
+            "the shard loaded and the join committed",
+            SETTLE,
+            || async {
+                let hb = join.clone();
+                coordinator
+                    .groups
+                    .update(group, |g| g.heartbeat(hb, &|_: &str| Some(4), now(), 1))
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+        let tp: Tp = ("orders".into(), 2);
+        let offsets = vec![(tp.clone(), 42, "checkpoint".to_owned())];
+        let (member, epoch) = (reply.member_id.clone(), reply.member_epoch);
+        coordinator
+            .groups
+            .update(group, |g| {
+                g.commit(group, &member, epoch, offsets, now(), 7)
+                    .map(|records| (records, ()))
+            })
+            .await
+            .expect("the commit is replicated");
+
+        // The coordinator's broker is fenced: another replica of
+        // __consumer_offsets-0 leads, loads the shard from its copy of the
+        // log, and answers with the same group.
+        dp.control.update(|b| b.fence(first.id));
+        let next = dp.leader(OFFSETS_TOPIC, 0);
+        assert_ne!(next, first.id);
+        let shard = eventually("the new coordinator's shard", SETTLE, || async {
+            dp.broker(next).groups.shard_for(group).ok()
+        })
+        .await;
+        let groups = shard.groups.lock().await;
+        let g = groups.groups.get(group).expect("the group was reloaded");
+        let committed = g
+            .offsets
+            .get(&tp)
+            .expect("the committed offset was reloaded");
+        assert_eq!(
+            (committed.offset, committed.metadata.as_str()),
+            (42, "checkpoint")
+        );
+        let m = g
+            .members
+            .get(&reply.member_id)
+            .expect("the member was reloaded");
+        assert_eq!(m.value.epoch, reply.member_epoch);
+        assert_eq!(m.value.assigned, reply.assignment);
+        drop(groups);
         dp.shutdown().await;
     })
     .await;

@@ -16,7 +16,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use rivulet_client::{
     Acks, Admin, ClientConfig, Compression, Consumer, ConsumerConfig, ErrorCode, OffsetReset,
-    Producer, ProducerConfig, ProducerRecord, SeekTo,
+    Partitioner, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -65,12 +65,19 @@ pub struct ProducerKnobs {
     /// none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     compression: String,
+    /// Where records without a key go: `until-sent` (one partition until
+    /// its batch is sent: fewest, largest appends) or `uniform-sticky`
+    /// (Kafka's KIP-794: move on after batch-size bytes, evenly).
+    #[arg(long, default_value = "until-sent")]
+    partitioner: String,
 }
 
 impl ProducerKnobs {
     fn config(&self, default_linger_ms: u64) -> Result<ProducerConfig> {
         let compression: Compression = self.compression.parse()?;
+        let partitioner: Partitioner = self.partitioner.parse()?;
         Ok(ProducerConfig {
+            partitioner,
             acks: match self.acks {
                 AcksArg::Zero => Acks::None,
                 AcksArg::One => Acks::Leader,

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use rivulet_client::{
     Acks, ClientConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, GroupConfig,
-    GroupConsumer, OffsetReset, Producer, ProducerConfig, ProducerRecord, RebalanceEvent, SeekTo,
+    GroupConsumer, OffsetReset, Partitioner, Producer, ProducerConfig, ProducerRecord,
+    RebalanceEvent, SeekTo,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -54,6 +55,11 @@ pub struct ProduceArgs {
     /// Give up on a record after this long, retries included (ms).
     #[arg(long, default_value_t = 30_000)]
     delivery_timeout_ms: u64,
+    /// Where records without a key go: `until-sent` (one partition until
+    /// its batch is sent: fewest, largest appends) or `uniform-sticky`
+    /// (Kafka's KIP-794: move on after batch-size bytes, evenly).
+    #[arg(long, default_value = "until-sent")]
+    partitioner: String,
 }
 
 /// Options of `rivulet consume`.
@@ -125,6 +131,7 @@ fn split_key(line: &[u8], sep: &[u8]) -> Option<(Bytes, Bytes)> {
 /// Runs `rivulet produce`.
 pub async fn produce(bootstrap: &str, args: ProduceArgs) -> Result<()> {
     let compression: Compression = args.compression.parse()?;
+    let partitioner: Partitioner = args.partitioner.parse()?;
     if args.key_separator.as_deref() == Some("") {
         bail!("--key-separator must not be empty");
     }
@@ -137,6 +144,7 @@ pub async fn produce(bootstrap: &str, args: ProduceArgs) -> Result<()> {
         linger: Duration::from_millis(args.linger_ms),
         compression,
         delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
+        partitioner,
         ..ProducerConfig::default()
     };
     let producer = Producer::connect(ClientConfig::new(bootstrap), config)

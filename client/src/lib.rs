@@ -43,7 +43,7 @@ pub use consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 pub use error::{Error, Result};
 pub use group::{GroupConfig, GroupConsumer, RebalanceEvent, TopicPartition};
 pub use group_admin::{GroupDescription, MemberDescription, PartitionLag};
-pub use producer::{DeliveryFuture, Producer, ProducerConfig, RecordMetadata};
+pub use producer::{DeliveryFuture, Partitioner, Producer, ProducerConfig, RecordMetadata};
 pub use records::{
     decode_batches, encode_batch, murmur2, partition_for_key, Compression, ConsumerRecord, Decoded,
     ProducerRecord, UndecodableBatch,

@@ -360,3 +360,52 @@ async fn produce_and_consume_through_the_cli() {
     );
     c.assert_no_unexpected_errors(&[]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_records_move_on_after_batch_size_with_the_uniform_sticky_partitioner() {
+    let c = Cluster::start(1).await;
+    c.leader().await;
+    c.wait_unfenced(&c.ids(), Duration::from_secs(10)).await;
+    let create = [
+        "topic",
+        "create",
+        "spread",
+        "--partitions",
+        "6",
+        "--replication-factor",
+        "1",
+    ];
+    assert!(rivulet(&c, &create).status.success());
+    // 3,000 keyless records of 100 bytes: about five 64 KiB runs, and
+    // KIP-794 never picks the same partition twice in a row.
+    let input: String = (0..3_000).map(|i| format!("{i:0>100}\n")).collect();
+    let out = rivulet_stdin(
+        &c,
+        &["produce", "spread", "--partitioner", "uniform-sticky"],
+        input.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "produce: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let described = ok_json(&c, &["topic", "describe", "spread", "--json"]);
+    let counts: Vec<u64> = described["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p["high_watermark"].as_u64().expect("a high watermark"))
+        .collect();
+    assert_eq!(counts.iter().sum::<u64>(), 3_000, "{counts:?}");
+    let used = counts.iter().filter(|n| **n > 0).count();
+    assert!(used >= 2, "every record on one partition: {counts:?}");
+    // An unknown partitioner is a one-line error.
+    let bad = rivulet_stdin(
+        &c,
+        &["produce", "spread", "--partitioner", "random"],
+        b"x\n",
+    );
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("unknown partitioner"), "{err}");
+}

@@ -374,7 +374,7 @@ async fn after_failover_the_old_leaders_unacknowledged_tail_is_truncated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_fetch_from_an_old_incarnation_is_refused_and_moves_nothing() {
+async fn a_replica_fetch_from_another_incarnation_is_refused_and_moves_nothing() {
     bounded(async {
         let dp = DataPlane::start(3).await;
         dp.control.update(|b| b.create_topic("t", 1, 3));
@@ -424,6 +424,31 @@ async fn a_replica_fetch_from_an_old_incarnation_is_refused_and_moves_nothing() 
                 [Err(PartitionError::StaleBrokerEpoch { request, .. })] if *request == stale
             ),
             "a stale incarnation's fetch was not refused: {results:?}"
+        );
+        // Nor does an epoch the controller never gave out (a forged call).
+        let forged = ReplicaFetchRequest {
+            replica_id: follower,
+            broker_epoch: u64::MAX,
+            max_wait: Duration::ZERO,
+            min_bytes: 0,
+            max_bytes: 1 << 20,
+            partitions: vec![ReplicaFetchPartition {
+                topic: "t".into(),
+                partition: 0,
+                current_leader_epoch: epoch,
+                fetch_offset: 1_000,
+                last_fetched_epoch: Some(epoch),
+                max_bytes: 1 << 20,
+                storage_failed: false,
+            }],
+        };
+        let results = dp.broker(leader).api.replica_fetch(forged).await.unwrap();
+        assert!(
+            matches!(
+                results.as_slice(),
+                [Err(PartitionError::StaleBrokerEpoch { .. })]
+            ),
+            "a fetch from the future was accepted: {results:?}"
         );
         assert_eq!(dp.log_of(leader, "t").unwrap().1, hw_before);
         dp.shutdown().await;

@@ -62,8 +62,12 @@ impl BrokerApi {
         req: ReplicaFetchRequest,
     ) -> Result<Vec<ReplicaFetchResult>, ApiError> {
         let image = self.mgr.image();
+        // Only the incarnation this leader's image knows counts: an older
+        // one was replaced, and a newer one is either not in this image yet
+        // (the follower retries after its backoff) or not a broker epoch the
+        // controller ever gave out (`2^64-1` from a forged call).
         match image.broker(BrokerId(req.replica_id)) {
-            Some(b) if req.broker_epoch < b.broker_epoch => {
+            Some(b) if req.broker_epoch != b.broker_epoch => {
                 let current = b.broker_epoch;
                 return Ok(req
                     .partitions

@@ -64,8 +64,9 @@ pub enum PartitionError {
     /// The request itself is malformed.
     #[error("{0}")]
     InvalidRequest(String),
-    /// A replica fetch from an old incarnation of the follower.
-    #[error("broker epoch {request} of broker {broker} is stale (current {current})")]
+    /// A replica fetch from another incarnation of the follower than the
+    /// leader's image holds (an older one, or one the image does not know).
+    #[error("broker epoch {request} of broker {broker} is not its current one ({current})")]
     StaleBrokerEpoch {
         /// The follower.
         broker: u64,

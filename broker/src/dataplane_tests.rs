@@ -533,3 +533,30 @@ async fn a_new_coordinator_reloads_members_and_committed_offsets_from_the_log() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_find_coordinator_dropped_while_creating_the_offsets_topic_does_not_wedge_it() {
+    bounded(async {
+        let dp = DataPlane::start(1).await;
+        let hang = || {
+            dp.control
+                .hang_create_topic
+                .store(true, std::sync::atomic::Ordering::Release)
+        };
+        hang();
+        // The client gives up on a FindCoordinator stuck creating the topic.
+        let dropped =
+            tokio::time::timeout(Duration::from_millis(200), dp.broker(1).groups.find("g")).await;
+        assert!(dropped.is_err(), "the create should hang: {dropped:?}");
+        // The controller answers again: the next FindCoordinator creates it.
+        dp.control
+            .hang_create_topic
+            .store(false, std::sync::atomic::Ordering::Release);
+        eventually("the offsets topic", SETTLE, || async {
+            dp.broker(1).groups.find("g").await.ok()
+        })
+        .await;
+        dp.shutdown().await;
+    })
+    .await;
+}

@@ -118,6 +118,9 @@ fn refusal(e: ControllerError) -> ControlError {
 pub(crate) struct FakeControl {
     builder: Mutex<ImageBuilder>,
     images: watch::Sender<Arc<MetadataImage>>,
+    /// While set, CreateTopic never answers (a controller that black-holes
+    /// the call).
+    pub hang_create_topic: std::sync::atomic::AtomicBool,
 }
 
 impl FakeControl {
@@ -126,6 +129,7 @@ impl FakeControl {
         Arc::new(Self {
             builder: Mutex::new(builder),
             images,
+            hang_create_topic: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -186,6 +190,12 @@ impl ControlPlane for FakeControl {
     }
 
     fn create_topic(&self, t: NewTopic) -> BoxFuture<'_, Result<(), ControlError>> {
+        if self
+            .hang_create_topic
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Box::pin(std::future::pending());
+        }
         let result = self.update(|b| {
             b.decide(|img| {
                 create_topic(img, &t.name, t.partitions, t.replication_factor, &t.configs)

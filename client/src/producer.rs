@@ -76,10 +76,11 @@ pub enum Partitioner {
     /// partition's batch stays in flight longer and draws more records.
     #[default]
     UntilSent,
-    /// Kafka's uniform sticky partitioner (KIP-794): a partition until
-    /// `batch_size` bytes went to it, then another chosen uniformly, never
-    /// the same twice in a row. Spreads keyless records evenly whatever the
-    /// partitions' speed.
+    /// Kafka's uniform sticky partitioner (KIP-794) with adaptive
+    /// partitioning off: a partition until `batch_size` bytes (as estimated
+    /// before encoding) went to it, then another chosen uniformly, never the
+    /// same twice in a row (as KIP-480's sticky cache). Spreads keyless
+    /// records evenly whatever the partitions' speed.
     UniformSticky,
 }
 

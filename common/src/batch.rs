@@ -465,8 +465,19 @@ pub fn decode_batches<T>(
 }
 
 /// Decodes every record in `bytes`, which must be whole batches that all
-/// decode.
+/// decode: a partial batch or trailing bytes are an error here (the
+/// durability checker relies on it), unlike in [`decode_batches`].
 pub fn decode_records(bytes: &[u8]) -> Result<Vec<DecodedRecord>, BatchError> {
+    let whole: usize = headers(bytes).map(|(_, h)| h.size).sum();
+    if whole != bytes.len() {
+        return Err(BatchError::Decode {
+            offset: headers(bytes).last().map_or(0, |(_, h)| h.next_offset()),
+            reason: format!(
+                "{} trailing bytes are not a whole batch",
+                bytes.len() - whole
+            ),
+        });
+    }
     let d = decode_batches(Bytes::copy_from_slice(bytes), 0, false, |r| r);
     match d.undecodable.into_iter().next() {
         Some(u) => Err(BatchError::Decode {
@@ -579,6 +590,13 @@ mod tests {
         let from = decode_batches(bytes.slice(..bytes.len() - 3), 1, true, |r| r.offset);
         assert!(from.records.is_empty());
         assert!(decode_records(&bytes).is_err());
+        // decode_records takes whole batches only.
+        assert_eq!(decode_records(&first).unwrap().len(), 1);
+        let cut = decode_records(&first[..first.len() - 1]).unwrap_err();
+        assert!(cut.to_string().contains("not a whole batch"), "{cut}");
+        let mut trailing = first.clone();
+        trailing.extend_from_slice(&[0u8; 10]);
+        assert!(decode_records(&trailing).is_err());
     }
 
     #[test]

@@ -39,6 +39,9 @@ use state::{GroupError, GroupRecord, Groups};
 
 /// The internal topic holding group state and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Longest a CreateTopic of `__consumer_offsets` may take; the next
+/// FindCoordinator tries again.
+const CREATE_OFFSETS_TOPIC_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest group id accepted.
 pub const MAX_GROUP_ID_LENGTH: usize = 255;
 
@@ -294,6 +297,15 @@ impl GroupCoordinator {
         if self.creating.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Cleared however this ends: the FindCoordinator that runs it may be
+        // dropped mid-call by its client.
+        struct Creating<'a>(&'a AtomicBool);
+        impl Drop for Creating<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _creating = Creating(&self.creating);
         let live = image.brokers().values().filter(|b| !b.fenced).count();
         let rf = self
             .config
@@ -309,7 +321,16 @@ impl GroupCoordinator {
                 ("retention.ms".into(), "-1".into()),
             ],
         };
-        let result = match self.control.create_topic(request).await {
+        let call = tokio::time::timeout(
+            CREATE_OFFSETS_TOPIC_TIMEOUT,
+            self.control.create_topic(request),
+        );
+        let result = match call.await.unwrap_or_else(|_| {
+            Err(ControlError::Unreachable(format!(
+                "no answer in {} s",
+                CREATE_OFFSETS_TOPIC_TIMEOUT.as_secs()
+            )))
+        }) {
             Err(ControlError::Refused { code, .. })
                 if code == ErrorCode::TopicAlreadyExists as i32 =>
             {
@@ -325,7 +346,6 @@ impl GroupCoordinator {
             ),
             Err(e) => warn!(error = %e, "cannot create {OFFSETS_TOPIC} yet"),
         }
-        self.creating.store(false, Ordering::Release);
     }
 
     /// The loaded shard coordinating `group`.

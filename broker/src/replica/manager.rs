@@ -99,7 +99,7 @@ impl BrokerConfig {
         check_range(
             "replica-lag-time-max-ms",
             self.replica_lag_time_max_ms,
-            Self::MIN_REPLICA_LAG_TIME_MAX_MS as i64..=i64::from(u32::MAX),
+            Self::MIN_REPLICA_LAG_TIME_MAX_MS as i64..=i64::MAX,
         )?;
         check_range(
             "fetch-max-bytes",
@@ -323,10 +323,18 @@ impl ReplicaManager {
             .unwrap_or_else(|e| e.into_inner())
             .get(&w.key)
             .cloned();
-        match (w.log, existing) {
-            (LogStep::Keep, Some(part)) => return Some(part),
-            (LogStep::Replace, Some(old)) => self.remove(&w.key, &old),
-            _ => {}
+        // The live replica decides (the plan was made from a snapshot of
+        // the same map, so they agree while reconcile is the only writer).
+        match existing {
+            Some(part) if part.topic_id == w.topic_id => {
+                debug_assert_eq!(w.log, LogStep::Keep);
+                return Some(part);
+            }
+            Some(old) => {
+                debug_assert_eq!(w.log, LogStep::Replace);
+                self.remove(&w.key, &old);
+            }
+            None => debug_assert_eq!(w.log, LogStep::Open),
         }
         let (topic, partition) = (&w.key.0, w.key.1);
         let log = match self.open_log(topic, partition, w.topic_id, w.config.segment_bytes) {
@@ -563,7 +571,7 @@ impl ReplicaManager {
         }
         info!("metadata caught up with this broker's registration; starting the data plane");
         let mut orphans_checked = false;
-        let mut fetchers: HashMap<u64, CancellationToken> = HashMap::new();
+        let mut fetchers = Fetchers::new();
         let mut tasks = JoinSet::new();
         let mut isr_tick = tokio::time::interval(ISR_TICK);
         let mut storage_reported: Vec<(String, u32)> = Vec::new();
@@ -609,6 +617,9 @@ impl ReplicaManager {
                     reconcile_now = true;
                 }
                 _ = isr_tick.tick() => {
+                    if fetchers.values().any(|(t, task)| task.is_finished() && !t.is_cancelled()) {
+                        self.update_fetchers(&mut fetchers, &cancel);
+                    }
                     self.propose_isr_changes(&mut tasks);
                     self.report_storage_failures(&mut storage_reported);
                 }
@@ -637,7 +648,7 @@ impl ReplicaManager {
                 }
             }
         }
-        for token in fetchers.values() {
+        for (token, _) in fetchers.values() {
             token.cancel();
         }
         tasks.abort_all();
@@ -652,31 +663,34 @@ impl ReplicaManager {
 
     /// Starts a fetcher for every broker some hosted replica follows, and
     /// stops the ones no longer needed.
-    fn update_fetchers(
-        self: &Arc<Self>,
-        fetchers: &mut HashMap<u64, CancellationToken>,
-        cancel: &CancellationToken,
-    ) {
+    /// A fetcher that ended while still wanted (it panicked) is logged and
+    /// started again, so its leader's partitions do not stop replicating.
+    fn update_fetchers(self: &Arc<Self>, fetchers: &mut Fetchers, cancel: &CancellationToken) {
         let sources: BTreeSet<u64> = self
             .all()
             .iter()
             .filter_map(|p| p.following().and_then(|(l, _)| l))
             .collect();
-        fetchers.retain(|source, token| {
+        fetchers.retain(|source, (token, task)| {
             let keep = sources.contains(source);
             if !keep {
                 debug!(source, "stopping fetcher");
                 token.cancel();
+                return false;
             }
-            keep
+            if task.is_finished() && !token.is_cancelled() {
+                error!(source, "a fetcher stopped (it panicked); starting it again");
+                return false;
+            }
+            true
         });
         for source in sources {
             fetchers.entry(source).or_insert_with(|| {
                 debug!(source, "starting fetcher");
                 let token = cancel.child_token();
                 let host: Arc<dyn FetchHost> = Arc::clone(self) as Arc<dyn FetchHost>;
-                tokio::spawn(run_fetcher(host, source, token.clone()));
-                token
+                let task = tokio::spawn(run_fetcher(host, source, token.clone()));
+                (token, task)
             });
         }
     }
@@ -717,6 +731,9 @@ impl ReplicaManager {
         }
     }
 }
+
+/// The running fetchers by source broker: how to stop each, and its task.
+type Fetchers = HashMap<u64, (CancellationToken, tokio::task::JoinHandle<()>)>;
 
 /// The fetchers' narrow view of the broker.
 impl FetchHost for ReplicaManager {

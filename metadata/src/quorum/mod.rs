@@ -83,7 +83,7 @@ impl QuorumTiming {
     pub const DEFAULT_BROKER_LEASE_MS: u64 = 1_500;
     /// Broker leases the node accepts, ms: at least two heartbeats fit in
     /// the shortest.
-    pub const BROKER_LEASE_RANGE_MS: std::ops::RangeInclusive<u64> = 500..=600_000;
+    pub const BROKER_LEASE_RANGE_MS: std::ops::RangeInclusive<u64> = 500..=u64::MAX;
     /// Default preferred-leader check interval, ms.
     pub const DEFAULT_PREFERRED_LEADER_CHECK_MS: u64 = 5_000;
 

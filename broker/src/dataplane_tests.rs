@@ -234,6 +234,28 @@ impl DataPlane {
     }
 }
 
+/// A ReplicaFetch of `t`/0 as broker `follower` at `broker_epoch`, following
+/// leader epoch `epoch`, from an offset past the log end (it would count as
+/// full progress if accepted).
+fn fetch_t0_as(follower: u64, broker_epoch: u64, epoch: u32) -> ReplicaFetchRequest {
+    ReplicaFetchRequest {
+        replica_id: follower,
+        broker_epoch,
+        max_wait: Duration::ZERO,
+        min_bytes: 0,
+        max_bytes: 1 << 20,
+        partitions: vec![ReplicaFetchPartition {
+            topic: "t".into(),
+            partition: 0,
+            current_leader_epoch: epoch,
+            fetch_offset: 1_000,
+            last_fetched_epoch: Some(epoch),
+            max_bytes: 1 << 20,
+            storage_failed: false,
+        }],
+    }
+}
+
 /// A one-record batch.
 fn batch(value: &str) -> Bytes {
     build_batch(&[RecordInput {
@@ -400,22 +422,7 @@ async fn a_replica_fetch_from_another_incarnation_is_refused_and_moves_nothing()
         let answer = dp
             .broker(leader)
             .api
-            .replica_fetch(ReplicaFetchRequest {
-                replica_id: follower,
-                broker_epoch: stale,
-                max_wait: Duration::ZERO,
-                min_bytes: 0,
-                max_bytes: 1 << 20,
-                partitions: vec![ReplicaFetchPartition {
-                    topic: "t".into(),
-                    partition: 0,
-                    current_leader_epoch: epoch,
-                    fetch_offset: 1_000,
-                    last_fetched_epoch: Some(epoch),
-                    max_bytes: 1 << 20,
-                    storage_failed: false,
-                }],
-            })
+            .replica_fetch(fetch_t0_as(follower, stale, epoch))
             .await;
         let results = answer.expect("an answer per partition");
         assert!(
@@ -426,22 +433,7 @@ async fn a_replica_fetch_from_another_incarnation_is_refused_and_moves_nothing()
             "a stale incarnation's fetch was not refused: {results:?}"
         );
         // Nor does an epoch the controller never gave out (a forged call).
-        let forged = ReplicaFetchRequest {
-            replica_id: follower,
-            broker_epoch: u64::MAX,
-            max_wait: Duration::ZERO,
-            min_bytes: 0,
-            max_bytes: 1 << 20,
-            partitions: vec![ReplicaFetchPartition {
-                topic: "t".into(),
-                partition: 0,
-                current_leader_epoch: epoch,
-                fetch_offset: 1_000,
-                last_fetched_epoch: Some(epoch),
-                max_bytes: 1 << 20,
-                storage_failed: false,
-            }],
-        };
+        let forged = fetch_t0_as(follower, u64::MAX, epoch);
         let results = dp.broker(leader).api.replica_fetch(forged).await.unwrap();
         assert!(
             matches!(

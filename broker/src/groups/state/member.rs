@@ -85,15 +85,7 @@ impl Groups {
             .get(group)
             .is_some_and(|g| g.members.contains_key(&hb.member_id))
         {
-            self.emit(
-                out,
-                GroupRecord::Member {
-                    group: group.clone(),
-                    member: hb.member_id.clone(),
-                    value: None,
-                },
-                now,
-            );
+            self.emit_member(group, &hb.member_id, None, out, now);
             self.bump_epoch(group, out, now);
         }
         HeartbeatReply {
@@ -136,15 +128,7 @@ impl Groups {
             revoking: BTreeSet::new(),
             session_timeout_ms: hb.session_timeout_ms,
         };
-        self.emit(
-            out,
-            GroupRecord::Member {
-                group: group.clone(),
-                member: member_id.clone(),
-                value: Some(value.clone()),
-            },
-            now,
-        );
+        self.emit_member(group, &member_id, Some(value.clone()), out, now);
         Ok((member_id, value))
     }
 
@@ -247,15 +231,7 @@ impl Groups {
         }
         let current = g.members.get(&member_id).map(|m| m.value.clone());
         if current.as_ref() != Some(&value) {
-            self.emit(
-                out,
-                GroupRecord::Member {
-                    group: group.clone(),
-                    member: member_id.clone(),
-                    value: Some(value.clone()),
-                },
-                now,
-            );
+            self.emit_member(group, &member_id, Some(value.clone()), out, now);
         } else if let Some(m) = self
             .groups
             .get_mut(group)
@@ -270,6 +246,25 @@ impl Groups {
             assignment: value.assigned,
             reconciling,
         }
+    }
+}
+
+impl Groups {
+    /// Emits a member's new value (`None`: it left).
+    fn emit_member(
+        &mut self,
+        group: &str,
+        member: &str,
+        value: Option<MemberValue>,
+        out: &mut Vec<GroupRecord>,
+        now: Instant,
+    ) {
+        let record = GroupRecord::Member {
+            group: group.to_owned(),
+            member: member.to_owned(),
+            value,
+        };
+        self.emit(out, record, now);
     }
 }
 

@@ -98,7 +98,11 @@ impl DataPlane {
 
     fn run_broker(&mut self, id: u64, listener: TcpListener) {
         let control: Arc<dyn ControlPlane> = Arc::clone(&self.control) as _;
-        let registration = BrokerRegistration::new(id, Arc::clone(&control));
+        let registration = BrokerRegistration::new(
+            id,
+            Arc::clone(&control),
+            rivulet_proto::node_auth::NodeSigner::unsigned(id),
+        );
         let epoch = control.image().broker(BrokerId(id)).unwrap().broker_epoch;
         registration.set_registered(epoch);
         let config = BrokerConfig {
@@ -116,7 +120,14 @@ impl DataPlane {
         let server_stop = stop.clone();
         tasks.spawn(async move {
             let limits = rivulet_metadata::edge::EdgeLimits::default();
-            let _ = rivulet_metadata::edge::serve(listener, routes, limits, server_stop).await;
+            let _ = rivulet_metadata::edge::serve(
+                listener,
+                routes,
+                limits,
+                Arc::new(rivulet_proto::node_auth::NodeVerifier::open()),
+                server_stop,
+            )
+            .await;
         });
         let groups = GroupCoordinator::new(
             Arc::clone(&mgr),

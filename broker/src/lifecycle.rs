@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use rivulet_metadata::image::MetadataImage;
 use rivulet_metadata::BrokerId;
+use rivulet_proto::node_auth::{node_channel, NodeChannel, NodeSigner};
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{ErrorCode, HeartbeatRequest, RegisterBrokerRequest, TopicPartitionRef};
 use rivulet_proto::{NOT_READY_KEY, TRY_NODES_KEY};
@@ -76,19 +77,28 @@ pub struct BrokerRegistration {
     storage_failed: Mutex<Vec<(String, u32)>>,
     /// A controlled shutdown was asked for (sent with every heartbeat).
     shutting_down: AtomicBool,
+    /// Signs this broker's calls to other nodes.
+    signer: NodeSigner,
 }
 
 impl BrokerRegistration {
     /// The registration of broker `id`, not yet registered; call
-    /// [`Self::run`] to register.
-    pub fn new(id: u64, control: Arc<dyn ControlPlane>) -> Arc<Self> {
+    /// [`Self::run`] to register. `signer` signs its calls to other nodes
+    /// (registration, heartbeats, replica fetches).
+    pub fn new(id: u64, control: Arc<dyn ControlPlane>, signer: NodeSigner) -> Arc<Self> {
         Arc::new(Self {
             id,
             control,
+            signer,
             registered: watch::Sender::new(None),
             storage_failed: Mutex::default(),
             shutting_down: AtomicBool::new(false),
         })
+    }
+
+    /// Signs this broker's calls to other nodes.
+    pub fn signer(&self) -> &NodeSigner {
+        &self.signer
     }
 
     /// The control plane this registration talks to.
@@ -184,9 +194,9 @@ impl BrokerRegistration {
         done
     }
 
-    /// A controller client for `addr`.
-    fn client(addr: &str) -> Option<ControllerClient<tonic::transport::Channel>> {
-        rivulet_proto::channel(addr, rivulet_proto::NODE_CONNECT_TIMEOUT)
+    /// A controller client for `addr`, signing its calls.
+    fn client(&self, addr: &str) -> Option<ControllerClient<NodeChannel>> {
+        node_channel(addr, rivulet_proto::NODE_CONNECT_TIMEOUT, &self.signer)
             .ok()
             .map(ControllerClient::new)
     }
@@ -202,7 +212,7 @@ impl BrokerRegistration {
             if let Some(mut c) = self
                 .control
                 .controller()
-                .and_then(|(_, a)| Self::client(&a))
+                .and_then(|(_, a)| self.client(&a))
             {
                 let req = RegisterBrokerRequest {
                     broker_id: self.id,
@@ -270,7 +280,7 @@ impl BrokerRegistration {
                     }
                 }
             };
-            let Some(mut c) = Self::client(&leader) else {
+            let Some(mut c) = self.client(&leader) else {
                 tokio::time::sleep(RETRY).await;
                 continue;
             };

@@ -327,6 +327,15 @@ impl Replication for BrokerRpc {
         &self,
         request: Request<ReplicaFetchRequest>,
     ) -> Result<Response<ReplicaFetchResponse>, Status> {
+        // A node fetches only as itself: its fetches move the HW.
+        if let Some(rivulet_proto::node_auth::CallerNode(caller)) = request.extensions().get() {
+            if *caller != request.get_ref().replica_id {
+                return Err(Status::permission_denied(format!(
+                    "node {caller} may not fetch as replica {}",
+                    request.get_ref().replica_id
+                )));
+            }
+        }
         let r = request.into_inner();
         let req = api::ReplicaFetchRequest {
             replica_id: r.replica_id,

@@ -122,6 +122,25 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a learner (a node that is not a voter) from the controller
+    /// quorum, e.g. a decommissioned node: the metadata log stops streaming
+    /// to it. Voters cannot be removed.
+    RemoveLearner {
+        /// The learner's node id.
+        id: u64,
+    },
+    /// Write a new random cluster secret (256 bits, hex) to a file readable
+    /// by its owner only, for `rivulet node --cluster-secret-file`. Give
+    /// every node of the cluster the same file. Needs no cluster.
+    NewSecret {
+        /// The file to create; an existing file is never overwritten.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Succeed without writing when the file exists already (for
+        /// start-up scripts).
+        #[arg(long)]
+        if_missing: bool,
+    },
 }
 
 /// `rivulet topic ...`
@@ -182,7 +201,34 @@ pub struct CreateArgs {
 
 /// Runs `rivulet cluster ...`.
 pub async fn cluster(bootstrap: &str, cmd: ClusterCommand) -> Result<()> {
-    let ClusterCommand::Status { json } = cmd;
+    let json = match cmd {
+        ClusterCommand::Status { json } => json,
+        ClusterCommand::RemoveLearner { id } => {
+            let mut c = connect(bootstrap).await?;
+            let r = c
+                .remove_learner(rivulet_proto::v1::RemoveLearnerRequest { node_id: id })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            check(r.error_code, &r.error_message)?;
+            println!("removed learner {id} from the controller quorum");
+            return Ok(());
+        }
+        ClusterCommand::NewSecret { out, if_missing } => {
+            let made = rivulet_proto::node_auth::ClusterSecret::create_file(&out, if_missing)?;
+            if made {
+                println!(
+                    "wrote a new cluster secret to {} (mode 0600); start every node with \
+                     --cluster-secret-file {}",
+                    out.display(),
+                    out.display()
+                );
+            } else {
+                println!("{} exists; left as it is", out.display());
+            }
+            return Ok(());
+        }
+    };
     let mut c = connect(bootstrap).await?;
     let d = c
         .describe_cluster(DescribeClusterRequest {})

@@ -45,13 +45,18 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>> {
         .collect()
 }
 
+/// The cluster secret's file in a local cluster's data directory.
+pub const SECRET_FILE: &str = "cluster.secret";
+
 impl LocalCluster {
     /// Starts one node per port, with `extra_args` added to every
-    /// `rivulet node` command line.
+    /// `rivulet node` command line. The nodes share a cluster secret,
+    /// `<data_dir>/cluster.secret`, made on first use.
     pub fn spawn(data_dir: &Path, ports: Vec<u16>, extra_args: &[String]) -> Result<Self> {
         let exe = std::env::current_exe().context("cannot find the rivulet binary")?;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        rivulet_proto::node_auth::ClusterSecret::create_file(&data_dir.join(SECRET_FILE), true)?;
         let mut c = Self {
             exe,
             data_dir: data_dir.canonicalize()?,
@@ -119,6 +124,8 @@ impl LocalCluster {
                 .to_string(),
             "--voters".into(),
             voters.join(","),
+            "--cluster-secret-file".into(),
+            self.data_dir.join(SECRET_FILE).display().to_string(),
         ];
         args.extend(self.extra_args.iter().cloned());
         args

@@ -221,7 +221,50 @@ def main():
         r = stub.Produce(b.ProduceRequest(acks=b.ACKS_ALL, partitions=[entry]), timeout=10).partitions[0]
         assert r.error_code == common.INVALID_RECORD and "transactional" in r.error_message, r
 
+    def forged_node_calls_are_unauthenticated():
+        # The cluster runs with a secret: the cluster's own calls from a
+        # plain client are refused before they reach any service, and
+        # change nothing.
+        from rivulet.v1 import raft_pb2 as raft, raft_pb2_grpc as rg
+
+        before = controller.DescribeCluster(ctl.DescribeClusterRequest(), timeout=10)
+        vote = b'{"vote":{"leader_id":{"term":1000,"node_id":3},"committed":false},"last_log_id":null}'
+        victim = sorted(x.id for x in before.brokers)[-1]
+        epoch = [x.broker_epoch for x in before.brokers if x.id == victim][0]
+        calls = [
+            lambda: rg.RaftStub(channels[addrs[0]]).Vote(raft.RaftMessage(json=vote), timeout=10),
+            lambda: controller.RegisterBroker(
+                ctl.RegisterBrokerRequest(broker_id=victim, address="203.0.113.9:9092", directory_id="x"), timeout=10
+            ),
+            lambda: controller.RegisterBroker(ctl.RegisterBrokerRequest(broker_id=77, address="203.0.113.9:9092"), timeout=10),
+            lambda: controller.AddLearner(ctl.AddLearnerRequest(node_id=77, address="203.0.113.9:9092"), timeout=10),
+            lambda: bg.ReplicationStub(channels[addrs[0]]).ReplicaFetch(
+                b.ReplicaFetchRequest(replica_id=victim, broker_epoch=epoch, max_wait_ms=10), timeout=10
+            ),
+            # Headers that look like a proof are not one.
+            lambda: rg.RaftStub(channels[addrs[0]]).Vote(
+                raft.RaftMessage(json=vote),
+                timeout=10,
+                metadata=[("x-rivulet-node-proof", "v1.3.%d.%s.%s" % (int(time.time() * 1000), "0" * 32, "0" * 64))],
+            ),
+        ]
+        for i, call in enumerate(calls):
+            try:
+                call()
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAUTHENTICATED, (i, e.code(), e.details())
+            else:
+                raise AssertionError(f"forged call {i} accepted")
+        after = controller.DescribeCluster(ctl.DescribeClusterRequest(), timeout=10)
+        assert after.raft_term == before.raft_term, (before.raft_term, after.raft_term)
+        assert after.controller_leader == before.controller_leader
+        assert [(x.id, x.address, x.broker_epoch) for x in after.brokers] == [
+            (x.id, x.address, x.broker_epoch) for x in before.brokers
+        ], after.brokers
+        assert [(v.id, v.learner) for v in after.voters] == [(v.id, v.learner) for v in before.voters]
+
     check("DescribeCluster: every broker live, with a directory id", cluster_state)
+    check("Node-to-node calls from a plain client are UNAUTHENTICATED and change nothing", forged_node_calls_are_unauthenticated)
     check("CreateTopic", create)
     check("Produce: entries for one partition are appended in request order", same_partition_entries_in_order)
     check("ListOffsets: timestamps -1 and -2 are LATEST and EARLIEST", kafka_timestamp_conventions)

@@ -200,6 +200,11 @@ impl Cluster {
             .expect("cannot create a temp dir");
         self.root_path = root.path().to_path_buf();
         self.root = Some(root);
+        rivulet_proto::node_auth::ClusterSecret::create_file(
+            &self.root_path.join(crate::node::SECRET_FILE),
+            false,
+        )
+        .expect("cannot write the cluster secret");
         let addrs = match &self.net {
             // Each namespace has its own address: any port will do.
             Some(net) => (1..=n)
@@ -595,6 +600,26 @@ impl Cluster {
             .tcp_nodelay(true)
             .connect_lazy();
         ControllerClient::new(channel)
+    }
+
+    /// The file holding the cluster's secret (every node gets
+    /// `--cluster-secret-file` with it).
+    pub fn secret_file(&self) -> PathBuf {
+        self.root_path.join(crate::node::SECRET_FILE)
+    }
+
+    /// A channel to node `to` whose calls carry node `as_node`'s proof of
+    /// the cluster secret: what a real node sends.
+    pub fn node_channel(&self, to: u64, as_node: u64) -> rivulet_proto::node_auth::NodeChannel {
+        use rivulet_proto::node_auth::{ClusterSecret, NodeChannel, NodeSigner};
+        let secret = ClusterSecret::from_file(&self.secret_file()).expect("the cluster secret");
+        let channel = Endpoint::from_shared(format!("http://{}", self.addr(to)))
+            .expect("a socket address is a valid URI")
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(RPC_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        NodeChannel::new(channel, NodeSigner::new(as_node, Some(secret)))
     }
 
     /// `DescribeCluster` on node `id`: its own view.

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The cluster secret's file name in the cluster's directory.
+pub(crate) const SECRET_FILE: &str = "cluster.secret";
+
 /// What the process of a node is doing.
 #[derive(Debug)]
 pub(crate) enum State {
@@ -39,6 +42,8 @@ pub(crate) struct Node {
     pub(crate) state: State,
     /// The network namespace it runs in, if the cluster has them.
     pub(crate) netns: Option<String>,
+    /// `<root>/cluster.secret`, shared by every node of the cluster.
+    pub(crate) secret_file: PathBuf,
 }
 
 impl Node {
@@ -50,6 +55,7 @@ impl Node {
             log_path: root.join(format!("node-{id}.log")),
             state: State::Stopped,
             netns: None,
+            secret_file: root.join(SECRET_FILE),
         }
     }
 
@@ -92,6 +98,8 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--voters", voters])
+            .arg("--cluster-secret-file")
+            .arg(&self.secret_file)
             .env("RIVULET_LOG", log_filter)
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "1")

@@ -15,6 +15,9 @@
 //!   the clients a node expects.
 //! - Accept errors (EMFILE when descriptors run out) back off for 100 ms
 //!   instead of spinning, with a rate-limited WARN.
+//! - Node-only calls (Raft, registration, heartbeats, ISR changes, replica
+//!   fetches) must prove the cluster secret
+//!   ([`rivulet_proto::node_auth`]); others pass untouched.
 //! - [`StatusFixLayer`]: tonic answers a request whose protobuf does not
 //!   decode (invalid UTF-8 in a string, garbage) with INTERNAL, and one over
 //!   the size limit with OUT_OF_RANGE. Both are the caller's fault: they
@@ -43,15 +46,22 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves `routes` on `listener` behind the edge (bounded connections,
-/// keep-alive pings, fixed statuses) until `shutdown` fires.
+/// keep-alive pings, fixed statuses, node-only calls checked by `nodes`)
+/// until `shutdown` fires.
 pub async fn serve(
     listener: TcpListener,
     routes: tonic::service::Routes,
     limits: EdgeLimits,
+    nodes: Arc<rivulet_proto::node_auth::NodeVerifier>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .layer(StatusFixLayer)
+        .layer(
+            tower_layer::Stack::new(
+                rivulet_proto::node_auth::NodeAuthLayer::new(nodes),
+                StatusFixLayer,
+            ),
+        )
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_routes(routes)

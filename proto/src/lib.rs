@@ -9,6 +9,8 @@ pub mod v1 {
     tonic::include_proto!("rivulet.v1");
 }
 
+pub mod node_auth;
+
 /// gRPC metadata key set (to `1`) on the retriable `UNAVAILABLE` a node
 /// answers while it is catching up with the metadata log after a restart
 /// (KIP-631): the client should try another node.

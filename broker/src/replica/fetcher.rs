@@ -29,7 +29,8 @@ use rivulet_proto::v1::{
     ErrorCode, ReplicaFetchPartition, ReplicaFetchPartitionResponse, ReplicaFetchRequest,
     ReplicaFetchResponse,
 };
-use rivulet_proto::{channel, NODE_CONNECT_TIMEOUT};
+use rivulet_proto::node_auth::{node_channel, NodeChannel, NodeSigner};
+use rivulet_proto::NODE_CONNECT_TIMEOUT;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -74,6 +75,8 @@ pub(crate) trait FetchHost: Send + Sync + 'static {
     fn roles_changed(&self) -> watch::Receiver<u64>;
     /// How to fetch.
     fn fetch_settings(&self) -> FetchSettings;
+    /// Signs the fetches (they are node-only calls).
+    fn signer(&self) -> NodeSigner;
 }
 
 /// One followed partition as the next round asks for it.
@@ -209,7 +212,7 @@ impl Backoff {
 
 /// Fetches from broker `source` until `cancel`.
 pub(crate) async fn run_fetcher(host: Arc<dyn FetchHost>, source: u64, cancel: CancellationToken) {
-    let mut client: Option<(String, ReplicationClient<tonic::transport::Channel>)> = None;
+    let mut client: Option<(String, ReplicationClient<NodeChannel>)> = None;
     let mut backoff = Backoff::default();
     let mut roles = host.roles_changed();
     loop {
@@ -228,7 +231,7 @@ pub(crate) async fn run_fetcher(host: Arc<dyn FetchHost>, source: u64, cancel: C
         }
         let c = match &client {
             Some((addr, c)) if *addr == address => c.clone(),
-            _ => match channel(&address, NODE_CONNECT_TIMEOUT) {
+            _ => match node_channel(&address, NODE_CONNECT_TIMEOUT, &host.signer()) {
                 Ok(ch) => {
                     let c = ReplicationClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES);
                     client = Some((address, c.clone()));
@@ -287,7 +290,7 @@ enum Round {
 async fn fetch(
     host: &dyn FetchHost,
     source: u64,
-    mut client: ReplicationClient<tonic::transport::Channel>,
+    mut client: ReplicationClient<NodeChannel>,
     request: ReplicaFetchRequest,
     settings: FetchSettings,
     roles: &mut watch::Receiver<u64>,

@@ -762,6 +762,10 @@ impl FetchHost for ReplicaManager {
             partition_max_bytes: self.config.replica_fetch_max_bytes,
         }
     }
+
+    fn signer(&self) -> rivulet_proto::node_auth::NodeSigner {
+        self.registration.signer().clone()
+    }
 }
 
 /// Runs blocking housekeeping (`what`) off the async threads and waits for

@@ -23,6 +23,7 @@ use rivulet_broker::{
     GroupCoordinator, GroupsRpc, ReplicaManager,
 };
 use rivulet_metadata::quorum::{ControllerNode, Quorum, QuorumConfig, QuorumError};
+use rivulet_proto::node_auth::NodeVerifier;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -80,6 +81,19 @@ impl Node {
         let span = tracing::info_span!("node", id = config.node_id);
         let id = config.node_id;
         let edge = config.edge;
+        let nodes = Arc::new(match &config.cluster_secret {
+            Some(secret) => NodeVerifier::new(secret.clone()),
+            None => {
+                span.in_scope(|| {
+                    tracing::warn!(
+                        "node-to-node calls are unauthenticated: anyone who can reach this \
+                         port can send Raft, registration and replication calls; start every \
+                         node with --cluster-secret-file"
+                    )
+                });
+                NodeVerifier::open()
+            }
+        });
         let heartbeat = Duration::from_millis(config.timing.broker_heartbeat_ms);
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -88,7 +102,7 @@ impl Node {
 
         // The broker sees the quorum only through its seam.
         let control: Arc<dyn ControlPlane> = Arc::new(QuorumControl::new(Arc::clone(&quorum)));
-        let registration = BrokerRegistration::new(id, control);
+        let registration = BrokerRegistration::new(id, control, quorum.signer().clone());
         let mut routes: Routes = controller.services(registration.clone())?;
         if let Some((broker_config, group_config)) = data_plane {
             let mgr = ReplicaManager::new(broker_config, Arc::clone(&registration));
@@ -103,7 +117,7 @@ impl Node {
         let stop = cancel.clone();
         tasks.spawn(
             async move {
-                if let Err(e) = rivulet_metadata::edge::serve(listener, routes, edge, stop).await {
+                if let Err(e) = rivulet_metadata::edge::serve(listener, routes, edge, nodes, stop).await {
                     tracing::error!(error = %e, "gRPC server failed");
                 }
             }

@@ -13,7 +13,7 @@ use rivulet_metadata::AlterPartitionRequest;
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{self as pb, ErrorCode};
 use tokio::sync::watch;
-use tonic::transport::Channel;
+use rivulet_proto::node_auth::NodeChannel;
 
 /// [`ControlPlane`] backed by a [`Quorum`].
 #[derive(Debug)]
@@ -22,7 +22,7 @@ pub struct QuorumControl {
     /// Which voter to try next while no leader is known.
     next_voter: AtomicUsize,
     /// Controller clients by address (each a lazily connecting channel).
-    clients: Mutex<HashMap<String, ControllerClient<Channel>>>,
+    clients: Mutex<HashMap<String, ControllerClient<NodeChannel>>>,
 }
 
 impl QuorumControl {
@@ -36,14 +36,18 @@ impl QuorumControl {
     }
 
     /// A client to the active controller (or to a voter, which forwards).
-    fn client(&self) -> Result<ControllerClient<Channel>, ControlError> {
+    fn client(&self) -> Result<ControllerClient<NodeChannel>, ControlError> {
         let (_, addr) = self.controller().ok_or(ControlError::NoController)?;
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = clients.get(&addr) {
             return Ok(c.clone());
         }
-        let channel = rivulet_proto::channel(&addr, rivulet_proto::NODE_CONNECT_TIMEOUT)
-            .map_err(|e| ControlError::Unreachable(format!("{addr}: {e}")))?;
+        let channel = rivulet_proto::node_auth::node_channel(
+            &addr,
+            rivulet_proto::NODE_CONNECT_TIMEOUT,
+            self.quorum.signer(),
+        )
+        .map_err(|e| ControlError::Unreachable(format!("{addr}: {e}")))?;
         let c = ControllerClient::new(channel);
         clients.insert(addr, c.clone());
         Ok(c)

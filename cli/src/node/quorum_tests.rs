@@ -16,6 +16,7 @@ use rivulet_metadata::quorum::{default_cluster_id, Quorum, QuorumConfig, QuorumT
 use rivulet_metadata::raft::NodeId;
 use rivulet_metadata::BrokerId;
 
+use rivulet_proto::node_auth::{node_channel, ClusterSecret, NodeChannel, NodeSigner};
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{
     AlterPartitionRequest, CreateTopicRequest, DescribeClusterRequest, ErrorCode,
@@ -53,6 +54,8 @@ struct TestCluster {
     /// Running nodes.
     nodes: BTreeMap<NodeId, Node>,
     timing: QuorumTiming,
+    /// The cluster secret every node holds.
+    secret: ClusterSecret,
 }
 
 impl TestCluster {
@@ -85,6 +88,7 @@ impl TestCluster {
             voters: voter_map,
             nodes: BTreeMap::new(),
             timing,
+            secret: ClusterSecret::from_bytes(b"quorum-tests-cluster-secret-32-bytes!"),
         };
         for (id, l) in listeners {
             c.start_node(id, l).await;
@@ -101,6 +105,7 @@ impl TestCluster {
             cluster_id: default_cluster_id(&self.voters),
             timing: self.timing.clone(),
             edge: Default::default(),
+            cluster_secret: Some(self.secret.clone()),
         }
     }
 
@@ -151,6 +156,20 @@ impl TestCluster {
         ControllerClient::connect(format!("http://{}", self.addrs[&id]))
             .await
             .unwrap()
+    }
+
+    /// A client to node `to` whose calls carry node `as_node`'s proof.
+    fn node_client(&self, to: NodeId, as_node: NodeId) -> ControllerClient<NodeChannel> {
+        ControllerClient::new(self.node_channel(to, as_node))
+    }
+
+    fn node_channel(&self, to: NodeId, as_node: NodeId) -> NodeChannel {
+        node_channel(
+            &self.addrs[&to].to_string(),
+            Duration::from_secs(1),
+            &NodeSigner::new(as_node, Some(self.secret.clone())),
+        )
+        .unwrap()
     }
 
     /// Waits until all running nodes agree on a leader among them.
@@ -403,8 +422,7 @@ async fn losing_the_active_controller_fails_over_fences_and_rejoins() {
     let mut isr: Vec<u64> = p.isr.iter().map(|b| b.0).collect();
     isr.push(old);
     let r = c
-        .client(new_leader)
-        .await
+        .node_client(new_leader, current.0)
         .alter_partition(AlterPartitionRequest {
             broker_id: current.0,
             broker_epoch: img.broker(current).unwrap().broker_epoch,
@@ -444,7 +462,7 @@ async fn stale_alter_partition_is_refused() {
     let pl = p.leader.unwrap();
     let epoch = img.broker(pl).unwrap().broker_epoch;
     let shrunk: Vec<u64> = vec![pl.0, p.replicas.iter().find(|r| **r != pl).unwrap().0];
-    let mut client = c.client(leader).await;
+    let mut client = c.node_client(leader, pl.0);
     let req = |leader_epoch, partition_epoch| AlterPartitionRequest {
         broker_id: pl.0,
         broker_epoch: epoch,
@@ -555,5 +573,159 @@ async fn a_node_that_fell_behind_installs_a_snapshot_and_a_learner_joins() {
     let m = c.quorum(writer).raft().metrics().borrow().clone();
     let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
     assert!(!voters.contains(&4));
+    c.shutdown().await;
+}
+
+/// Issue 15, item 1: the cluster's own calls, forged by a plain client (no
+/// proof, a proof made with another secret) or by a node speaking for
+/// another node, are refused and change nothing: not the Raft term, not a
+/// broker's address, not the learners. And a learner can be removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_node_calls_are_refused_and_change_nothing() {
+    use rivulet_proto::v1::raft_client::RaftClient;
+    use rivulet_proto::v1::{
+        AddLearnerRequest, HeartbeatRequest, RaftMessage, RegisterBrokerRequest,
+        RemoveLearnerRequest,
+    };
+    use tonic::Code;
+
+    let c = TestCluster::start(3, 1, fast_timing()).await;
+    let leader = c.leader().await;
+    c.live_brokers(4).await;
+    let follower = *c.voters.keys().find(|id| **id != leader).unwrap();
+    let term = || c.quorum(leader).raft().metrics().borrow().current_term;
+    let term_before = term();
+    let address_of_3 = || c.quorum(leader).image().broker(BrokerId(3)).unwrap().address.clone();
+    let address_before = address_of_3();
+    let members = || {
+        c.quorum(leader)
+            .raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(members(), vec![1, 2, 3, 4]);
+
+    let vote = |candidate: u64| RaftMessage {
+        json: format!(
+            r#"{{"vote":{{"leader_id":{{"term":1000,"node_id":{candidate}}},"committed":false}},"last_log_id":null}}"#
+        )
+        .into_bytes()
+        .into(),
+    };
+    let plain = |id: NodeId| {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", c.addrs[&id]))
+            .unwrap()
+            .connect_lazy()
+    };
+    let wrong_secret = |to: NodeId| {
+        node_channel(
+            &c.addrs[&to].to_string(),
+            Duration::from_secs(1),
+            &NodeSigner::new(3, Some(ClusterSecret::from_bytes(&[1u8; 40]))),
+        )
+        .unwrap()
+    };
+    let register = |broker_id: u64| RegisterBrokerRequest {
+        broker_id,
+        address: "203.0.113.9:9092".into(),
+        rack: None,
+        directory_id: "forged".into(),
+        log_fsynced: true,
+    };
+
+    // A Raft vote with a huge term: without proof, with a wrong secret.
+    let e = RaftClient::new(plain(leader)).vote(vote(3)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = RaftClient::new(wrong_secret(leader)).vote(vote(3)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    // A node voting as another candidate.
+    let e = RaftClient::new(c.node_channel(leader, 2))
+        .vote(vote(3))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    // Registering broker 3 at an address of the caller's choosing, and a
+    // phantom broker 77, to the leader and to a follower (which forwards).
+    for to in [leader, follower] {
+        for id in [3, 77] {
+            let e = ControllerClient::new(plain(to))
+                .register_broker(register(id))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+            let e = c
+                .node_client(to, 1)
+                .register_broker(register(id))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        }
+    }
+    // A heartbeat for another broker.
+    let mut replies = c
+        .node_client(leader, 1)
+        .heartbeat(tokio_stream::iter([HeartbeatRequest {
+            broker_id: 2,
+            broker_epoch: 1,
+            metadata_offset: 0,
+            storage_failed: Vec::new(),
+            shutting_down: true,
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = replies.message().await;
+    assert!(
+        matches!(&first, Err(e) if e.code() == Code::PermissionDenied),
+        "{first:?}"
+    );
+    // A phantom learner.
+    let e = ControllerClient::new(plain(follower))
+        .add_learner(AddLearnerRequest {
+            node_id: 77,
+            address: "203.0.113.9:9092".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    // Nothing changed.
+    assert_eq!(c.leader().await, leader);
+    assert_eq!(term(), term_before);
+    assert_eq!(address_of_3(), address_before);
+    assert!(c.quorum(leader).image().broker(BrokerId(77)).is_none());
+    assert_eq!(members(), vec![1, 2, 3, 4]);
+    assert!(c.quorum(leader).image().is_live(BrokerId(2)));
+
+    // An operator removes the learner; voters and unknown ids are refused.
+    let mut admin = c.client(follower).await;
+    let r = admin
+        .remove_learner(RemoveLearnerRequest { node_id: leader })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.error_code, ErrorCode::InvalidRequest as i32, "{}", r.error_message);
+    let r = admin
+        .remove_learner(RemoveLearnerRequest { node_id: 77 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.error_code, ErrorCode::BrokerNotAvailable as i32, "{}", r.error_message);
+    let r = admin
+        .remove_learner(RemoveLearnerRequest { node_id: 4 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.error_code, ErrorCode::None as i32, "{}", r.error_message);
+    eventually("the learner to be gone", Duration::from_secs(5), || async {
+        (members() == vec![1, 2, 3]).then_some(())
+    })
+    .await;
     c.shutdown().await;
 }

@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use rivulet_proto::node_auth::NodeSigner;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -163,6 +164,9 @@ pub struct QuorumConfig {
     pub timing: QuorumTiming,
     /// Bounds on the connections the node's port holds.
     pub edge: crate::edge::EdgeLimits,
+    /// The cluster secret node-to-node calls prove they hold; `None`
+    /// leaves them unauthenticated (a WARN at start).
+    pub cluster_secret: Option<rivulet_proto::node_auth::ClusterSecret>,
 }
 
 /// Parses `--voters`: `1@host:port,2@host:port,...`.
@@ -271,6 +275,8 @@ pub struct Quorum {
     propose_lock: tokio::sync::Mutex<()>,
     /// Broker leases (meaningful on the active controller only).
     leases: std::sync::Mutex<liveness::Leases>,
+    /// Signs this node's calls to other nodes.
+    signer: NodeSigner,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -301,10 +307,11 @@ impl Quorum {
         }
         .validate()
         .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let signer = NodeSigner::new(config.node_id, config.cluster_secret.clone());
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            RaftNetworkClients,
+            RaftNetworkClients::new(signer.clone()),
             log_store,
             state_machine,
         )
@@ -345,6 +352,7 @@ impl Quorum {
             image,
             propose_lock: tokio::sync::Mutex::new(()),
             leases: std::sync::Mutex::new(liveness::Leases::default()),
+            signer,
         }))
     }
 
@@ -415,8 +423,14 @@ impl Quorum {
             let target = self
                 .leader()
                 .map_or_else(|| self.any_voter(attempt), |(_, addr)| Some(addr));
-            let channel =
-                target.and_then(|t| network::channel(&t, rivulet_proto::NODE_CONNECT_TIMEOUT).ok());
+            let channel = target.and_then(|t| {
+                rivulet_proto::node_auth::node_channel(
+                    &t,
+                    rivulet_proto::NODE_CONNECT_TIMEOUT,
+                    &self.signer,
+                )
+                .ok()
+            });
             if let Some(channel) = channel {
                 let req = AddLearnerRequest {
                     node_id: id,
@@ -461,6 +475,12 @@ impl Quorum {
     /// The configuration the quorum was started with.
     pub fn config(&self) -> &QuorumConfig {
         &self.config
+    }
+
+    /// Signs this node's calls to other nodes (with the cluster secret, if
+    /// one is configured).
+    pub fn signer(&self) -> &NodeSigner {
+        &self.signer
     }
 
     /// The Raft node (for its gRPC service and metrics).

@@ -20,7 +20,7 @@ use rivulet_proto::v1::raft_server::{Raft as RaftService, RaftServer};
 use rivulet_proto::v1::RaftMessage;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::Channel;
+use rivulet_proto::node_auth::{node_channel, CallerNode, NodeChannel, NodeSigner};
 use tonic::{Request, Response, Status};
 
 use crate::raft::{NodeId, Raft, TypeConfig};
@@ -30,9 +30,18 @@ use rivulet_common::limits::MAX_METADATA_MESSAGE_BYTES as MAX_MESSAGE_BYTES;
 
 pub use rivulet_proto::channel;
 
-/// Makes one [`RaftPeer`] per target node.
-#[derive(Debug, Clone, Default)]
-pub struct RaftNetworkClients;
+/// Makes one [`RaftPeer`] per target node; its calls are signed.
+#[derive(Debug, Clone)]
+pub struct RaftNetworkClients {
+    signer: NodeSigner,
+}
+
+impl RaftNetworkClients {
+    /// Clients whose calls `signer` signs.
+    pub fn new(signer: NodeSigner) -> Self {
+        Self { signer }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for RaftNetworkClients {
     type Network = RaftPeer;
@@ -40,7 +49,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftNetworkClients {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         RaftPeer {
             target,
-            client: channel(&node.addr, rivulet_proto::NODE_CONNECT_TIMEOUT)
+            client: node_channel(&node.addr, rivulet_proto::NODE_CONNECT_TIMEOUT, &self.signer)
                 .map(|c| RaftClient::new(c).max_decoding_message_size(MAX_MESSAGE_BYTES))
                 .map_err(|e| e.to_string()),
         }
@@ -53,7 +62,7 @@ pub struct RaftPeer {
     /// The peer's node id.
     target: NodeId,
     /// The client, or why the peer's address is unusable.
-    client: Result<RaftClient<Channel>, String>,
+    client: Result<RaftClient<NodeChannel>, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +92,7 @@ impl RaftPeer {
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
-        F: FnOnce(RaftClient<Channel>, Request<RaftMessage>) -> Fut,
+        F: FnOnce(RaftClient<NodeChannel>, Request<RaftMessage>) -> Fut,
         Fut: std::future::Future<Output = Result<Response<RaftMessage>, Status>>,
     {
         let client = match &self.client {
@@ -184,6 +193,20 @@ fn bad_request(e: TransportError) -> Status {
     Status::invalid_argument(e.0)
 }
 
+/// A verified caller may speak only for itself: the candidate of a vote,
+/// the leader of an append or a snapshot.
+fn check_caller<T>(request: &Request<T>, vote: &openraft::Vote<NodeId>) -> Result<(), Status> {
+    match request.extensions().get::<CallerNode>() {
+        Some(CallerNode(caller)) if *caller != vote.leader_id().voted_for().unwrap_or(*caller) => {
+            Err(Status::permission_denied(format!(
+                "node {caller} may not send Raft messages for node {}",
+                vote.leader_id().voted_for().unwrap_or(0)
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn reply<T: Serialize>(v: &T) -> Result<Response<RaftMessage>, Status> {
     to_json(v)
         .map(Response::new)
@@ -198,11 +221,13 @@ impl RaftService for RaftRpc {
     ) -> Result<Response<RaftMessage>, Status> {
         let req: AppendEntriesRequest<TypeConfig> =
             from_json(request.get_ref()).map_err(bad_request)?;
+        check_caller(&request, &req.vote)?;
         reply(&self.raft.append_entries(req).await)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let req: VoteRequest<NodeId> = from_json(request.get_ref()).map_err(bad_request)?;
+        check_caller(&request, &req.vote)?;
         reply(&self.raft.vote(req).await)
     }
 
@@ -212,6 +237,7 @@ impl RaftService for RaftRpc {
     ) -> Result<Response<RaftMessage>, Status> {
         let req: InstallSnapshotRequest<TypeConfig> =
             from_json(request.get_ref()).map_err(bad_request)?;
+        check_caller(&request, &req.vote)?;
         reply(&self.raft.install_snapshot(req).await)
     }
 }

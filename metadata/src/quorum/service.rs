@@ -21,15 +21,15 @@ use rivulet_proto::v1::{
     CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest,
     DescribeClusterResponse, DescribeTopicsRequest, DescribeTopicsResponse, ElectLeadersRequest,
     ElectLeadersResponse, ErrorCode, HeartbeatRequest, HeartbeatResponse, RegisterBrokerRequest,
-    RegisterBrokerResponse, VoterInfo,
+    RegisterBrokerResponse, RemoveLearnerRequest, RemoveLearnerResponse, VoterInfo,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::Channel;
+use rivulet_proto::node_auth::{node_channel, CallerNode, NodeChannel};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use super::{network, Quorum, QuorumError};
+use super::{Quorum, QuorumError};
 use crate::controller::{self, AlterPartitionRequest as Alter};
 use crate::error::ControllerError;
 use crate::ids::{BrokerId, TopicId, TopicPartition};
@@ -71,7 +71,7 @@ pub struct ControllerRpc {
     /// Whether this node may answer clients' reads yet.
     ready: Arc<dyn super::Readiness>,
     /// Clients to other nodes, by address, for forwarding.
-    peers: Arc<Mutex<HashMap<String, ControllerClient<Channel>>>>,
+    peers: Arc<Mutex<HashMap<String, ControllerClient<NodeChannel>>>>,
 }
 
 impl ControllerRpc {
@@ -89,7 +89,7 @@ impl ControllerRpc {
     fn forward_target<T>(
         &self,
         req: &Request<T>,
-    ) -> Result<Option<ControllerClient<Channel>>, Status> {
+    ) -> Result<Option<ControllerClient<NodeChannel>>, Status> {
         if self.quorum.is_leader() {
             return Ok(None);
         }
@@ -111,11 +111,33 @@ impl ControllerRpc {
         if let Some(c) = peers.get(&addr) {
             return Ok(Some(c.clone()));
         }
-        let channel = network::channel(&addr, rivulet_proto::NODE_CONNECT_TIMEOUT)
-            .map_err(|e| Status::unavailable(format!("bad controller address {addr}: {e}")))?;
+        let channel = node_channel(
+            &addr,
+            rivulet_proto::NODE_CONNECT_TIMEOUT,
+            self.quorum.signer(),
+        )
+        .map_err(|e| Status::unavailable(format!("bad controller address {addr}: {e}")))?;
         let client = ControllerClient::new(channel);
         peers.insert(addr, client.clone());
         Ok(Some(client))
+    }
+}
+
+/// A node-only call's verified caller may act only for itself: no node can
+/// register, heartbeat, change ISRs or join as another. A call another node
+/// forwarded was checked where it arrived. Without a cluster secret there
+/// is no verified caller and nothing to check (the node warned at start).
+#[allow(clippy::result_large_err)]
+fn check_acting_for<T>(req: &Request<T>, claimed: u64, what: &str) -> Result<(), Status> {
+    match req.extensions().get::<CallerNode>() {
+        Some(CallerNode(caller))
+            if *caller != claimed && !req.metadata().contains_key(FORWARDED) =>
+        {
+            Err(Status::permission_denied(format!(
+                "node {caller} may not {what} for node {claimed}"
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -139,6 +161,7 @@ impl Controller for ControllerRpc {
         &self,
         request: Request<RegisterBrokerRequest>,
     ) -> Result<Response<RegisterBrokerResponse>, Status> {
+        check_acting_for(&request, request.get_ref().broker_id, "register a broker")?;
         forward_or_handle!(self, request, register_broker);
         let r = request.into_inner();
         if r.address.is_empty() {
@@ -205,6 +228,7 @@ impl Controller for ControllerRpc {
         &self,
         request: Request<Streaming<HeartbeatRequest>>,
     ) -> Result<Response<Self::HeartbeatStream>, Status> {
+        let caller = request.extensions().get::<CallerNode>().copied();
         let mut inbound = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let quorum = Arc::clone(&self.quorum);
@@ -214,6 +238,20 @@ impl Controller for ControllerRpc {
             let grace = Duration::from_millis(timing.broker_grace_ms);
             let mut last_broker = None;
             while let Some(Ok(hb)) = inbound.next().await {
+                if let Some(CallerNode(caller)) = caller.filter(|c| c.0 != hb.broker_id) {
+                    warn!(
+                        caller,
+                        broker = hb.broker_id,
+                        "refused a heartbeat sent for another node"
+                    );
+                    let _ = tx
+                        .send(Err(Status::permission_denied(format!(
+                            "node {caller} may not heartbeat for node {}",
+                            hb.broker_id
+                        ))))
+                        .await;
+                    break;
+                }
                 let id = BrokerId(hb.broker_id);
                 last_broker = Some(id);
                 let reply =
@@ -282,6 +320,7 @@ impl Controller for ControllerRpc {
         &self,
         request: Request<AlterPartitionRequest>,
     ) -> Result<Response<AlterPartitionResponse>, Status> {
+        check_acting_for(&request, request.get_ref().broker_id, "change an ISR")?;
         forward_or_handle!(self, request, alter_partition);
         let r = request.into_inner();
         let topic_id: TopicId = r
@@ -336,6 +375,7 @@ impl Controller for ControllerRpc {
         &self,
         request: Request<AddLearnerRequest>,
     ) -> Result<Response<AddLearnerResponse>, Status> {
+        check_acting_for(&request, request.get_ref().node_id, "join the quorum")?;
         forward_or_handle!(self, request, add_learner);
         let r = request.into_inner();
         if r.address.is_empty() {
@@ -348,6 +388,52 @@ impl Controller for ControllerRpc {
             .await
             .map_err(|e| Status::unavailable(format!("cannot add learner: {e}")))?;
         Ok(Response::new(AddLearnerResponse {
+            error_code: ErrorCode::None.into(),
+            error_message: String::new(),
+        }))
+    }
+
+    async fn remove_learner(
+        &self,
+        request: Request<RemoveLearnerRequest>,
+    ) -> Result<Response<RemoveLearnerResponse>, Status> {
+        forward_or_handle!(self, request, remove_learner);
+        let id = request.into_inner().node_id;
+        let refuse = |code: ErrorCode, message: String| {
+            Ok(Response::new(RemoveLearnerResponse {
+                error_code: code.into(),
+                error_message: message,
+            }))
+        };
+        let membership = self
+            .quorum
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        if membership.voter_ids().any(|v| v == id) {
+            return refuse(
+                ErrorCode::InvalidRequest,
+                format!("node {id} is a voter; only learners can be removed"),
+            );
+        }
+        if membership.get_node(&id).is_none() {
+            return refuse(
+                ErrorCode::BrokerNotAvailable,
+                format!("node {id} is not a learner of the quorum"),
+            );
+        }
+        let mut gone = std::collections::BTreeSet::new();
+        gone.insert(id);
+        self.quorum
+            .raft
+            .change_membership(openraft::ChangeMembers::RemoveNodes(gone), false)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot remove learner {id}: {e}; retry")))?;
+        warn!(node = id, "removed a learner from the metadata quorum");
+        Ok(Response::new(RemoveLearnerResponse {
             error_code: ErrorCode::None.into(),
             error_message: String::new(),
         }))

@@ -50,6 +50,7 @@ async fn metadata_store_disk_use_stays_bounded_under_sustained_writes() {
         data_dir: root.path().to_owned(),
         timing: QuorumTiming::default(),
         edge: Default::default(),
+        cluster_secret: None,
     })
     .await
     .unwrap();

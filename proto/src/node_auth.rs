@@ -1,0 +1,693 @@
+//! Node identity on node-to-node calls: proof that the caller holds the
+//! cluster secret.
+//!
+//! Every call only nodes make (Raft, broker registration and heartbeats,
+//! learner joins, ISR changes, replica fetches; [`is_node_only`]) carries a
+//! [`PROOF_KEY`] header:
+//!
+//! ```text
+//! v1.<node id>.<unix ms>.<nonce: 32 hex>.<HMAC-SHA256: 64 hex>
+//! ```
+//!
+//! the HMAC, keyed with the cluster secret, covering the call's path, the
+//! node id, the time and the nonce. The receiving node ([`NodeAuthLayer`])
+//! checks it in constant time, refuses a time more than [`MAX_SKEW`] away
+//! from its own clock and a nonce it has already seen in that window (a
+//! replayed header), and answers a missing or wrong proof with
+//! `UNAUTHENTICATED` before the call reaches any service, so a refused call
+//! changes nothing. A verified call carries the caller's id
+//! ([`CallerNode`]) in its extensions, for the services to check that a
+//! node acts only for itself.
+//!
+//! The proof covers the call's identity, not its body: it stops anyone
+//! without the secret, but on a plaintext network an eavesdropper who can
+//! also rewrite traffic in flight could alter a body under a valid header.
+//! TLS closes that; see docs/security.md.
+//!
+//! A node started without a secret signs nothing and checks nothing
+//! ([`NodeVerifier::open`]); it warns at start.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tonic::codegen::http;
+
+/// The gRPC metadata key holding a node's proof.
+pub const PROOF_KEY: &str = "x-rivulet-node-proof";
+
+/// Largest difference between the caller's clock and the receiver's that a
+/// proof survives. Nodes of one cluster are expected to run NTP.
+pub const MAX_SKEW: Duration = Duration::from_secs(30);
+
+/// Shortest secret accepted, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+/// Longest secret file read, in bytes.
+pub const MAX_SECRET_FILE: usize = 4096;
+
+/// Most nonces remembered at once; past it new proofs are refused (a
+/// cluster makes a few thousand node calls a second, so this is minutes of
+/// them, about 100 MiB at worst).
+pub const MAX_REMEMBERED_NONCES: usize = 4_000_000;
+
+/// The calls only nodes make: Raft, and the Controller and Replication
+/// calls of a broker's own lifecycle.
+pub fn is_node_only(path: &str) -> bool {
+    path.starts_with("/rivulet.v1.Raft/")
+        || path.starts_with("/rivulet.v1.Replication/")
+        || matches!(
+            path,
+            "/rivulet.v1.Controller/RegisterBroker"
+                | "/rivulet.v1.Controller/Heartbeat"
+                | "/rivulet.v1.Controller/AlterPartition"
+                | "/rivulet.v1.Controller/AddLearner"
+        )
+}
+
+/// Why a cluster secret cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The file cannot be read.
+    #[error("cannot read the cluster secret file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is too short or too long.
+    #[error(
+        "the cluster secret in {path} is {len} bytes; it must be {MIN_SECRET_LEN} to \
+         {MAX_SECRET_FILE} bytes (`rivulet cluster new-secret --out <file>` makes one)"
+    )]
+    Length {
+        /// The file.
+        path: String,
+        /// Its length after trimming whitespace.
+        len: usize,
+    },
+    /// The file cannot be written.
+    #[error("cannot write the cluster secret file {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The operating system's random source failed.
+    #[error("no random bytes from the operating system: {0}")]
+    Random(String),
+}
+
+/// The shared secret every node of a cluster holds. Its `Debug` shows
+/// nothing of it.
+#[derive(Clone)]
+pub struct ClusterSecret(Arc<[u8]>);
+
+impl fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClusterSecret(..)")
+    }
+}
+
+impl ClusterSecret {
+    /// The secret in `path`: its bytes, surrounding whitespace trimmed.
+    pub fn from_file(path: &Path) -> Result<Self, SecretError> {
+        let shown = path.display().to_string();
+        let raw = std::fs::read(path).map_err(|source| SecretError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let text = raw.trim_ascii();
+        if text.len() < MIN_SECRET_LEN || raw.len() > MAX_SECRET_FILE {
+            return Err(SecretError::Length {
+                path: shown,
+                len: text.len(),
+            });
+        }
+        Ok(Self(Arc::from(text)))
+    }
+
+    /// A secret from bytes (tests).
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        Self(Arc::from(bytes))
+    }
+
+    /// Writes a new random secret (256 bits as hex) to `path`, readable
+    /// by its owner only. `Ok(false)` when the file exists and `if_missing`
+    /// is set (left as it is); an existing file is an error otherwise.
+    pub fn create_file(path: &Path, if_missing: bool) -> Result<bool, SecretError> {
+        use std::io::Write;
+        let shown = path.display().to_string();
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| SecretError::Random(e.to_string()))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = match options.open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && if_missing => {
+                return Ok(false)
+            }
+            Err(source) => return Err(SecretError::Write { path: shown, source }),
+        };
+        let text = format!("{}\n", hex(&bytes));
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|source| SecretError::Write { path: shown, source })?;
+        Ok(true)
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC takes keys of any length.
+        Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts any key length")
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn tag(secret: &ClusterSecret, path: &str, node: u64, at_ms: u64, nonce: &[u8; 16]) -> Hmac<Sha256> {
+    let mut mac = secret.mac();
+    mac.update(b"rivulet-node-proof-v1\0");
+    mac.update(path.as_bytes());
+    mac.update(b"\0");
+    mac.update(&node.to_be_bytes());
+    mac.update(&at_ms.to_be_bytes());
+    mac.update(nonce);
+    mac
+}
+
+/// The verified caller of a node-only call, in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallerNode(pub u64);
+
+/// Signs this node's calls to other nodes. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeSigner {
+    node_id: u64,
+    secret: Option<ClusterSecret>,
+    /// Nonces: a random prefix per signer and a counter, so no two proofs
+    /// of one process repeat.
+    prefix: u64,
+    counter: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for NodeSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeSigner")
+            .field("node_id", &self.node_id)
+            .field("signs", &self.secret.is_some())
+            .finish()
+    }
+}
+
+impl NodeSigner {
+    /// Signs as `node_id` with `secret`; without one, signs nothing.
+    pub fn new(node_id: u64, secret: Option<ClusterSecret>) -> Self {
+        let mut seed = [0u8; 8];
+        if getrandom::fill(&mut seed).is_err() {
+            // Uniqueness, not secrecy, is what the prefix is for.
+            seed = (now_ms() ^ u64::from(std::process::id()).rotate_left(40)).to_be_bytes();
+        }
+        Self {
+            node_id,
+            secret,
+            prefix: u64::from_be_bytes(seed),
+            counter: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A signer that signs nothing (no secret configured).
+    pub fn unsigned(node_id: u64) -> Self {
+        Self::new(node_id, None)
+    }
+
+    /// The node this signer speaks for.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The proof header for a call to `path`, now; `None` without a secret.
+    pub fn proof(&self, path: &str) -> Option<String> {
+        self.proof_at(path, now_ms())
+    }
+
+    fn proof_at(&self, path: &str, at_ms: u64) -> Option<String> {
+        let secret = self.secret.as_ref()?;
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&self.prefix.to_be_bytes());
+        nonce[8..].copy_from_slice(&self.counter.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        let mac = tag(secret, path, self.node_id, at_ms, &nonce).finalize().into_bytes();
+        Some(format!(
+            "v1.{}.{at_ms}.{}.{}",
+            self.node_id,
+            hex(&nonce),
+            hex(&mac)
+        ))
+    }
+
+    /// Adds the proof for `req`'s path to its headers.
+    pub fn sign<B>(&self, req: &mut http::Request<B>) {
+        if let Some(p) = self.proof(req.uri().path()) {
+            if let Ok(v) = http::HeaderValue::from_str(&p) {
+                req.headers_mut().insert(PROOF_KEY, v);
+            }
+        }
+    }
+}
+
+/// Why a node-only call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// No proof header.
+    #[error("node-to-node call without proof of the cluster secret")]
+    Missing,
+    /// The header does not parse.
+    #[error("malformed node proof")]
+    Malformed,
+    /// The HMAC does not match: another secret, or a forgery.
+    #[error("node proof does not match the cluster secret")]
+    BadMac,
+    /// The proof's time is too far from this node's clock.
+    #[error("node proof is {skew_ms} ms away from this node's clock (at most {} ms allowed; check NTP)", MAX_SKEW.as_millis())]
+    Skewed {
+        /// How far, ms.
+        skew_ms: u64,
+    },
+    /// The proof was used before.
+    #[error("node proof replayed")]
+    Replayed,
+    /// Too many proofs to remember.
+    #[error("too many node calls to check replays; retry")]
+    Overloaded,
+}
+
+/// Checks node proofs; one per node, shared by its connections.
+#[derive(Debug)]
+pub struct NodeVerifier {
+    secret: Option<ClusterSecret>,
+    seen: Mutex<Nonces>,
+}
+
+/// The nonces seen lately, in two generations that rotate every two skew
+/// windows: a nonce is remembered for at least as long as its proof is
+/// valid anywhere (its time ± the skew).
+#[derive(Debug, Default)]
+struct Nonces {
+    since_ms: u64,
+    current: HashSet<(u64, [u8; 16])>,
+    previous: HashSet<(u64, [u8; 16])>,
+}
+
+impl NodeVerifier {
+    /// Checks proofs against `secret`.
+    pub fn new(secret: ClusterSecret) -> Self {
+        Self {
+            secret: Some(secret),
+            seen: Mutex::default(),
+        }
+    }
+
+    /// Checks nothing: every call is let through (no secret configured).
+    pub fn open() -> Self {
+        Self {
+            secret: None,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// Whether proofs are checked.
+    pub fn enforcing(&self) -> bool {
+        self.secret.is_some()
+    }
+
+    /// The caller proven by `header` for a call to `path`; `Ok(None)` when
+    /// nothing is checked.
+    pub fn verify(&self, path: &str, header: Option<&[u8]>) -> Result<Option<CallerNode>, ProofError> {
+        self.verify_at(path, header, now_ms())
+    }
+
+    fn verify_at(
+        &self,
+        path: &str,
+        header: Option<&[u8]>,
+        now: u64,
+    ) -> Result<Option<CallerNode>, ProofError> {
+        let Some(secret) = &self.secret else {
+            return Ok(None);
+        };
+        let header = header.ok_or(ProofError::Missing)?;
+        let text = std::str::from_utf8(header).map_err(|_| ProofError::Malformed)?;
+        let mut parts = text.split('.');
+        let (Some("v1"), Some(node), Some(at), Some(nonce), Some(mac), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(ProofError::Malformed);
+        };
+        let node: u64 = node.parse().map_err(|_| ProofError::Malformed)?;
+        let at: u64 = at.parse().map_err(|_| ProofError::Malformed)?;
+        let nonce: [u8; 16] = unhex(nonce).ok_or(ProofError::Malformed)?;
+        let mac: [u8; 32] = unhex(mac).ok_or(ProofError::Malformed)?;
+        tag(secret, path, node, at, &nonce)
+            .verify_slice(&mac)
+            .map_err(|_| ProofError::BadMac)?;
+        let skew = now.abs_diff(at);
+        if skew > MAX_SKEW.as_millis() as u64 {
+            return Err(ProofError::Skewed { skew_ms: skew });
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let window = 2 * MAX_SKEW.as_millis() as u64;
+        if now.saturating_sub(seen.since_ms) >= window {
+            seen.previous = std::mem::take(&mut seen.current);
+            seen.since_ms = now;
+        }
+        let key = (node, nonce);
+        if seen.previous.contains(&key) || seen.current.contains(&key) {
+            return Err(ProofError::Replayed);
+        }
+        if seen.previous.len() + seen.current.len() >= MAX_REMEMBERED_NONCES {
+            return Err(ProofError::Overloaded);
+        }
+        seen.current.insert(key);
+        Ok(Some(CallerNode(node)))
+    }
+}
+
+/// Signs every call made through it: the channel one node uses to call
+/// another.
+#[derive(Debug, Clone)]
+pub struct NodeChannel {
+    inner: tonic::transport::Channel,
+    signer: NodeSigner,
+}
+
+impl NodeChannel {
+    /// Signs the calls made through `inner` with `signer`.
+    pub fn new(inner: tonic::transport::Channel, signer: NodeSigner) -> Self {
+        Self { inner, signer }
+    }
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for NodeChannel {
+    type Response = <tonic::transport::Channel as tower_service::Service<
+        http::Request<tonic::body::Body>,
+    >>::Response;
+    type Error = <tonic::transport::Channel as tower_service::Service<
+        http::Request<tonic::body::Body>,
+    >>::Error;
+    type Future = <tonic::transport::Channel as tower_service::Service<
+        http::Request<tonic::body::Body>,
+    >>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        self.signer.sign(&mut req);
+        self.inner.call(req)
+    }
+}
+
+/// A lazily connecting, signing channel to another node at `host:port`.
+pub fn node_channel(
+    addr: &str,
+    connect_timeout: Duration,
+    signer: &NodeSigner,
+) -> Result<NodeChannel, tonic::transport::Error> {
+    Ok(NodeChannel::new(
+        crate::channel(addr, connect_timeout)?,
+        signer.clone(),
+    ))
+}
+
+/// The server side: refuses node-only calls without a valid proof, with
+/// `UNAUTHENTICATED`, before any service sees them.
+#[derive(Debug, Clone)]
+pub struct NodeAuthLayer {
+    verifier: Arc<NodeVerifier>,
+}
+
+impl NodeAuthLayer {
+    /// Checks proofs with `verifier`.
+    pub fn new(verifier: Arc<NodeVerifier>) -> Self {
+        Self { verifier }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for NodeAuthLayer {
+    type Service = NodeAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        NodeAuth {
+            inner,
+            verifier: Arc::clone(&self.verifier),
+        }
+    }
+}
+
+/// See [`NodeAuthLayer`].
+#[derive(Debug, Clone)]
+pub struct NodeAuth<S> {
+    inner: S,
+    verifier: Arc<NodeVerifier>,
+}
+
+static REFUSALS: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
+impl<S, B, R> tower_service::Service<http::Request<B>> for NodeAuth<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    R: Default + Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path();
+        if is_node_only(path) {
+            let header = req.headers().get(PROOF_KEY).map(|v| v.as_bytes());
+            match self.verifier.verify(path, header) {
+                Ok(Some(caller)) => {
+                    req.extensions_mut().insert(caller);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    log_refusal(path, &e);
+                    let status = tonic::Status::unauthenticated(e.to_string());
+                    return Box::pin(std::future::ready(Ok(status.into_http())));
+                }
+            }
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
+
+/// A WARN per refused node call, at most one every 10 s.
+fn log_refusal(path: &str, e: &ProofError) {
+    let mut last = REFUSALS.lock().unwrap_or_else(|e| e.into_inner());
+    let now = std::time::Instant::now();
+    if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+        *last = Some(now);
+        tracing::warn!(path, reason = %e, "refused a node-to-node call (more are not logged for 10 s)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATH: &str = "/rivulet.v1.Raft/Vote";
+
+    fn pair() -> (NodeSigner, NodeVerifier) {
+        let secret = ClusterSecret::from_bytes(&[7u8; 32]);
+        (
+            NodeSigner::new(2, Some(secret.clone())),
+            NodeVerifier::new(secret),
+        )
+    }
+
+    #[test]
+    fn a_signed_call_is_verified_once_and_names_its_caller() {
+        let (signer, verifier) = pair();
+        let now = 1_000_000_000;
+        let proof = signer.proof_at(PATH, now).unwrap();
+        assert_eq!(
+            verifier.verify_at(PATH, Some(proof.as_bytes()), now + 5),
+            Ok(Some(CallerNode(2)))
+        );
+        assert_eq!(
+            verifier.verify_at(PATH, Some(proof.as_bytes()), now + 6),
+            Err(ProofError::Replayed)
+        );
+        // Every proof is new.
+        let again = signer.proof_at(PATH, now).unwrap();
+        assert_ne!(again, proof);
+        assert!(verifier.verify_at(PATH, Some(again.as_bytes()), now).is_ok());
+    }
+
+    #[test]
+    fn missing_wrong_or_altered_proofs_are_refused() {
+        let (signer, verifier) = pair();
+        let now = 1_000_000_000;
+        assert_eq!(verifier.verify_at(PATH, None, now), Err(ProofError::Missing));
+        for junk in ["", "v1", "v1.2.3.4.5", "v2.2.1000000000.00.00", "v1.2.x.0.0"] {
+            assert_eq!(
+                verifier.verify_at(PATH, Some(junk.as_bytes()), now),
+                Err(ProofError::Malformed),
+                "{junk:?}"
+            );
+        }
+        let other = NodeSigner::new(2, Some(ClusterSecret::from_bytes(&[8u8; 32])));
+        let p = other.proof_at(PATH, now).unwrap();
+        assert_eq!(
+            verifier.verify_at(PATH, Some(p.as_bytes()), now),
+            Err(ProofError::BadMac)
+        );
+        // A proof for one call does not open another.
+        let p = signer.proof_at(PATH, now).unwrap();
+        assert_eq!(
+            verifier.verify_at("/rivulet.v1.Controller/RegisterBroker", Some(p.as_bytes()), now),
+            Err(ProofError::BadMac)
+        );
+        // Claiming another node id breaks the MAC.
+        let forged = p.replacen("v1.2.", "v1.3.", 1);
+        assert_eq!(
+            verifier.verify_at(PATH, Some(forged.as_bytes()), now),
+            Err(ProofError::BadMac)
+        );
+    }
+
+    #[test]
+    fn proofs_from_another_time_are_refused_and_nonces_are_forgotten_only_after_they_expire() {
+        let (signer, verifier) = pair();
+        let now = 1_000_000_000;
+        let skew = MAX_SKEW.as_millis() as u64;
+        let old = signer.proof_at(PATH, now - skew - 1).unwrap();
+        assert!(matches!(
+            verifier.verify_at(PATH, Some(old.as_bytes()), now),
+            Err(ProofError::Skewed { .. })
+        ));
+        let future = signer.proof_at(PATH, now + skew + 1).unwrap();
+        assert!(matches!(
+            verifier.verify_at(PATH, Some(future.as_bytes()), now),
+            Err(ProofError::Skewed { .. })
+        ));
+        // A proof dated at the edge of the future window, replayed until it
+        // expires: refused every time, across generation rotations.
+        let edge = signer.proof_at(PATH, now + skew).unwrap();
+        assert!(verifier.verify_at(PATH, Some(edge.as_bytes()), now).is_ok());
+        for t in (now..=now + 2 * skew).step_by(1_000) {
+            assert!(
+                verifier.verify_at(PATH, Some(edge.as_bytes()), t).is_err(),
+                "replay at +{} ms",
+                t - now
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_secret_nothing_is_signed_or_checked() {
+        let signer = NodeSigner::unsigned(1);
+        assert_eq!(signer.proof(PATH), None);
+        assert_eq!(NodeVerifier::open().verify(PATH, None), Ok(None));
+    }
+
+    #[test]
+    fn node_only_calls_are_the_cluster_s_own() {
+        for p in [
+            "/rivulet.v1.Raft/AppendEntries",
+            "/rivulet.v1.Raft/Vote",
+            "/rivulet.v1.Raft/InstallSnapshot",
+            "/rivulet.v1.Replication/ReplicaFetch",
+            "/rivulet.v1.Controller/RegisterBroker",
+            "/rivulet.v1.Controller/Heartbeat",
+            "/rivulet.v1.Controller/AlterPartition",
+            "/rivulet.v1.Controller/AddLearner",
+        ] {
+            assert!(is_node_only(p), "{p}");
+        }
+        for p in [
+            "/rivulet.v1.Controller/CreateTopic",
+            "/rivulet.v1.Controller/DescribeCluster",
+            "/rivulet.v1.Broker/Produce",
+            "/rivulet.v1.Groups/OffsetCommit",
+        ] {
+            assert!(!is_node_only(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn secret_files_are_made_private_and_read_back_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        assert!(ClusterSecret::create_file(&path, false).unwrap());
+        assert!(!ClusterSecret::create_file(&path, true).unwrap());
+        assert!(matches!(
+            ClusterSecret::create_file(&path, false),
+            Err(SecretError::Write { .. })
+        ));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let s = ClusterSecret::from_file(&path).unwrap();
+        assert_eq!(s.0.len(), 64);
+        std::fs::write(&path, "  short \n").unwrap();
+        assert!(matches!(
+            ClusterSecret::from_file(&path),
+            Err(SecretError::Length { len: 5, .. })
+        ));
+        assert!(format!("{s:?}").contains(".."));
+    }
+}

@@ -144,11 +144,30 @@ impl ClusterSecret {
     /// Writes a new random secret (256 bits as hex) to `path`, readable
     /// by its owner only. `Ok(false)` when the file exists and `if_missing`
     /// is set (left as it is); an existing file is an error otherwise.
+    ///
+    /// Atomic: the secret is written whole to a temporary file, then
+    /// hard-linked into place, which never replaces a file. Processes that
+    /// race to create one file (nodes sharing a volume) agree on one secret,
+    /// and none ever reads a half-written one.
     pub fn create_file(path: &Path, if_missing: bool) -> Result<bool, SecretError> {
         use std::io::Write;
         let shown = path.display().to_string();
+        let fail = |source| SecretError::Write {
+            path: shown.clone(),
+            source,
+        };
+        if path.exists() {
+            return if if_missing {
+                Ok(false)
+            } else {
+                Err(fail(std::io::Error::from(std::io::ErrorKind::AlreadyExists)))
+            };
+        }
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| SecretError::Random(e.to_string()))?;
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".tmp-{}-{}", std::process::id(), hex(&bytes[..4])));
+        let tmp = std::path::PathBuf::from(name);
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -156,18 +175,22 @@ impl ClusterSecret {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut file = match options.open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && if_missing => {
-                return Ok(false)
+        let written = options.open(&tmp).and_then(|mut file| {
+            file.write_all(format!("{}\n", hex(&bytes)).as_bytes())?;
+            file.sync_all()
+        });
+        let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+                }
+                Ok(true)
             }
-            Err(source) => return Err(SecretError::Write { path: shown, source }),
-        };
-        let text = format!("{}\n", hex(&bytes));
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|source| SecretError::Write { path: shown, source })?;
-        Ok(true)
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && if_missing => Ok(false),
+            Err(e) => Err(fail(e)),
+        }
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -683,6 +706,17 @@ mod tests {
         }
         let s = ClusterSecret::from_file(&path).unwrap();
         assert_eq!(s.0.len(), 64);
+        // Racing creators agree on one secret and leave no temporary files.
+        let raced = dir.path().join("raced");
+        let made: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| ClusterSecret::create_file(&raced, true).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| usize::from(h.join().unwrap())).sum()
+        });
+        assert_eq!(made, 1);
+        assert_eq!(ClusterSecret::from_file(&raced).unwrap().0.len(), 64);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
         std::fs::write(&path, "  short \n").unwrap();
         assert!(matches!(
             ClusterSecret::from_file(&path),

@@ -51,6 +51,12 @@ pub struct NodeArgs {
     /// calls are unauthenticated (a WARN at start).
     #[arg(long, env = "RIVULET_CLUSTER_SECRET_FILE")]
     cluster_secret_file: Option<PathBuf>,
+    /// Create --cluster-secret-file with a new random secret if it does not
+    /// exist, atomically, so nodes sharing one volume (docker compose) agree
+    /// on one. Elsewhere make the file once with `rivulet cluster
+    /// new-secret` and copy it to every node.
+    #[arg(long, env = "RIVULET_CREATE_CLUSTER_SECRET", requires = "cluster_secret_file")]
+    create_cluster_secret: bool,
     /// Rack of this broker, for rack-aware replica placement.
     #[arg(long, env = "RIVULET_RACK")]
     rack: Option<String>,
@@ -212,6 +218,11 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     ] {
         checked.map_err(|e| anyhow::anyhow!("--{e}"))?;
     }
+    if let (true, Some(file)) = (args.create_cluster_secret, &args.cluster_secret_file) {
+        if rivulet_proto::node_auth::ClusterSecret::create_file(file, true)? {
+            info!(file = %file.display(), "created the cluster secret");
+        }
+    }
     let cluster_secret = args
         .cluster_secret_file
         .as_deref()
@@ -327,6 +338,7 @@ const CONFIG_KEYS: &[(&str, &str)] = &[
     ("cluster-id", "RIVULET_CLUSTER_ID"),
     ("rack", "RIVULET_RACK"),
     ("cluster-secret-file", "RIVULET_CLUSTER_SECRET_FILE"),
+    ("create-cluster-secret", "RIVULET_CREATE_CLUSTER_SECRET"),
     ("broker-lease-ms", "RIVULET_BROKER_LEASE_MS"),
     (
         "preferred-leader-check-ms",

@@ -209,11 +209,7 @@ impl BrokerRegistration {
             if cancel.is_cancelled() {
                 return None;
             }
-            if let Some(mut c) = self
-                .control
-                .controller()
-                .and_then(|(_, a)| self.client(&a))
-            {
+            if let Some(mut c) = self.control.controller().and_then(|(_, a)| self.client(&a)) {
                 let req = RegisterBrokerRequest {
                     broker_id: self.id,
                     address: identity.address.clone(),

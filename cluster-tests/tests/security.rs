@@ -10,13 +10,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use cluster_tests::{Cluster, ProduceOutcome};
+use rivulet_proto::v1::list_offsets_partition::Spec;
 use rivulet_proto::v1::replication_client::ReplicationClient;
+use rivulet_proto::v1::OffsetSpec;
 use rivulet_proto::v1::{
     Acks, ErrorCode, ListOffsetsPartition, ListOffsetsRequest, ReplicaFetchPartition,
     ReplicaFetchRequest,
 };
-use rivulet_proto::v1::list_offsets_partition::Spec;
-use rivulet_proto::v1::OffsetSpec;
 use tonic::transport::Endpoint;
 
 const TEST_LIMIT: Duration = Duration::from_secs(180);
@@ -209,7 +209,9 @@ async fn a_node_without_a_secret_warns_and_a_bad_secret_file_stops_it() {
             || async {
                 let text = std::fs::read_to_string(&log_path).unwrap_or_default();
                 text.lines()
-                    .any(|l| l.contains("WARN") && l.contains("node-to-node calls are unauthenticated"))
+                    .any(|l| {
+                        l.contains("WARN") && l.contains("node-to-node calls are unauthenticated")
+                    })
                     .then_some(true)
             },
         )

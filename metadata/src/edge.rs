@@ -56,12 +56,10 @@ pub async fn serve(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .layer(
-            tower_layer::Stack::new(
-                rivulet_proto::node_auth::NodeAuthLayer::new(nodes),
-                StatusFixLayer,
-            ),
-        )
+        .layer(tower_layer::Stack::new(
+            rivulet_proto::node_auth::NodeAuthLayer::new(nodes),
+            StatusFixLayer,
+        ))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_routes(routes)

@@ -160,7 +160,9 @@ impl ClusterSecret {
             return if if_missing {
                 Ok(false)
             } else {
-                Err(fail(std::io::Error::from(std::io::ErrorKind::AlreadyExists)))
+                Err(fail(std::io::Error::from(
+                    std::io::ErrorKind::AlreadyExists,
+                )))
             };
         }
         let mut bytes = [0u8; 32];
@@ -225,7 +227,13 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn tag(secret: &ClusterSecret, path: &str, node: u64, at_ms: u64, nonce: &[u8; 16]) -> Hmac<Sha256> {
+fn tag(
+    secret: &ClusterSecret,
+    path: &str,
+    node: u64,
+    at_ms: u64,
+    nonce: &[u8; 16],
+) -> Hmac<Sha256> {
     let mut mac = secret.mac();
     mac.update(b"rivulet-node-proof-v1\0");
     mac.update(path.as_bytes());
@@ -296,7 +304,9 @@ impl NodeSigner {
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&self.prefix.to_be_bytes());
         nonce[8..].copy_from_slice(&self.counter.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-        let mac = tag(secret, path, self.node_id, at_ms, &nonce).finalize().into_bytes();
+        let mac = tag(secret, path, self.node_id, at_ms, &nonce)
+            .finalize()
+            .into_bytes();
         Some(format!(
             "v1.{}.{at_ms}.{}.{}",
             self.node_id,
@@ -382,7 +392,11 @@ impl NodeVerifier {
 
     /// The caller proven by `header` for a call to `path`; `Ok(None)` when
     /// nothing is checked.
-    pub fn verify(&self, path: &str, header: Option<&[u8]>) -> Result<Option<CallerNode>, ProofError> {
+    pub fn verify(
+        &self,
+        path: &str,
+        header: Option<&[u8]>,
+    ) -> Result<Option<CallerNode>, ProofError> {
         self.verify_at(path, header, now_ms())
     }
 
@@ -594,15 +608,26 @@ mod tests {
         // Every proof is new.
         let again = signer.proof_at(PATH, now).unwrap();
         assert_ne!(again, proof);
-        assert!(verifier.verify_at(PATH, Some(again.as_bytes()), now).is_ok());
+        assert!(verifier
+            .verify_at(PATH, Some(again.as_bytes()), now)
+            .is_ok());
     }
 
     #[test]
     fn missing_wrong_or_altered_proofs_are_refused() {
         let (signer, verifier) = pair();
         let now = 1_000_000_000;
-        assert_eq!(verifier.verify_at(PATH, None, now), Err(ProofError::Missing));
-        for junk in ["", "v1", "v1.2.3.4.5", "v2.2.1000000000.00.00", "v1.2.x.0.0"] {
+        assert_eq!(
+            verifier.verify_at(PATH, None, now),
+            Err(ProofError::Missing)
+        );
+        for junk in [
+            "",
+            "v1",
+            "v1.2.3.4.5",
+            "v2.2.1000000000.00.00",
+            "v1.2.x.0.0",
+        ] {
             assert_eq!(
                 verifier.verify_at(PATH, Some(junk.as_bytes()), now),
                 Err(ProofError::Malformed),
@@ -618,7 +643,11 @@ mod tests {
         // A proof for one call does not open another.
         let p = signer.proof_at(PATH, now).unwrap();
         assert_eq!(
-            verifier.verify_at("/rivulet.v1.Controller/RegisterBroker", Some(p.as_bytes()), now),
+            verifier.verify_at(
+                "/rivulet.v1.Controller/RegisterBroker",
+                Some(p.as_bytes()),
+                now
+            ),
             Err(ProofError::BadMac)
         );
         // Claiming another node id breaks the MAC.
@@ -712,7 +741,10 @@ mod tests {
             let handles: Vec<_> = (0..8)
                 .map(|_| scope.spawn(|| ClusterSecret::create_file(&raced, true).unwrap()))
                 .collect();
-            handles.into_iter().map(|h| usize::from(h.join().unwrap())).sum()
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap()))
+                .sum()
         });
         assert_eq!(made, 1);
         assert_eq!(ClusterSecret::from_file(&raced).unwrap().0.len(), 64);

@@ -24,12 +24,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rivulet_proto::node_auth::{node_channel, NodeChannel, NodeSigner};
 use rivulet_proto::v1::replication_client::ReplicationClient;
 use rivulet_proto::v1::{
     ErrorCode, ReplicaFetchPartition, ReplicaFetchPartitionResponse, ReplicaFetchRequest,
     ReplicaFetchResponse,
 };
-use rivulet_proto::node_auth::{node_channel, NodeChannel, NodeSigner};
 use rivulet_proto::NODE_CONNECT_TIMEOUT;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

@@ -117,7 +117,9 @@ impl Node {
         let stop = cancel.clone();
         tasks.spawn(
             async move {
-                if let Err(e) = rivulet_metadata::edge::serve(listener, routes, edge, nodes, stop).await {
+                if let Err(e) =
+                    rivulet_metadata::edge::serve(listener, routes, edge, nodes, stop).await
+                {
                     tracing::error!(error = %e, "gRPC server failed");
                 }
             }

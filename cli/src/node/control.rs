@@ -10,10 +10,10 @@ use rivulet_broker::control::{BoxFuture, CommittedIsr, ControlError, ControlPlan
 use rivulet_metadata::image::MetadataImage;
 use rivulet_metadata::quorum::Quorum;
 use rivulet_metadata::AlterPartitionRequest;
+use rivulet_proto::node_auth::NodeChannel;
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{self as pb, ErrorCode};
 use tokio::sync::watch;
-use rivulet_proto::node_auth::NodeChannel;
 
 /// [`ControlPlane`] backed by a [`Quorum`].
 #[derive(Debug)]

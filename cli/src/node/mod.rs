@@ -55,7 +55,11 @@ pub struct NodeArgs {
     /// exist, atomically, so nodes sharing one volume (docker compose) agree
     /// on one. Elsewhere make the file once with `rivulet cluster
     /// new-secret` and copy it to every node.
-    #[arg(long, env = "RIVULET_CREATE_CLUSTER_SECRET", requires = "cluster_secret_file")]
+    #[arg(
+        long,
+        env = "RIVULET_CREATE_CLUSTER_SECRET",
+        requires = "cluster_secret_file"
+    )]
     create_cluster_secret: bool,
     /// Rack of this broker, for rack-aware replica placement.
     #[arg(long, env = "RIVULET_RACK")]

@@ -595,7 +595,14 @@ async fn forged_node_calls_are_refused_and_change_nothing() {
     let follower = *c.voters.keys().find(|id| **id != leader).unwrap();
     let term = || c.quorum(leader).raft().metrics().borrow().current_term;
     let term_before = term();
-    let address_of_3 = || c.quorum(leader).image().broker(BrokerId(3)).unwrap().address.clone();
+    let address_of_3 = || {
+        c.quorum(leader)
+            .image()
+            .broker(BrokerId(3))
+            .unwrap()
+            .address
+            .clone()
+    };
     let address_before = address_of_3();
     let members = || {
         c.quorum(leader)
@@ -610,12 +617,14 @@ async fn forged_node_calls_are_refused_and_change_nothing() {
     };
     assert_eq!(members(), vec![1, 2, 3, 4]);
 
-    let vote = |candidate: u64| RaftMessage {
+    let vote = |candidate: u64| {
+        RaftMessage {
         json: format!(
             r#"{{"vote":{{"leader_id":{{"term":1000,"node_id":{candidate}}},"committed":false}},"last_log_id":null}}"#
         )
         .into_bytes()
         .into(),
+    }
     };
     let plain = |id: NodeId| {
         tonic::transport::Endpoint::from_shared(format!("http://{}", c.addrs[&id]))
@@ -639,9 +648,15 @@ async fn forged_node_calls_are_refused_and_change_nothing() {
     };
 
     // A Raft vote with a huge term: without proof, with a wrong secret.
-    let e = RaftClient::new(plain(leader)).vote(vote(3)).await.unwrap_err();
+    let e = RaftClient::new(plain(leader))
+        .vote(vote(3))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
-    let e = RaftClient::new(wrong_secret(leader)).vote(vote(3)).await.unwrap_err();
+    let e = RaftClient::new(wrong_secret(leader))
+        .vote(vote(3))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     // A node voting as another candidate.
     let e = RaftClient::new(c.node_channel(leader, 2))
@@ -710,13 +725,23 @@ async fn forged_node_calls_are_refused_and_change_nothing() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.error_code, ErrorCode::InvalidRequest as i32, "{}", r.error_message);
+    assert_eq!(
+        r.error_code,
+        ErrorCode::InvalidRequest as i32,
+        "{}",
+        r.error_message
+    );
     let r = admin
         .remove_learner(RemoveLearnerRequest { node_id: 77 })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.error_code, ErrorCode::BrokerNotAvailable as i32, "{}", r.error_message);
+    assert_eq!(
+        r.error_code,
+        ErrorCode::BrokerNotAvailable as i32,
+        "{}",
+        r.error_message
+    );
     let r = admin
         .remove_learner(RemoveLearnerRequest { node_id: 4 })
         .await

@@ -15,12 +15,12 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
+use rivulet_proto::node_auth::{node_channel, CallerNode, NodeChannel, NodeSigner};
 use rivulet_proto::v1::raft_client::RaftClient;
 use rivulet_proto::v1::raft_server::{Raft as RaftService, RaftServer};
 use rivulet_proto::v1::RaftMessage;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use rivulet_proto::node_auth::{node_channel, CallerNode, NodeChannel, NodeSigner};
 use tonic::{Request, Response, Status};
 
 use crate::raft::{NodeId, Raft, TypeConfig};
@@ -49,9 +49,13 @@ impl RaftNetworkFactory<TypeConfig> for RaftNetworkClients {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         RaftPeer {
             target,
-            client: node_channel(&node.addr, rivulet_proto::NODE_CONNECT_TIMEOUT, &self.signer)
-                .map(|c| RaftClient::new(c).max_decoding_message_size(MAX_MESSAGE_BYTES))
-                .map_err(|e| e.to_string()),
+            client: node_channel(
+                &node.addr,
+                rivulet_proto::NODE_CONNECT_TIMEOUT,
+                &self.signer,
+            )
+            .map(|c| RaftClient::new(c).max_decoding_message_size(MAX_MESSAGE_BYTES))
+            .map_err(|e| e.to_string()),
         }
     }
 }

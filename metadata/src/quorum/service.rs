@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rivulet_proto::node_auth::{node_channel, CallerNode, NodeChannel};
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::controller_server::{Controller, ControllerServer};
 use rivulet_proto::v1::{
@@ -25,7 +26,6 @@ use rivulet_proto::v1::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
-use rivulet_proto::node_auth::{node_channel, CallerNode, NodeChannel};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 

@@ -101,7 +101,7 @@ impl DataPlane {
         let registration = BrokerRegistration::new(
             id,
             Arc::clone(&control),
-            rivulet_proto::node_auth::NodeSigner::unsigned(id),
+            rivulet_proto::node_auth::NodeCredentials::unsigned(id),
         );
         let epoch = control.image().broker(BrokerId(id)).unwrap().broker_epoch;
         registration.set_registered(epoch);
@@ -125,6 +125,7 @@ impl DataPlane {
                 routes,
                 limits,
                 Arc::new(rivulet_proto::node_auth::NodeVerifier::open()),
+                None,
                 server_stop,
             )
             .await;

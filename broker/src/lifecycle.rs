@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use rivulet_metadata::image::MetadataImage;
 use rivulet_metadata::BrokerId;
-use rivulet_proto::node_auth::{node_channel, NodeChannel, NodeSigner};
+use rivulet_proto::node_auth::{node_channel, NodeChannel, NodeCredentials};
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{ErrorCode, HeartbeatRequest, RegisterBrokerRequest, TopicPartitionRef};
 use rivulet_proto::{NOT_READY_KEY, TRY_NODES_KEY};
@@ -34,6 +34,9 @@ use tonic::Status;
 use tracing::{debug, info, warn};
 
 use crate::control::ControlPlane;
+
+/// Longest a registration or the opening of the heartbeat stream may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the lifecycle waits before retrying a refused or failed call.
 const RETRY: Duration = Duration::from_millis(200);
@@ -77,28 +80,28 @@ pub struct BrokerRegistration {
     storage_failed: Mutex<Vec<(String, u32)>>,
     /// A controlled shutdown was asked for (sent with every heartbeat).
     shutting_down: AtomicBool,
-    /// Signs this broker's calls to other nodes.
-    signer: NodeSigner,
+    /// How this broker proves itself to other nodes.
+    credentials: NodeCredentials,
 }
 
 impl BrokerRegistration {
     /// The registration of broker `id`, not yet registered; call
-    /// [`Self::run`] to register. `signer` signs its calls to other nodes
+    /// [`Self::run`] to register. `credentials` prove its calls to other nodes
     /// (registration, heartbeats, replica fetches).
-    pub fn new(id: u64, control: Arc<dyn ControlPlane>, signer: NodeSigner) -> Arc<Self> {
+    pub fn new(id: u64, control: Arc<dyn ControlPlane>, credentials: NodeCredentials) -> Arc<Self> {
         Arc::new(Self {
             id,
             control,
-            signer,
+            credentials,
             registered: watch::Sender::new(None),
             storage_failed: Mutex::default(),
             shutting_down: AtomicBool::new(false),
         })
     }
 
-    /// Signs this broker's calls to other nodes.
-    pub fn signer(&self) -> &NodeSigner {
-        &self.signer
+    /// How this broker proves itself to other nodes.
+    pub fn credentials(&self) -> &NodeCredentials {
+        &self.credentials
     }
 
     /// The control plane this registration talks to.
@@ -196,7 +199,7 @@ impl BrokerRegistration {
 
     /// A controller client for `addr`, signing its calls.
     fn client(&self, addr: &str) -> Option<ControllerClient<NodeChannel>> {
-        node_channel(addr, rivulet_proto::NODE_CONNECT_TIMEOUT, &self.signer)
+        node_channel(addr, rivulet_proto::NODE_CONNECT_TIMEOUT, &self.credentials)
             .ok()
             .map(ControllerClient::new)
     }
@@ -217,12 +220,15 @@ impl BrokerRegistration {
                     directory_id: identity.directory_id.clone(),
                     log_fsynced: identity.log_fsynced,
                 };
-                match c.register_broker(req).await {
-                    Ok(r) if r.get_ref().error_code == i32::from(ErrorCode::None) => {
+                // A controller that accepts connections and never answers
+                // (paused, or stuck in a TLS handshake) must not hold this.
+                match tokio::time::timeout(CALL_TIMEOUT, c.register_broker(req)).await {
+                    Ok(Ok(r)) if r.get_ref().error_code == i32::from(ErrorCode::None) => {
                         return Some(r.into_inner().broker_epoch);
                     }
-                    Ok(r) => warn!(error = %r.get_ref().error_message, "registration refused"),
-                    Err(e) => debug!(error = %e.message(), "registration failed; retrying"),
+                    Ok(Ok(r)) => warn!(error = %r.get_ref().error_message, "registration refused"),
+                    Ok(Err(e)) => debug!(error = %e.message(), "registration failed; retrying"),
+                    Err(_) => debug!("registration timed out; retrying"),
                 }
             }
             tokio::select! {
@@ -284,7 +290,10 @@ impl BrokerRegistration {
             let outbound =
                 tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(every))
                     .map(move |_| me.heartbeat_request(epoch));
-            let mut inbound = match c.heartbeat(outbound).await {
+            let opened = tokio::time::timeout(CALL_TIMEOUT, c.heartbeat(outbound))
+                .await
+                .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer")));
+            let mut inbound = match opened {
                 Ok(r) => r.into_inner(),
                 Err(e) => {
                     debug!(controller = %leader, error = %e.message(), "cannot open heartbeat stream");

@@ -4,7 +4,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use rivulet_client::{Admin, ClientConfig, PartitionOffsets, NOT_READY_PATIENCE};
+use rivulet_client::{Admin, PartitionOffsets, NOT_READY_PATIENCE};
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{
     AlterTopicConfigRequest, ConfigEntry, CreateTopicRequest, DeleteTopicRequest,
@@ -68,13 +68,20 @@ enum Probe {
 /// Connects to `addr` and asks it for the cluster (with a short deadline):
 /// a client to it if it answers, ready.
 async fn probe(addr: &str) -> Result<Result<ControllerClient<Channel>, Probe>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("bad address {addr:?} in --bootstrap"))?
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .timeout(RPC_TIMEOUT);
+    let endpoint = rivulet_proto::tls::endpoint(
+        addr,
+        std::time::Duration::from_secs(2),
+        crate::tls::client().as_ref(),
+    )
+    .with_context(|| format!("bad address {addr:?} in --bootstrap"))?
+    .timeout(RPC_TIMEOUT);
     let channel = match endpoint.connect().await {
         Ok(ch) => ch,
-        Err(e) => return Ok(Err(Probe::Failed(e.to_string()))),
+        Err(e) => {
+            let why = rivulet_proto::tls::explain_error(&e)
+                .map_or_else(|| format!("{e}: {}", source_text(&e)), str::to_owned);
+            return Ok(Err(Probe::Failed(why)));
+        }
     };
     let mut client = ControllerClient::new(channel);
     let mut req = tonic::Request::new(DescribeClusterRequest {});
@@ -90,9 +97,20 @@ async fn probe(addr: &str) -> Result<Result<ControllerClient<Channel>, Probe>> {
             reason: s.message().to_owned(),
             others: rivulet_client::hinted_nodes(&s),
         })),
-        Ok(Err(s)) => Ok(Err(Probe::Failed(s.message().to_owned()))),
+        Ok(Err(s)) => Ok(Err(Probe::Failed(
+            rivulet_proto::tls::explain(&s).map_or_else(|| s.message().to_owned(), str::to_owned),
+        ))),
         Err(_) => Ok(Err(Probe::Failed("no answer within 4 s".to_owned()))),
     }
+}
+
+/// The innermost cause of `e` (tonic's own message is "transport error").
+fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// Turns a response's error code into an error naming it.
@@ -310,7 +328,7 @@ fn parse_configs(raw: &[String]) -> Result<Vec<ConfigEntry>> {
 /// Log start and high watermark per partition, from the leaders; `None`
 /// where a leader does not answer (offline partition, node down).
 async fn offsets(bootstrap: &str, t: &TopicInfo) -> Vec<Option<PartitionOffsets>> {
-    let Ok(admin) = Admin::connect(ClientConfig::new(bootstrap)).await else {
+    let Ok(admin) = Admin::connect(crate::tls::client_config(bootstrap)).await else {
         return vec![None; t.partitions.len()];
     };
     let mut out = Vec::with_capacity(t.partitions.len());

@@ -47,6 +47,10 @@ pub struct Target {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// With --local-cluster: the nodes serve TLS (mutual TLS between them)
+    /// and the benchmark's clients connect over it.
+    #[arg(long, requires = "local_cluster")]
+    tls: bool,
 }
 
 /// Producer knobs shared by the produce-side benchmarks.
@@ -169,7 +173,7 @@ impl Env {
             .prefix("rivulet-bench-")
             .tempdir()
             .context("cannot create a temporary directory")?;
-        let mut local = LocalCluster::spawn(dir.path(), free_ports(n as usize)?, &[])?;
+        let mut local = LocalCluster::spawn(dir.path(), free_ports(n as usize)?, &[], target.tls)?;
         if !target.json {
             eprintln!(
                 "starting a local {n}-node cluster in {}",
@@ -187,7 +191,7 @@ impl Env {
     }
 
     fn client(&self) -> ClientConfig {
-        ClientConfig::new(&self.bootstrap)
+        crate::tls::client_config(&self.bootstrap)
     }
 
     /// Creates the topic if missing and waits until every partition has a
@@ -716,7 +720,7 @@ pub async fn failover(bootstrap: &str, args: FailoverArgs) -> Result<()> {
             .filter(|i| *i != leader)
             .map(|i| local.addr(i))
             .collect();
-        let watcher = Admin::connect(ClientConfig::new(&others.join(","))).await?;
+        let watcher = Admin::connect(crate::tls::client_config(&others.join(","))).await?;
         local.start(leader)?;
         let restarted = Instant::now();
         loop {

@@ -9,9 +9,8 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use rivulet_client::{
-    Acks, ClientConfig, Compression, Consumer, ConsumerConfig, ConsumerRecord, GroupConfig,
-    GroupConsumer, OffsetReset, Partitioner, Producer, ProducerConfig, ProducerRecord,
-    RebalanceEvent, SeekTo,
+    Acks, Compression, Consumer, ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer,
+    OffsetReset, Partitioner, Producer, ProducerConfig, ProducerRecord, RebalanceEvent, SeekTo,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -147,7 +146,7 @@ pub async fn produce(bootstrap: &str, args: ProduceArgs) -> Result<()> {
         partitioner,
         ..ProducerConfig::default()
     };
-    let producer = Producer::connect(ClientConfig::new(bootstrap), config)
+    let producer = Producer::connect(crate::tls::client_config(bootstrap), config)
         .await
         .context("cannot connect")?;
     // Fail before reading stdin when the target cannot exist.
@@ -295,10 +294,14 @@ async fn consume_group(bootstrap: &str, group: &str, args: &ConsumeArgs) -> Resu
         client_id: format!("rivulet-cli@{}", std::process::id()),
         ..GroupConfig::default()
     };
-    let mut consumer =
-        GroupConsumer::subscribe(ClientConfig::new(bootstrap), group, &[&args.topic], config)
-            .await
-            .context("cannot join the group")?;
+    let mut consumer = GroupConsumer::subscribe(
+        crate::tls::client_config(bootstrap),
+        group,
+        &[&args.topic],
+        config,
+    )
+    .await
+    .context("cannot join the group")?;
     let timeout = args.timeout_ms.map(Duration::from_millis);
     let progress = std::io::stderr().is_terminal();
     let mut last_record = Instant::now();
@@ -378,7 +381,7 @@ async fn check_offset_in_range(
     partition: Option<u32>,
     offset: u64,
 ) -> Result<()> {
-    let admin = rivulet_client::Admin::connect(ClientConfig::new(bootstrap)).await?;
+    let admin = rivulet_client::Admin::connect(crate::tls::client_config(bootstrap)).await?;
     let partitions: Vec<u32> = match partition {
         Some(p) => vec![p],
         None => {
@@ -416,7 +419,7 @@ pub async fn consume(bootstrap: &str, args: ConsumeArgs) -> Result<()> {
         skip_undecodable: args.skip_undecodable,
         ..ConsumerConfig::default()
     };
-    let mut consumer = Consumer::connect(ClientConfig::new(bootstrap), config)
+    let mut consumer = Consumer::connect(crate::tls::client_config(bootstrap), config)
         .await
         .context("cannot connect")?;
     let partitions: Vec<u32> = args.partition.into_iter().collect();

@@ -25,6 +25,10 @@ pub struct DevArgs {
     /// Port of node 1; node i listens on base-port + i - 1.
     #[arg(long, default_value_t = 9092)]
     base_port: u16,
+    /// Serve TLS (and mutual TLS between the nodes), with a development CA
+    /// and certificates made in `<data-dir>/tls` on first use.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// Runs the dev cluster until Ctrl-C or SIGTERM.
@@ -39,7 +43,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         args.nodes
     );
     let ports: Vec<u16> = (0..args.nodes as u16).map(|i| args.base_port + i).collect();
-    let mut cluster = LocalCluster::spawn(&args.data_dir, ports, &[])?;
+    let mut cluster = LocalCluster::spawn(&args.data_dir, ports, &[], args.tls)?;
     eprintln!(
         "starting {} nodes (logs in {})...",
         args.nodes,
@@ -61,6 +65,13 @@ pub async fn run(args: DevArgs) -> Result<()> {
     }
     println!();
     println!("  export RIVULET_BOOTSTRAP={}", cluster.bootstrap());
+    if args.tls {
+        let ca = cluster
+            .data_dir()
+            .join(crate::local::TLS_DIR)
+            .join("ca.pem");
+        println!("  export RIVULET_TLS_CA={}", ca.display());
+    }
     println!("  rivulet cluster status");
     println!("  rivulet topic create orders --partitions 3 --replication-factor 3");
     println!("  seq 1 1000 | rivulet produce orders");

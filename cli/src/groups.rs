@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use rivulet_client::{Admin, ClientConfig, GroupDescription, SeekTo};
+use rivulet_client::{Admin, GroupDescription, SeekTo};
 use serde_json::json;
 
 /// `rivulet group ...`
@@ -71,7 +71,7 @@ pub struct ResetArgs {
 
 /// Runs `rivulet group ...`.
 pub async fn run(bootstrap: &str, cmd: GroupCommand) -> Result<()> {
-    let admin = Admin::connect(ClientConfig::new(bootstrap))
+    let admin = Admin::connect(crate::tls::client_config(bootstrap))
         .await
         .context("cannot connect")?;
     match cmd {

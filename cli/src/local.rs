@@ -47,21 +47,43 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>> {
 
 /// The cluster secret's file in a local cluster's data directory.
 pub const SECRET_FILE: &str = "cluster.secret";
+/// Where a local cluster started with TLS keeps its certificates.
+pub const TLS_DIR: &str = "tls";
 
 impl LocalCluster {
     /// Starts one node per port, with `extra_args` added to every
     /// `rivulet node` command line. The nodes share a cluster secret,
-    /// `<data_dir>/cluster.secret`, made on first use.
-    pub fn spawn(data_dir: &Path, ports: Vec<u16>, extra_args: &[String]) -> Result<Self> {
+    /// `<data_dir>/cluster.secret`, made on first use. With `tls` they
+    /// serve TLS with certificates made on first use in `<data_dir>/tls`
+    /// (for 127.0.0.1 and localhost), and this process's clients trust
+    /// their CA.
+    pub fn spawn(
+        data_dir: &Path,
+        ports: Vec<u16>,
+        extra_args: &[String],
+        tls: bool,
+    ) -> Result<Self> {
         let exe = std::env::current_exe().context("cannot find the rivulet binary")?;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create {}", data_dir.display()))?;
         rivulet_proto::node_auth::ClusterSecret::create_file(&data_dir.join(SECRET_FILE), true)?;
+        let mut extra_args = extra_args.to_vec();
+        if tls {
+            let dir = data_dir.join(TLS_DIR);
+            let files = crate::tls::CertFiles::in_dir(&dir);
+            if !files.ca.exists() {
+                crate::tls::make_certs(&dir, &["127.0.0.1".into(), "localhost".into()], 825)?;
+            }
+            extra_args.extend(files.node_flags());
+            crate::tls::set_client(Some(rivulet_proto::tls::ClientTls::from_files(
+                &files.ca, None,
+            )?));
+        }
         let mut c = Self {
             exe,
             data_dir: data_dir.canonicalize()?,
             ports,
-            extra_args: extra_args.to_vec(),
+            extra_args,
             children: BTreeMap::new(),
         };
         for i in c.ids() {

@@ -12,6 +12,7 @@ mod groups;
 mod local;
 mod logging;
 mod node;
+mod tls;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +29,8 @@ struct Cli {
         default_value = "127.0.0.1:9092"
     )]
     bootstrap: String,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,6 +58,9 @@ enum Command {
     /// Measure Rivulet's performance.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Make a development CA and TLS certificates for nodes and clients
+    /// (no openssl needed).
+    Cert(tls::CertArgs),
 }
 
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -76,6 +82,10 @@ fn main() {
         }
     }
     let cli = Cli::parse();
+    if let Err(e) = tls::init_client(&cli.tls) {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
     let result = match cli.command {
         Command::Node(args) => {
             // openraft's replication module logs every failed RPC to a down peer at
@@ -84,7 +94,7 @@ fn main() {
                 Some(args.id),
                 "info,openraft=warn,openraft::replication=off",
             );
-            runtime(args.threads).and_then(|rt| rt.block_on(node::run(args)))
+            runtime(args.threads).and_then(|rt| rt.block_on(node::run(args, &cli.tls)))
         }
         Command::Dev(args) => {
             logging::init(None, "warn");
@@ -114,6 +124,7 @@ fn main() {
             logging::init(None, "warn");
             bench::run(cmd, &cli.bootstrap)
         }
+        Command::Cert(args) => tls::run_cert(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

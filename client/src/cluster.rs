@@ -10,7 +10,7 @@ use rivulet_proto::v1::broker_client::BrokerClient;
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{LeaderHint, MetadataRequest, MetadataResponse, PartitionInfo};
 use rivulet_proto::{NOT_READY_KEY, TRY_NODES_KEY};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::debug;
 
 use crate::error::{Error, Result};
@@ -26,6 +26,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Deadline of one request (long polls add their wait to it).
     pub request_timeout: Duration,
+    /// TLS: the CA to trust and an optional client certificate; `None`
+    /// connects in plaintext.
+    pub tls: Option<rivulet_proto::tls::ClientTls>,
 }
 
 impl ClientConfig {
@@ -40,7 +43,14 @@ impl ClientConfig {
                 .collect(),
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
+            tls: None,
         }
+    }
+
+    /// Connects over TLS with `tls`.
+    pub fn with_tls(mut self, tls: Option<rivulet_proto::tls::ClientTls>) -> Self {
+        self.tls = tls;
+        self
     }
 }
 
@@ -132,13 +142,15 @@ impl Cluster {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::Invalid(format!("bad address {addr:?}: {e}")))?
-            .connect_timeout(self.config.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let ch = rivulet_proto::tls::endpoint(
+            addr,
+            self.config.connect_timeout,
+            self.config.tls.as_ref(),
+        )
+        .map_err(|e| Error::Invalid(format!("bad address {addr:?}: {e}")))?
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect_lazy();
         channels.insert(addr.to_owned(), ch.clone());
         Ok(ch)
     }
@@ -195,7 +207,7 @@ impl Cluster {
                         tonic::Status::deadline_exceeded(format!("no answer within {per_call:?}"))
                     }
                 };
-                if !passes_over(&status) {
+                if !passes_over(&status) && rivulet_proto::tls::explain(&status).is_none() {
                     return Err(status.into());
                 }
                 if is_not_ready(&status) {
@@ -208,7 +220,9 @@ impl Cluster {
                     }
                 }
                 debug!(%addr, error = %status.message(), "node passed over");
-                failures.push(format!("{addr}: {}", status.message()));
+                let why = rivulet_proto::tls::explain(&status)
+                    .map_or_else(|| status.message().to_owned(), str::to_owned);
+                failures.push(format!("{addr}: {why}"));
             }
             if !not_ready || tokio::time::Instant::now() >= deadline {
                 let tried = if failures.is_empty() {

@@ -112,6 +112,11 @@ pub(crate) fn is_retriable_code(code: ErrorCode) -> bool {
 
 impl From<tonic::Status> for Error {
     fn from(s: tonic::Status) -> Self {
+        // TLS on one side only, or a certificate another CA signed: say
+        // so, not "h2 protocol error" or "BadSignature".
+        if let Some(why) = rivulet_proto::tls::explain(&s) {
+            return Error::Unreachable(why.to_owned());
+        }
         match s.code() {
             tonic::Code::Unavailable => Error::Unreachable(s.message().to_owned()),
             tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => Error::Rpc(s.to_string()),

@@ -16,9 +16,16 @@ pub fn bootstrap(c: &Cluster) -> String {
         .join(",")
 }
 
-/// Runs `rivulet --bootstrap <all nodes> <args>` to completion.
+/// Runs `rivulet --bootstrap <all nodes> <args>` to completion (trusting
+/// the cluster's CA if it serves TLS; an explicit `--tls-ca` in `args`
+/// wins).
 pub fn rivulet(c: &Cluster, args: &[&str]) -> Output {
-    Command::new(rivulet_binary())
+    let mut command = Command::new(rivulet_binary());
+    command.env_remove("RIVULET_TLS_CA");
+    if c.client_tls().is_some() {
+        command.env("RIVULET_TLS_CA", c.tls_dir().join("ca.pem"));
+    }
+    command
         .arg("--bootstrap")
         .arg(bootstrap(c))
         .args(args)

@@ -102,6 +102,10 @@ pub struct Cluster {
     disk_mb: Option<u64>,
     /// The tmpfs mounts to undo at drop.
     mounts: Vec<PathBuf>,
+    /// Whether the nodes serve TLS (certificates from `rivulet cert` in
+    /// `<root>/tls`), and how this harness's clients connect then.
+    tls: bool,
+    client_tls: Option<rivulet_proto::tls::ClientTls>,
     /// One cluster per test process at a time: tests run in parallel threads,
     /// and two clusters on a 2-core machine would turn timing assertions
     /// (failover within 2 s) into coin flips.
@@ -112,7 +116,14 @@ impl Cluster {
     /// Starts `n` nodes, all voters, and waits until every node answers and
     /// all agree on a leader (within [`START_TIMEOUT`]).
     pub async fn start(n: u64) -> Self {
-        Self::start_with(n, None, None).await
+        Self::start_with(n, None, None, false).await
+    }
+
+    /// Like [`Cluster::start`], every node serving TLS (mutual TLS between
+    /// nodes) with certificates `rivulet cert` made; the harness's clients
+    /// trust its CA.
+    pub async fn start_tls(n: u64) -> Self {
+        Self::start_with(n, None, None, true).await
     }
 
     /// Like [`Cluster::start`], each node in its own network namespace so
@@ -127,10 +138,10 @@ impl Cluster {
     pub async fn start_isolated(n: u64, disk_mb: Option<u64>) -> Result<Self, String> {
         let ids: Vec<u64> = (1..=n).collect();
         let net = Net::create(&ids)?;
-        Ok(Self::start_with(n, Some(Arc::new(net)), disk_mb).await)
+        Ok(Self::start_with(n, Some(Arc::new(net)), disk_mb, false).await)
     }
 
-    async fn start_with(n: u64, net: Option<Arc<Net>>, disk_mb: Option<u64>) -> Self {
+    async fn start_with(n: u64, net: Option<Arc<Net>>, disk_mb: Option<u64>, tls: bool) -> Self {
         assert!(n >= 1, "a cluster needs a node");
         static TURN: OnceLock<Arc<Mutex<()>>> = OnceLock::new();
         let turn = Arc::clone(TURN.get_or_init(Default::default))
@@ -148,6 +159,8 @@ impl Cluster {
             net,
             disk_mb,
             mounts: Vec::new(),
+            tls,
+            client_tls: None,
             _turn: turn,
         };
         for attempt in 1..=START_ATTEMPTS {
@@ -205,6 +218,33 @@ impl Cluster {
             false,
         )
         .expect("cannot write the cluster secret");
+        let mut tls_flags = Vec::new();
+        self.client_tls = None;
+        if self.tls {
+            let dir = self.tls_dir();
+            let out = std::process::Command::new(self.bin)
+                .args(["cert", "--out-dir"])
+                .arg(&dir)
+                .output()
+                .expect("run rivulet cert");
+            assert!(
+                out.status.success(),
+                "rivulet cert failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for (flag, file) in [
+                ("--tls-ca", "ca.pem"),
+                ("--tls-cert", "node.pem"),
+                ("--tls-key", "node.key"),
+            ] {
+                tls_flags.push(flag.to_owned());
+                tls_flags.push(dir.join(file).display().to_string());
+            }
+            self.client_tls = Some(
+                rivulet_proto::tls::ClientTls::from_files(&dir.join("ca.pem"), None)
+                    .expect("the CA rivulet cert made"),
+            );
+        }
         let addrs = match &self.net {
             // Each namespace has its own address: any port will do.
             Some(net) => (1..=n)
@@ -217,6 +257,7 @@ impl Cluster {
             .map(|(id, addr)| {
                 let mut node = Node::new(&self.root_path, id, addr);
                 node.netns = self.net.as_ref().map(|net| net.namespace(id));
+                node.extra_args = tls_flags.clone();
                 (id, node)
             })
             .collect();
@@ -593,13 +634,34 @@ impl Cluster {
 
     /// A Controller client for node `id` whose calls fail after `timeout`.
     pub fn client_with_timeout(&self, id: u64, timeout: Duration) -> ControllerClient<Channel> {
-        let channel = Endpoint::from_shared(format!("http://{}", self.addr(id)))
-            .expect("a socket address is a valid URI")
-            .connect_timeout(CONNECT_TIMEOUT)
+        ControllerClient::new(self.channel(id, timeout))
+    }
+
+    /// A channel to node `id` (over TLS if the cluster serves it) whose
+    /// calls fail after `timeout`.
+    pub fn channel(&self, id: u64, timeout: Duration) -> Channel {
+        self.endpoint(id, CONNECT_TIMEOUT)
             .timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        ControllerClient::new(channel)
+            .connect_lazy()
+    }
+
+    fn endpoint(&self, id: u64, connect_timeout: Duration) -> Endpoint {
+        rivulet_proto::tls::endpoint(
+            &self.addr(id).to_string(),
+            connect_timeout,
+            self.client_tls(),
+        )
+        .expect("a socket address is a valid URI")
+    }
+
+    /// How clients connect to this cluster: its CA when it serves TLS.
+    pub fn client_tls(&self) -> Option<&rivulet_proto::tls::ClientTls> {
+        self.client_tls.as_ref()
+    }
+
+    /// Where `rivulet cert` put the cluster's certificates (TLS clusters).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root_path.join("tls")
     }
 
     /// The file holding the cluster's secret (every node gets
@@ -611,15 +673,10 @@ impl Cluster {
     /// A channel to node `to` whose calls carry node `as_node`'s proof of
     /// the cluster secret: what a real node sends.
     pub fn node_channel(&self, to: u64, as_node: u64) -> rivulet_proto::node_auth::NodeChannel {
-        use rivulet_proto::node_auth::{ClusterSecret, NodeChannel, NodeSigner};
+        use rivulet_proto::node_auth::{ClusterSecret, NodeChannel, NodeCredentials};
         let secret = ClusterSecret::from_file(&self.secret_file()).expect("the cluster secret");
-        let channel = Endpoint::from_shared(format!("http://{}", self.addr(to)))
-            .expect("a socket address is a valid URI")
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(RPC_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        NodeChannel::new(channel, NodeSigner::new(as_node, Some(secret)))
+        let channel = self.channel(to, RPC_TIMEOUT);
+        NodeChannel::new(channel, NodeCredentials::new(as_node, Some(secret)))
     }
 
     /// `DescribeCluster` on node `id`: its own view.

@@ -12,7 +12,7 @@ use rivulet_proto::v1::{
     Acks, ConfigEntry, CreateTopicRequest, ErrorCode, LeaderHint, MetadataRequest, PartitionInfo,
     ProducePartition, ProduceRequest, ProduceResponse,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::cluster::Cluster;
 use crate::wait::wait_until;
@@ -41,13 +41,7 @@ pub struct ReadRecord {
 impl Cluster {
     /// A Broker client for node `id` whose calls fail after `timeout`.
     pub fn broker_client(&self, id: u64, timeout: Duration) -> BrokerClient<Channel> {
-        let channel = Endpoint::from_shared(format!("http://{}", self.addr(id)))
-            .expect("a socket address is a valid URI")
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        BrokerClient::new(channel)
+        BrokerClient::new(self.channel(id, timeout))
     }
 
     /// `CreateTopic` with configs, sent to node `via`; the error code.

@@ -44,6 +44,8 @@ pub(crate) struct Node {
     pub(crate) netns: Option<String>,
     /// `<root>/cluster.secret`, shared by every node of the cluster.
     pub(crate) secret_file: PathBuf,
+    /// More `rivulet node` flags (TLS).
+    pub(crate) extra_args: Vec<String>,
 }
 
 impl Node {
@@ -56,6 +58,7 @@ impl Node {
             state: State::Stopped,
             netns: None,
             secret_file: root.join(SECRET_FILE),
+            extra_args: Vec::new(),
         }
     }
 
@@ -100,6 +103,7 @@ impl Node {
             .args(["--voters", voters])
             .arg("--cluster-secret-file")
             .arg(&self.secret_file)
+            .args(&self.extra_args)
             .env("RIVULET_LOG", log_filter)
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "1")

@@ -114,6 +114,17 @@ async fn sigkill_of_a_partition_leader() {
     .await;
 }
 
+/// The same with TLS on every connection (mutual TLS between the nodes)
+/// and the cluster secret: failover and replication work alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_controller_that_leads_a_partition_over_tls() {
+    bounded(async {
+        let (hit, _) = run_episode(Cluster::start_tls(3).await, 3, Fault::Kill, Target::Both).await;
+        assert!(hit.contains("controller"), "{hit}");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_of_a_partition_leader() {
     bounded(async {

@@ -46,16 +46,21 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves `routes` on `listener` behind the edge (bounded connections,
-/// keep-alive pings, fixed statuses, node-only calls checked by `nodes`)
-/// until `shutdown` fires.
+/// keep-alive pings, fixed statuses, node-only calls checked by `nodes`),
+/// over TLS with `tls`, until `shutdown` fires.
 pub async fn serve(
     listener: TcpListener,
     routes: tonic::service::Routes,
     limits: EdgeLimits,
     nodes: Arc<rivulet_proto::node_auth::NodeVerifier>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .layer(tower_layer::Stack::new(
             rivulet_proto::node_auth::NodeAuthLayer::new(nodes),
             StatusFixLayer,

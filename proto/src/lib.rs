@@ -10,6 +10,7 @@ pub mod v1 {
 }
 
 pub mod node_auth;
+pub mod tls;
 
 /// gRPC metadata key set (to `1`) on the retriable `UNAVAILABLE` a node
 /// answers while it is catching up with the metadata log after a restart
@@ -25,17 +26,14 @@ pub const TRY_NODES_KEY: &str = "x-rivulet-try-nodes";
 pub const NODE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A lazily connecting gRPC channel to `host:port` with a connect timeout
-/// and TCP_NODELAY: the one way every Rivulet crate dials a node.
+/// and TCP_NODELAY, over TLS when `tls` is given: the one way every Rivulet
+/// crate dials a node.
 pub fn channel(
     addr: &str,
     connect_timeout: std::time::Duration,
+    tls: Option<&tls::ClientTls>,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    Ok(
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy(),
-    )
+    Ok(tls::endpoint(addr, connect_timeout, tls)?.connect_lazy())
 }
 
 /// The encoded `FileDescriptorSet` of every Rivulet service, for gRPC server

@@ -248,29 +248,43 @@ fn tag(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallerNode(pub u64);
 
-/// Signs this node's calls to other nodes. Cheap to clone.
+/// How this node proves itself to other nodes: it signs its calls with
+/// the cluster secret and, with TLS, presents its certificate. Cheap to
+/// clone.
 #[derive(Clone)]
-pub struct NodeSigner {
+pub struct NodeCredentials {
     node_id: u64,
     secret: Option<ClusterSecret>,
+    tls: Option<crate::tls::ClientTls>,
     /// Nonces: a random prefix per signer and a counter, so no two proofs
     /// of one process repeat.
     prefix: u64,
     counter: Arc<AtomicU64>,
 }
 
-impl fmt::Debug for NodeSigner {
+impl fmt::Debug for NodeCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NodeSigner")
+        f.debug_struct("NodeCredentials")
             .field("node_id", &self.node_id)
             .field("signs", &self.secret.is_some())
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
 
-impl NodeSigner {
+impl NodeCredentials {
     /// Signs as `node_id` with `secret`; without one, signs nothing.
     pub fn new(node_id: u64, secret: Option<ClusterSecret>) -> Self {
+        Self::with_tls(node_id, secret, None)
+    }
+
+    /// [`Self::new`], connecting over TLS with `tls` (which should carry
+    /// the node's certificate: mutual TLS).
+    pub fn with_tls(
+        node_id: u64,
+        secret: Option<ClusterSecret>,
+        tls: Option<crate::tls::ClientTls>,
+    ) -> Self {
         let mut seed = [0u8; 8];
         if getrandom::fill(&mut seed).is_err() {
             // Uniqueness, not secrecy, is what the prefix is for.
@@ -279,6 +293,7 @@ impl NodeSigner {
         Self {
             node_id,
             secret,
+            tls,
             prefix: u64::from_be_bytes(seed),
             counter: Arc::new(AtomicU64::new(0)),
         }
@@ -289,9 +304,14 @@ impl NodeSigner {
         Self::new(node_id, None)
     }
 
-    /// The node this signer speaks for.
+    /// The node these credentials speak for.
     pub fn node_id(&self) -> u64 {
         self.node_id
+    }
+
+    /// TLS for connections to other nodes, if configured.
+    pub fn tls(&self) -> Option<&crate::tls::ClientTls> {
+        self.tls.as_ref()
     }
 
     /// The proof header for a call to `path`, now; `None` without a secret.
@@ -456,12 +476,12 @@ impl NodeVerifier {
 #[derive(Debug, Clone)]
 pub struct NodeChannel {
     inner: tonic::transport::Channel,
-    signer: NodeSigner,
+    signer: NodeCredentials,
 }
 
 impl NodeChannel {
     /// Signs the calls made through `inner` with `signer`.
-    pub fn new(inner: tonic::transport::Channel, signer: NodeSigner) -> Self {
+    pub fn new(inner: tonic::transport::Channel, signer: NodeCredentials) -> Self {
         Self { inner, signer }
     }
 }
@@ -487,15 +507,16 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for NodeChannel {
     }
 }
 
-/// A lazily connecting, signing channel to another node at `host:port`.
+/// A lazily connecting channel to another node at `host:port`, signing
+/// its calls and over TLS where the credentials say so.
 pub fn node_channel(
     addr: &str,
     connect_timeout: Duration,
-    signer: &NodeSigner,
+    credentials: &NodeCredentials,
 ) -> Result<NodeChannel, tonic::transport::Error> {
     Ok(NodeChannel::new(
-        crate::channel(addr, connect_timeout)?,
-        signer.clone(),
+        crate::channel(addr, connect_timeout, credentials.tls())?,
+        credentials.clone(),
     ))
 }
 
@@ -584,10 +605,10 @@ mod tests {
 
     const PATH: &str = "/rivulet.v1.Raft/Vote";
 
-    fn pair() -> (NodeSigner, NodeVerifier) {
+    fn pair() -> (NodeCredentials, NodeVerifier) {
         let secret = ClusterSecret::from_bytes(&[7u8; 32]);
         (
-            NodeSigner::new(2, Some(secret.clone())),
+            NodeCredentials::new(2, Some(secret.clone())),
             NodeVerifier::new(secret),
         )
     }
@@ -634,7 +655,7 @@ mod tests {
                 "{junk:?}"
             );
         }
-        let other = NodeSigner::new(2, Some(ClusterSecret::from_bytes(&[8u8; 32])));
+        let other = NodeCredentials::new(2, Some(ClusterSecret::from_bytes(&[8u8; 32])));
         let p = other.proof_at(PATH, now).unwrap();
         assert_eq!(
             verifier.verify_at(PATH, Some(p.as_bytes()), now),
@@ -688,7 +709,7 @@ mod tests {
 
     #[test]
     fn without_a_secret_nothing_is_signed_or_checked() {
-        let signer = NodeSigner::unsigned(1);
+        let signer = NodeCredentials::unsigned(1);
         assert_eq!(signer.proof(PATH), None);
         assert_eq!(NodeVerifier::open().verify(PATH, None), Ok(None));
     }

@@ -24,7 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rivulet_proto::node_auth::{node_channel, NodeChannel, NodeSigner};
+use rivulet_proto::node_auth::{node_channel, NodeChannel, NodeCredentials};
 use rivulet_proto::v1::replication_client::ReplicationClient;
 use rivulet_proto::v1::{
     ErrorCode, ReplicaFetchPartition, ReplicaFetchPartitionResponse, ReplicaFetchRequest,
@@ -76,7 +76,7 @@ pub(crate) trait FetchHost: Send + Sync + 'static {
     /// How to fetch.
     fn fetch_settings(&self) -> FetchSettings;
     /// Signs the fetches (they are node-only calls).
-    fn signer(&self) -> NodeSigner;
+    fn credentials(&self) -> NodeCredentials;
 }
 
 /// One followed partition as the next round asks for it.
@@ -231,7 +231,7 @@ pub(crate) async fn run_fetcher(host: Arc<dyn FetchHost>, source: u64, cancel: C
         }
         let c = match &client {
             Some((addr, c)) if *addr == address => c.clone(),
-            _ => match node_channel(&address, NODE_CONNECT_TIMEOUT, &host.signer()) {
+            _ => match node_channel(&address, NODE_CONNECT_TIMEOUT, &host.credentials()) {
                 Ok(ch) => {
                     let c = ReplicationClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES);
                     client = Some((address, c.clone()));

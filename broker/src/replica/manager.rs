@@ -763,8 +763,8 @@ impl FetchHost for ReplicaManager {
         }
     }
 
-    fn signer(&self) -> rivulet_proto::node_auth::NodeSigner {
-        self.registration.signer().clone()
+    fn credentials(&self) -> rivulet_proto::node_auth::NodeCredentials {
+        self.registration.credentials().clone()
     }
 }
 

@@ -81,6 +81,7 @@ impl Node {
         let span = tracing::info_span!("node", id = config.node_id);
         let id = config.node_id;
         let edge = config.edge;
+        let tls = config.tls.as_ref().map(|t| t.server.clone());
         let nodes = Arc::new(match &config.cluster_secret {
             Some(secret) => NodeVerifier::new(secret.clone()),
             None => {
@@ -102,7 +103,7 @@ impl Node {
 
         // The broker sees the quorum only through its seam.
         let control: Arc<dyn ControlPlane> = Arc::new(QuorumControl::new(Arc::clone(&quorum)));
-        let registration = BrokerRegistration::new(id, control, quorum.signer().clone());
+        let registration = BrokerRegistration::new(id, control, quorum.credentials().clone());
         let mut routes: Routes = controller.services(registration.clone())?;
         if let Some((broker_config, group_config)) = data_plane {
             let mgr = ReplicaManager::new(broker_config, Arc::clone(&registration));
@@ -118,7 +119,7 @@ impl Node {
         tasks.spawn(
             async move {
                 if let Err(e) =
-                    rivulet_metadata::edge::serve(listener, routes, edge, nodes, stop).await
+                    rivulet_metadata::edge::serve(listener, routes, edge, nodes, tls, stop).await
                 {
                     tracing::error!(error = %e, "gRPC server failed");
                 }

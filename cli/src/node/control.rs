@@ -45,7 +45,7 @@ impl QuorumControl {
         let channel = rivulet_proto::node_auth::node_channel(
             &addr,
             rivulet_proto::NODE_CONNECT_TIMEOUT,
-            self.quorum.signer(),
+            self.quorum.credentials(),
         )
         .map_err(|e| ControlError::Unreachable(format!("{addr}: {e}")))?;
         let c = ControllerClient::new(channel);

@@ -167,7 +167,8 @@ pub struct NodeArgs {
 }
 
 /// Runs the node until SIGTERM or Ctrl-C.
-pub async fn run(args: NodeArgs) -> Result<()> {
+pub async fn run(args: NodeArgs, tls: &crate::tls::TlsArgs) -> Result<()> {
+    let tls = crate::tls::node(tls)?;
     let process_started = std::time::Instant::now();
     let voters = parse_voters(&args.voters)?;
     let advertise = match &args.advertise {
@@ -261,6 +262,7 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         timing,
         edge,
         cluster_secret,
+        tls,
     };
     let identity = BrokerIdentity {
         address: advertise.clone(),
@@ -342,6 +344,9 @@ const CONFIG_KEYS: &[(&str, &str)] = &[
     ("cluster-id", "RIVULET_CLUSTER_ID"),
     ("rack", "RIVULET_RACK"),
     ("cluster-secret-file", "RIVULET_CLUSTER_SECRET_FILE"),
+    ("tls-ca", "RIVULET_TLS_CA"),
+    ("tls-cert", "RIVULET_TLS_CERT"),
+    ("tls-key", "RIVULET_TLS_KEY"),
     ("create-cluster-secret", "RIVULET_CREATE_CLUSTER_SECRET"),
     ("broker-lease-ms", "RIVULET_BROKER_LEASE_MS"),
     (

@@ -16,7 +16,7 @@ use rivulet_metadata::quorum::{default_cluster_id, Quorum, QuorumConfig, QuorumT
 use rivulet_metadata::raft::NodeId;
 use rivulet_metadata::BrokerId;
 
-use rivulet_proto::node_auth::{node_channel, ClusterSecret, NodeChannel, NodeSigner};
+use rivulet_proto::node_auth::{node_channel, ClusterSecret, NodeChannel, NodeCredentials};
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{
     AlterPartitionRequest, CreateTopicRequest, DescribeClusterRequest, ErrorCode,
@@ -106,6 +106,7 @@ impl TestCluster {
             timing: self.timing.clone(),
             edge: Default::default(),
             cluster_secret: Some(self.secret.clone()),
+            tls: None,
         }
     }
 
@@ -167,7 +168,7 @@ impl TestCluster {
         node_channel(
             &self.addrs[&to].to_string(),
             Duration::from_secs(1),
-            &NodeSigner::new(as_node, Some(self.secret.clone())),
+            &NodeCredentials::new(as_node, Some(self.secret.clone())),
         )
         .unwrap()
     }
@@ -635,7 +636,7 @@ async fn forged_node_calls_are_refused_and_change_nothing() {
         node_channel(
             &c.addrs[&to].to_string(),
             Duration::from_secs(1),
-            &NodeSigner::new(3, Some(ClusterSecret::from_bytes(&[1u8; 40]))),
+            &NodeCredentials::new(3, Some(ClusterSecret::from_bytes(&[1u8; 40]))),
         )
         .unwrap()
     };

@@ -91,6 +91,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rivulet_common::batch::decode_records;
+use rivulet_proto::tls::ClientTls;
 use rivulet_proto::v1::broker_client::BrokerClient;
 use rivulet_proto::v1::list_offsets_partition::Spec;
 use rivulet_proto::v1::{
@@ -98,7 +99,7 @@ use rivulet_proto::v1::{
     MetadataRequest, OffsetSpec, PartitionInfo,
 };
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::cluster::Cluster;
 use crate::data::{classify_produce, produce_request, ProduceOutcome, ReadRecord};

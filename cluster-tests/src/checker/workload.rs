@@ -57,19 +57,21 @@ impl Nodes {
             .into_iter()
             .map(|id| (id, c.addr(id).to_string()))
             .collect();
-        Self::at(&addrs)
+        Self::at_with(&addrs, c.client_tls())
     }
 
     /// Nodes by id and the `host:port` they advertise (e.g. containers).
     pub fn at(addrs: &[(u64, String)]) -> Arc<Self> {
+        Self::at_with(addrs, None)
+    }
+
+    fn at_with(addrs: &[(u64, String)], tls: Option<&ClientTls>) -> Arc<Self> {
         let mut channels = BTreeMap::new();
         let mut by_addr = HashMap::new();
         for (id, addr) in addrs {
             let (id, addr) = (*id, addr.clone());
-            let channel = Endpoint::from_shared(format!("http://{addr}"))
+            let channel = rivulet_proto::tls::endpoint(&addr, Duration::from_millis(500), tls)
                 .expect("a socket address is a valid URI")
-                .connect_timeout(Duration::from_millis(500))
-                .tcp_nodelay(true)
                 .connect_lazy();
             channels.insert(id, channel);
             by_addr.insert(addr.to_string(), id);

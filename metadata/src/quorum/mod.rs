@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
-use rivulet_proto::node_auth::NodeSigner;
+use rivulet_proto::node_auth::NodeCredentials;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -167,6 +167,9 @@ pub struct QuorumConfig {
     /// The cluster secret node-to-node calls prove they hold; `None`
     /// leaves them unauthenticated (a WARN at start).
     pub cluster_secret: Option<rivulet_proto::node_auth::ClusterSecret>,
+    /// TLS for the node's listener and its calls to other nodes; `None`
+    /// serves and calls in plaintext.
+    pub tls: Option<rivulet_proto::tls::NodeTls>,
 }
 
 /// Parses `--voters`: `1@host:port,2@host:port,...`.
@@ -205,20 +208,23 @@ pub fn default_cluster_id(voters: &BTreeMap<NodeId, String>) -> String {
 }
 
 /// Whether another voter reports a known leader: the quorum exists already.
-async fn cluster_already_formed(config: &QuorumConfig) -> bool {
+async fn cluster_already_formed(config: &QuorumConfig, credentials: &NodeCredentials) -> bool {
     use rivulet_proto::v1::controller_client::ControllerClient;
     use rivulet_proto::v1::DescribeClusterRequest;
     for (id, addr) in &config.voters {
         if *id == config.node_id {
             continue;
         }
-        let Ok(channel) = network::channel(addr, Duration::from_millis(300)) else {
+        let Ok(channel) =
+            rivulet_proto::node_auth::node_channel(addr, Duration::from_millis(300), credentials)
+        else {
             continue;
         };
         let mut client = ControllerClient::new(channel);
         let mut req = tonic::Request::new(DescribeClusterRequest {});
         req.set_timeout(Duration::from_millis(500));
-        if let Ok(r) = client.describe_cluster(req).await {
+        let call = tokio::time::timeout(Duration::from_millis(500), client.describe_cluster(req));
+        if let Ok(Ok(r)) = call.await {
             if r.get_ref().controller_leader.is_some() {
                 return true;
             }
@@ -275,8 +281,8 @@ pub struct Quorum {
     propose_lock: tokio::sync::Mutex<()>,
     /// Broker leases (meaningful on the active controller only).
     leases: std::sync::Mutex<liveness::Leases>,
-    /// Signs this node's calls to other nodes.
-    signer: NodeSigner,
+    /// How this node proves itself to other nodes.
+    credentials: NodeCredentials,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -307,11 +313,15 @@ impl Quorum {
         }
         .validate()
         .map_err(|e| QuorumError::Raft(e.to_string()))?;
-        let signer = NodeSigner::new(config.node_id, config.cluster_secret.clone());
+        let credentials = NodeCredentials::with_tls(
+            config.node_id,
+            config.cluster_secret.clone(),
+            config.tls.as_ref().map(|t| t.client.clone()),
+        );
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            RaftNetworkClients::new(signer.clone()),
+            RaftNetworkClients::new(credentials.clone()),
             log_store,
             state_machine,
         )
@@ -323,7 +333,7 @@ impl Quorum {
                 .is_initialized()
                 .await
                 .map_err(|e| QuorumError::Raft(e.to_string()))?;
-            if !initialized && cluster_already_formed(&config).await {
+            if !initialized && cluster_already_formed(&config, &credentials).await {
                 // Disk loss: this voter's store is empty but its peers run an
                 // established quorum. Initializing would campaign from scratch;
                 // instead it waits for the leader to replicate to it (openraft's
@@ -352,7 +362,7 @@ impl Quorum {
             image,
             propose_lock: tokio::sync::Mutex::new(()),
             leases: std::sync::Mutex::new(liveness::Leases::default()),
-            signer,
+            credentials,
         }))
     }
 
@@ -371,7 +381,11 @@ impl Quorum {
         };
         use rivulet_proto::v1::controller_client::ControllerClient;
         use rivulet_proto::v1::DescribeClusterRequest;
-        let Ok(channel) = network::channel(&addr, Duration::from_millis(300)) else {
+        let Ok(channel) = rivulet_proto::node_auth::node_channel(
+            &addr,
+            Duration::from_millis(300),
+            &self.credentials,
+        ) else {
             return false;
         };
         let mut req = tonic::Request::new(DescribeClusterRequest {});
@@ -427,7 +441,7 @@ impl Quorum {
                 rivulet_proto::node_auth::node_channel(
                     &t,
                     rivulet_proto::NODE_CONNECT_TIMEOUT,
-                    &self.signer,
+                    &self.credentials,
                 )
                 .ok()
             });
@@ -436,9 +450,12 @@ impl Quorum {
                     node_id: id,
                     address: self.config.advertise.clone(),
                 };
-                match ControllerClient::new(channel).add_learner(req).await {
-                    Ok(_) => info!("joined the metadata quorum as a learner"),
-                    Err(e) => tracing::debug!(error = %e, "add learner failed; retrying"),
+                let mut client = ControllerClient::new(channel);
+                let call = client.add_learner(req);
+                match tokio::time::timeout(Duration::from_secs(5), call).await {
+                    Ok(Ok(_)) => info!("joined the metadata quorum as a learner"),
+                    Ok(Err(e)) => tracing::debug!(error = %e, "add learner failed; retrying"),
+                    Err(_) => tracing::debug!("add learner timed out; retrying"),
                 }
             }
             tokio::select! {
@@ -477,10 +494,10 @@ impl Quorum {
         &self.config
     }
 
-    /// Signs this node's calls to other nodes (with the cluster secret, if
-    /// one is configured).
-    pub fn signer(&self) -> &NodeSigner {
-        &self.signer
+    /// How this node proves itself to other nodes: the cluster secret's
+    /// proof and its TLS certificate, where configured.
+    pub fn credentials(&self) -> &NodeCredentials {
+        &self.credentials
     }
 
     /// The Raft node (for its gRPC service and metrics).

@@ -15,7 +15,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
-use rivulet_proto::node_auth::{node_channel, CallerNode, NodeChannel, NodeSigner};
+use rivulet_proto::node_auth::{node_channel, CallerNode, NodeChannel, NodeCredentials};
 use rivulet_proto::v1::raft_client::RaftClient;
 use rivulet_proto::v1::raft_server::{Raft as RaftService, RaftServer};
 use rivulet_proto::v1::RaftMessage;
@@ -33,13 +33,13 @@ pub use rivulet_proto::channel;
 /// Makes one [`RaftPeer`] per target node; its calls are signed.
 #[derive(Debug, Clone)]
 pub struct RaftNetworkClients {
-    signer: NodeSigner,
+    credentials: NodeCredentials,
 }
 
 impl RaftNetworkClients {
-    /// Clients whose calls `signer` signs.
-    pub fn new(signer: NodeSigner) -> Self {
-        Self { signer }
+    /// Clients calling with `credentials`.
+    pub fn new(credentials: NodeCredentials) -> Self {
+        Self { credentials }
     }
 }
 
@@ -52,7 +52,7 @@ impl RaftNetworkFactory<TypeConfig> for RaftNetworkClients {
             client: node_channel(
                 &node.addr,
                 rivulet_proto::NODE_CONNECT_TIMEOUT,
-                &self.signer,
+                &self.credentials,
             )
             .map(|c| RaftClient::new(c).max_decoding_message_size(MAX_MESSAGE_BYTES))
             .map_err(|e| e.to_string()),
@@ -110,7 +110,12 @@ impl RaftPeer {
         let msg = to_json(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = Request::new(msg);
         request.set_timeout(option.hard_ttl());
-        let reply = match call(client, request).await {
+        // Bounded here too: a peer that accepts connections and never
+        // answers (paused, or stuck in a TLS handshake) must not hold Raft.
+        let answered = tokio::time::timeout(option.hard_ttl(), call(client, request))
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer from the peer")));
+        let reply = match answered {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 let e = TransportError(format!("{}: {}", status.code(), status.message()));

@@ -114,7 +114,7 @@ impl ControllerRpc {
         let channel = node_channel(
             &addr,
             rivulet_proto::NODE_CONNECT_TIMEOUT,
-            self.quorum.signer(),
+            self.quorum.credentials(),
         )
         .map_err(|e| Status::unavailable(format!("bad controller address {addr}: {e}")))?;
         let client = ControllerClient::new(channel);

@@ -51,6 +51,7 @@ async fn metadata_store_disk_use_stays_bounded_under_sustained_writes() {
         timing: QuorumTiming::default(),
         edge: Default::default(),
         cluster_secret: None,
+        tls: None,
     })
     .await
     .unwrap();

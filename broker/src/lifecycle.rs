@@ -38,6 +38,10 @@ use crate::control::ControlPlane;
 /// Longest a registration or the opening of the heartbeat stream may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Registrations refused for want of the cluster secret: one WARN a minute.
+static REFUSED: rivulet_metadata::edge::RateLimit =
+    rivulet_metadata::edge::RateLimit::new(Duration::from_secs(60));
+
 /// How long the lifecycle waits before retrying a refused or failed call.
 const RETRY: Duration = Duration::from_millis(200);
 /// How long it waits for the quorum to know its leader, or between two
@@ -227,6 +231,17 @@ impl BrokerRegistration {
                         return Some(r.into_inner().broker_epoch);
                     }
                     Ok(Ok(r)) => warn!(error = %r.get_ref().error_message, "registration refused"),
+                    Ok(Err(e))
+                        if matches!(
+                            e.code(),
+                            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                        ) =>
+                    {
+                        if let Some(suppressed) = REFUSED.allow() {
+                            warn!(error = %e.message(), suppressed,
+                                "the controller refuses this node's calls: is --cluster-secret-file the same on every node?");
+                        }
+                    }
                     Ok(Err(e)) => debug!(error = %e.message(), "registration failed; retrying"),
                     Err(_) => debug!("registration timed out; retrying"),
                 }

@@ -142,7 +142,7 @@ pub enum ClusterCommand {
     },
     /// Remove a learner (a node that is not a voter) from the controller
     /// quorum, e.g. a decommissioned node: the metadata log stops streaming
-    /// to it. Voters cannot be removed.
+    /// to it. Stop the node first; voters cannot be removed.
     RemoveLearner {
         /// The learner's node id.
         id: u64,

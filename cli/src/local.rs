@@ -72,6 +72,9 @@ impl LocalCluster {
             let dir = data_dir.join(TLS_DIR);
             let files = crate::tls::CertFiles::in_dir(&dir);
             if !files.ca.exists() {
+                // The CA certificate is written last: without it the
+                // directory is an interrupted run's, ours to redo.
+                let _ = std::fs::remove_dir_all(&dir);
                 crate::tls::make_certs(&dir, &["127.0.0.1".into(), "localhost".into()], 825)?;
             }
             extra_args.extend(files.node_flags());
@@ -172,6 +175,11 @@ impl LocalCluster {
             .with_context(|| format!("cannot open {}", log_path.display()))?;
         let child = Command::new(&self.exe)
             .args(self.node_args(i))
+            // The flags say all; a client's TLS settings in the environment
+            // (`export RIVULET_TLS_CA=...`) are not the node's.
+            .env_remove("RIVULET_TLS_CA")
+            .env_remove("RIVULET_TLS_CERT")
+            .env_remove("RIVULET_TLS_KEY")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -15,7 +15,7 @@ use rivulet_proto::tls::{ClientTls, NodeTls};
 #[derive(Debug, Clone, Args)]
 pub struct TlsArgs {
     /// PEM file of the CA to trust: clients refuse a node whose certificate
-    /// it did not sign; a node also requires it of its peers. Turns TLS on.
+    /// it did not sign, and so do nodes calling each other. Turns TLS on.
     #[arg(long, global = true, env = "RIVULET_TLS_CA", value_name = "PEM")]
     pub tls_ca: Option<PathBuf>,
     /// PEM file of this process's certificate (a node's: required with TLS;
@@ -194,18 +194,25 @@ pub fn make_certs(dir: &Path, hosts: &[String], days: u32) -> Result<CertFiles> 
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    if files.ca.exists() || ca_key_path.exists() {
+    let all = [
+        &files.ca,
+        &ca_key_path,
+        &files.node_cert,
+        &files.node_key,
+        &files.client_cert,
+        &files.client_key,
+    ];
+    if let Some(existing) = all.iter().find(|f| f.exists()) {
         bail!(
-            "{} already holds a CA; remove it or choose another --out-dir (certificates \
+            "{} exists; remove the old files or choose another --out-dir (certificates \
              signed by a new CA would not be trusted by nodes using the old one)",
-            dir.display()
+            existing.display()
         );
     }
     validity(&mut ca_params);
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     write_private(&ca_key_path, &ca_key.serialize_pem())?;
-    std::fs::write(&files.ca, ca_cert.pem())?;
 
     let mut node = CertificateParams::new(hosts.to_vec())?;
     node.distinguished_name
@@ -230,13 +237,16 @@ pub fn make_certs(dir: &Path, hosts: &[String], days: u32) -> Result<CertFiles> 
     let client_cert = client.signed_by(&client_key, &ca_cert, &ca_key)?;
     std::fs::write(&files.client_cert, client_cert.pem())?;
     write_private(&files.client_key, &client_key.serialize_pem())?;
+    // Last: a CA certificate means the directory is complete.
+    std::fs::write(&files.ca, ca_cert.pem())?;
     Ok(files)
 }
 
 fn write_private(path: &Path, pem: &str) -> Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    // Never an existing file (it could be world-readable, or a symlink).
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

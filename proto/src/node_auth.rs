@@ -12,8 +12,9 @@
 //! the HMAC, keyed with the cluster secret, covering the call's path, the
 //! node id, the time and the nonce. The receiving node ([`NodeAuthLayer`])
 //! checks it in constant time, refuses a time more than [`MAX_SKEW`] away
-//! from its own clock and a nonce it has already seen in that window (a
-//! replayed header), and answers a missing or wrong proof with
+//! from its own clock and a nonce it has already seen (a replayed header;
+//! each signer's nonces count up, so a sliding window per signer
+//! remembers them in constant memory), and answers a missing or wrong proof with
 //! `UNAUTHENTICATED` before the call reaches any service, so a refused call
 //! changes nothing. A verified call carries the caller's id
 //! ([`CallerNode`]) in its extensions, for the services to check that a
@@ -27,7 +28,6 @@
 //! A node started without a secret signs nothing and checks nothing
 //! ([`NodeVerifier::open`]); it warns at start.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::path::Path;
@@ -53,10 +53,19 @@ pub const MIN_SECRET_LEN: usize = 32;
 /// Longest secret file read, in bytes.
 pub const MAX_SECRET_FILE: usize = 4096;
 
-/// Most nonces remembered at once; past it new proofs are refused (a
-/// cluster makes a few thousand node calls a second, so this is minutes of
-/// them, about 100 MiB at worst).
-pub const MAX_REMEMBERED_NONCES: usize = 4_000_000;
+/// Nonces per signer a replay window covers: a proof whose counter is this
+/// far behind the signer's newest is refused as too old (calls in flight
+/// at once from one node are far fewer). 8 KiB per signer.
+pub const REPLAY_WINDOW: u64 = 65_536;
+
+/// Most signers (node processes) remembered at once; past it new ones are
+/// refused. Only holders of the secret can add one; a node adds one per
+/// start.
+pub const MAX_SIGNERS: usize = 10_000;
+
+/// How long a signer that stopped calling is remembered: longer than any
+/// of its proofs stays valid (their time ± [`MAX_SKEW`]).
+const SIGNER_MEMORY_MS: u64 = 2 * MAX_SKEW.as_millis() as u64 + 5_000;
 
 /// The calls only nodes make: Raft, and the Controller and Replication
 /// calls of a broker's own lifecycle.
@@ -375,17 +384,77 @@ pub enum ProofError {
 #[derive(Debug)]
 pub struct NodeVerifier {
     secret: Option<ClusterSecret>,
-    seen: Mutex<Nonces>,
+    seen: Mutex<Signers>,
+    /// The origin of the monotonic clock signers are forgotten by (a wall
+    /// clock stepping back must not keep them, or free them early).
+    started: std::time::Instant,
 }
 
-/// The nonces seen lately, in two generations that rotate every two skew
-/// windows: a nonce is remembered for at least as long as its proof is
-/// valid anywhere (its time ± the skew).
+/// Every signer (node process) seen lately: its newest counter and which
+/// of the [`REPLAY_WINDOW`] counters before it were used.
 #[derive(Debug, Default)]
-struct Nonces {
-    since_ms: u64,
-    current: HashSet<(u64, [u8; 16])>,
-    previous: HashSet<(u64, [u8; 16])>,
+struct Signers {
+    by_signer: std::collections::HashMap<(u64, u64), Window>,
+    swept_at: u64,
+}
+
+#[derive(Debug)]
+struct Window {
+    newest: u64,
+    /// Bit `i % 64` of word `i / 64`: counter `newest - i` was used.
+    used: Box<[u64; (REPLAY_WINDOW / 64) as usize]>,
+    last_tick: u64,
+}
+
+impl Window {
+    fn new(counter: u64, tick: u64) -> Self {
+        let mut w = Self {
+            newest: counter,
+            used: Box::new([0; (REPLAY_WINDOW / 64) as usize]),
+            last_tick: tick,
+        };
+        w.used[0] = 1;
+        w
+    }
+
+    /// Marks `counter` used; `false` if it was, or is too old to tell.
+    fn mark(&mut self, counter: u64) -> bool {
+        if counter > self.newest {
+            self.shift(counter - self.newest);
+            self.newest = counter;
+            self.used[0] |= 1;
+            return true;
+        }
+        let back = self.newest - counter;
+        if back >= REPLAY_WINDOW {
+            return false;
+        }
+        let (word, bit) = ((back / 64) as usize, back % 64);
+        let seen = self.used[word] & (1 << bit) != 0;
+        self.used[word] |= 1 << bit;
+        !seen
+    }
+
+    /// Moves the window `by` counters forward (the oldest bits age out).
+    fn shift(&mut self, by: u64) {
+        if by >= REPLAY_WINDOW {
+            self.used.fill(0);
+            return;
+        }
+        let (words, bits) = ((by / 64) as usize, by % 64);
+        for i in (0..self.used.len()).rev() {
+            let from = i.checked_sub(words);
+            let hi = from.map_or(0, |f| self.used[f]);
+            let lo = from
+                .and_then(|f| f.checked_sub(1))
+                .map_or(0, |f| self.used[f]);
+            self.used[i] = if bits == 0 {
+                hi
+            } else {
+                (hi << bits) | (lo >> (64 - bits))
+            };
+        }
+    }
 }
 
 impl NodeVerifier {
@@ -394,6 +463,7 @@ impl NodeVerifier {
         Self {
             secret: Some(secret),
             seen: Mutex::default(),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -402,6 +472,7 @@ impl NodeVerifier {
         Self {
             secret: None,
             seen: Mutex::default(),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -417,14 +488,30 @@ impl NodeVerifier {
         path: &str,
         header: Option<&[u8]>,
     ) -> Result<Option<CallerNode>, ProofError> {
-        self.verify_at(path, header, now_ms())
+        let tick = self.started.elapsed().as_millis() as u64;
+        self.verify_at_tick(path, header, now_ms(), tick)
     }
 
+    /// [`Self::verify_at_tick`] with the wall clock as the monotonic one.
+    #[cfg(test)]
     fn verify_at(
         &self,
         path: &str,
         header: Option<&[u8]>,
         now: u64,
+    ) -> Result<Option<CallerNode>, ProofError> {
+        self.verify_at_tick(path, header, now, now)
+    }
+
+    /// [`Self::verify`] at wall-clock `now` (ms since the epoch; proofs
+    /// are dated by it) and monotonic `tick` (ms; signers are forgotten by
+    /// it).
+    fn verify_at_tick(
+        &self,
+        path: &str,
+        header: Option<&[u8]>,
+        now: u64,
+        tick: u64,
     ) -> Result<Option<CallerNode>, ProofError> {
         let Some(secret) = &self.secret else {
             return Ok(None);
@@ -453,20 +540,30 @@ impl NodeVerifier {
         if skew > MAX_SKEW.as_millis() as u64 {
             return Err(ProofError::Skewed { skew_ms: skew });
         }
+        let prefix = u64::from_be_bytes(nonce[..8].try_into().expect("8 bytes"));
+        let counter = u64::from_be_bytes(nonce[8..].try_into().expect("8 bytes"));
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let window = 2 * MAX_SKEW.as_millis() as u64;
-        if now.saturating_sub(seen.since_ms) >= window {
-            seen.previous = std::mem::take(&mut seen.current);
-            seen.since_ms = now;
+        if tick.saturating_sub(seen.swept_at) >= 10_000 {
+            seen.swept_at = tick;
+            seen.by_signer
+                .retain(|_, w| tick.saturating_sub(w.last_tick) < SIGNER_MEMORY_MS);
         }
-        let key = (node, nonce);
-        if seen.previous.contains(&key) || seen.current.contains(&key) {
-            return Err(ProofError::Replayed);
+        let signers = seen.by_signer.len();
+        match seen.by_signer.entry((node, prefix)) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let w = e.get_mut();
+                w.last_tick = tick;
+                if !w.mark(counter) {
+                    return Err(ProofError::Replayed);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                if signers >= MAX_SIGNERS {
+                    return Err(ProofError::Overloaded);
+                }
+                e.insert(Window::new(counter, tick));
+            }
         }
-        if seen.previous.len() + seen.current.len() >= MAX_REMEMBERED_NONCES {
-            return Err(ProofError::Overloaded);
-        }
-        seen.current.insert(key);
         Ok(Some(CallerNode(node)))
     }
 }
@@ -705,6 +802,76 @@ mod tests {
                 t - now
             );
         }
+    }
+
+    #[test]
+    fn calls_out_of_order_pass_once_and_the_window_slides() {
+        let (signer, verifier) = pair();
+        let now = 1_000_000_000;
+        let proofs: Vec<String> = (0..300)
+            .map(|_| signer.proof_at(PATH, now).unwrap())
+            .collect();
+        // Newest first, then the rest in a scrambled order: all pass once.
+        let mut order: Vec<usize> = (0..300).rev().collect();
+        order.swap(3, 200);
+        order.swap(17, 250);
+        for i in &order {
+            let p = proofs[*i].as_bytes();
+            assert!(
+                verifier.verify_at_tick(PATH, Some(p), now, 1).is_ok(),
+                "{i}"
+            );
+        }
+        for i in &order {
+            let p = proofs[*i].as_bytes();
+            assert_eq!(
+                verifier.verify_at_tick(PATH, Some(p), now, 2),
+                Err(ProofError::Replayed),
+                "{i}"
+            );
+        }
+        // A proof a whole window behind the newest is refused as too old.
+        let old = signer.proof_at(PATH, now).unwrap();
+        signer.counter.fetch_add(REPLAY_WINDOW, Ordering::Relaxed);
+        let newest = signer.proof_at(PATH, now).unwrap();
+        assert!(verifier
+            .verify_at_tick(PATH, Some(newest.as_bytes()), now, 3)
+            .is_ok());
+        assert_eq!(
+            verifier.verify_at_tick(PATH, Some(old.as_bytes()), now, 3),
+            Err(ProofError::Replayed)
+        );
+        // A signer silent past every proof's validity is forgotten.
+        let later = SIGNER_MEMORY_MS + 20_000;
+        let other = NodeCredentials::new(3, Some(ClusterSecret::from_bytes(&[7u8; 32])));
+        let p = other.proof_at(PATH, now).unwrap();
+        assert!(verifier
+            .verify_at_tick(PATH, Some(p.as_bytes()), now, later)
+            .is_ok());
+        assert_eq!(verifier.seen.lock().unwrap().by_signer.len(), 1);
+    }
+
+    #[test]
+    fn the_window_shifts_bits_exactly() {
+        for by in [1, 63, 64, 65, 130, REPLAY_WINDOW - 1] {
+            let mut w = Window::new(100_000, 0);
+            for c in [99_999, 99_990, 99_937] {
+                assert!(w.mark(c));
+            }
+            assert!(w.mark(100_000 + by));
+            for c in [100_000, 99_999, 99_990, 99_937] {
+                let back = 100_000 + by - c;
+                if back < REPLAY_WINDOW {
+                    assert!(!w.mark(c), "by {by}: {c} forgotten");
+                }
+            }
+            if by + 2 < REPLAY_WINDOW {
+                assert!(w.mark(99_998), "by {by}: 99998 was never used");
+            }
+        }
+        let mut w = Window::new(10, 0);
+        assert!(w.mark(10 + REPLAY_WINDOW));
+        assert!(!w.mark(10), "too old to tell");
     }
 
     #[test]

@@ -155,8 +155,9 @@ pub fn endpoint(
 /// a plaintext client talking to a TLS node, or a certificate not trusted.
 pub fn explain(status: &tonic::Status) -> Option<&'static str> {
     use std::error::Error;
-    let own = explain_text(&format!("{status:?}"));
-    own.or_else(|| status.source().and_then(explain_error))
+    // Only a transport failure has a source; a node's own answer (which may
+    // quote a topic name) never does.
+    status.source().and_then(explain_error)
 }
 
 fn explain_text(text: &str) -> Option<&'static str> {

@@ -425,6 +425,14 @@ impl Controller for ControllerRpc {
                 format!("node {id} is not a learner of the quorum"),
             );
         }
+        // A running node cut off from the metadata log would keep serving
+        // (and leading by) an image that no longer changes.
+        if self.quorum.image().is_live(BrokerId(id)) {
+            return refuse(
+                ErrorCode::InvalidRequest,
+                format!("node {id} is running (its broker is live); stop it first"),
+            );
+        }
         let mut gone = std::collections::BTreeSet::new();
         gone.insert(id);
         self.quorum

@@ -136,9 +136,19 @@ impl Cluster {
     /// [`Cluster::start_netns`], and with `disk_mb` each node's data dir on
     /// a tmpfs of that many MiB, so [`Cluster::fill_disk`] can fill it.
     pub async fn start_isolated(n: u64, disk_mb: Option<u64>) -> Result<Self, String> {
+        Self::start_isolated_with(n, disk_mb, false).await
+    }
+
+    /// [`Cluster::start_isolated`], serving TLS if `tls` (see
+    /// [`Cluster::start_tls`]).
+    pub async fn start_isolated_with(
+        n: u64,
+        disk_mb: Option<u64>,
+        tls: bool,
+    ) -> Result<Self, String> {
         let ids: Vec<u64> = (1..=n).collect();
         let net = Net::create(&ids)?;
-        Ok(Self::start_with(n, Some(Arc::new(net)), disk_mb, false).await)
+        Ok(Self::start_with(n, Some(Arc::new(net)), disk_mb, tls).await)
     }
 
     async fn start_with(n: u64, net: Option<Arc<Net>>, disk_mb: Option<u64>, tls: bool) -> Self {
@@ -218,15 +228,32 @@ impl Cluster {
             false,
         )
         .expect("cannot write the cluster secret");
+        let addrs = match &self.net {
+            // Each namespace has its own address: any port will do.
+            Some(net) => (1..=n)
+                .map(|id| SocketAddr::new(net.ip(id), 9092))
+                .collect(),
+            None => ports::reserve(usize::try_from(n).expect("node count fits usize")),
+        };
         let mut tls_flags = Vec::new();
         self.client_tls = None;
         if self.tls {
             let dir = self.tls_dir();
-            let out = std::process::Command::new(self.bin)
-                .args(["cert", "--out-dir"])
-                .arg(&dir)
-                .output()
-                .expect("run rivulet cert");
+            // Valid for every address a node is dialled at (namespaces
+            // give each node its own IP).
+            let mut hosts = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+            for a in &addrs {
+                let ip = a.ip().to_string();
+                if !hosts.contains(&ip) {
+                    hosts.push(ip);
+                }
+            }
+            let mut command = std::process::Command::new(self.bin);
+            command.args(["cert", "--out-dir"]).arg(&dir);
+            for h in &hosts {
+                command.args(["--host", h]);
+            }
+            let out = command.output().expect("run rivulet cert");
             assert!(
                 out.status.success(),
                 "rivulet cert failed: {}",
@@ -245,13 +272,6 @@ impl Cluster {
                     .expect("the CA rivulet cert made"),
             );
         }
-        let addrs = match &self.net {
-            // Each namespace has its own address: any port will do.
-            Some(net) => (1..=n)
-                .map(|id| SocketAddr::new(net.ip(id), 9092))
-                .collect(),
-            None => ports::reserve(usize::try_from(n).expect("node count fits usize")),
-        };
         self.nodes = (1..=n)
             .zip(addrs)
             .map(|(id, addr)| {

@@ -56,6 +56,10 @@ struct Args {
     /// data dir, so isolation, cuts and full disks are in the mix.
     #[arg(long)]
     loopback: bool,
+    /// Every node serves TLS (mutual TLS between them) and the checker's
+    /// clients connect over it.
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> ExitCode {
@@ -99,23 +103,31 @@ fn main() -> ExitCode {
 async fn run(args: &Args, seed: u64) -> bool {
     let started = Instant::now();
     let mut rng = SplitMix64::new(seed);
+    let plain = |tls: bool| async move {
+        if tls {
+            Cluster::start_tls(args.nodes).await
+        } else {
+            Cluster::start(args.nodes).await
+        }
+    };
     let mut c = if args.loopback {
-        Cluster::start(args.nodes).await
+        plain(args.tls).await
     } else {
         // A small tmpfs data dir per node too, so disk-full is in the mix.
-        match Cluster::start_isolated(args.nodes, Some(256)).await {
+        match Cluster::start_isolated_with(args.nodes, Some(256), args.tls).await {
             Ok(c) => c,
             Err(e) => {
                 println!("chaos: no network namespaces ({e}); no network faults this run");
-                Cluster::start(args.nodes).await
+                plain(args.tls).await
             }
         }
     };
     let on_off = |on: bool, what: &'static str| if on { what } else { "off" };
     println!(
-        "chaos: network faults {}, disk-full {}",
+        "chaos: network faults {}, disk-full {}, TLS {}",
         on_off(c.has_network(), "on (a namespace per node)"),
-        on_off(c.has_small_disks(), "on (256 MiB tmpfs data dirs)")
+        on_off(c.has_small_disks(), "on (256 MiB tmpfs data dirs)"),
+        on_off(c.client_tls().is_some(), "on (mutual TLS between nodes)")
     );
     c.wait_unfenced(&c.ids(), Duration::from_secs(20)).await;
     let cfg = WorkloadConfig {

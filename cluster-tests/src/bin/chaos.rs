@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     println!(
         "reproduce: cargo run -p cluster-tests --release --bin chaos -- --episodes {} --seed {seed} \
          --nodes {} --episode-secs {} --partitions {} --producers {} --max-batch {} \
-         --send-interval-ms {}{}",
+         --send-interval-ms {}{}{}",
         args.episodes,
         args.nodes,
         args.episode_secs,
@@ -91,7 +91,8 @@ fn main() -> ExitCode {
         args.producers,
         args.max_batch,
         args.send_interval_ms,
-        if args.loopback { " --loopback" } else { "" }
+        if args.loopback { " --loopback" } else { "" },
+        if args.tls { " --tls" } else { "" }
     );
     if ok {
         ExitCode::SUCCESS

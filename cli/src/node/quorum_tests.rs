@@ -20,6 +20,7 @@ use rivulet_proto::node_auth::{node_channel, ClusterSecret, NodeChannel, NodeCre
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{
     AlterPartitionRequest, CreateTopicRequest, DescribeClusterRequest, ErrorCode,
+    RemoveLearnerRequest,
 };
 use tokio::net::TcpListener;
 
@@ -586,7 +587,6 @@ async fn forged_node_calls_are_refused_and_change_nothing() {
     use rivulet_proto::v1::raft_client::RaftClient;
     use rivulet_proto::v1::{
         AddLearnerRequest, HeartbeatRequest, RaftMessage, RegisterBrokerRequest,
-        RemoveLearnerRequest,
     };
     use tonic::Code;
 
@@ -721,41 +721,11 @@ async fn forged_node_calls_are_refused_and_change_nothing() {
 
     // An operator removes the learner; voters and unknown ids are refused.
     let mut admin = c.client(follower).await;
-    let r = admin
-        .remove_learner(RemoveLearnerRequest { node_id: leader })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        r.error_code,
-        ErrorCode::InvalidRequest as i32,
-        "{}",
-        r.error_message
-    );
-    let r = admin
-        .remove_learner(RemoveLearnerRequest { node_id: 77 })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        r.error_code,
-        ErrorCode::BrokerNotAvailable as i32,
-        "{}",
-        r.error_message
-    );
+    remove_learner(&mut admin, leader, ErrorCode::InvalidRequest).await;
+    remove_learner(&mut admin, 77, ErrorCode::BrokerNotAvailable).await;
     // A running learner is refused: cut off from the metadata log it would
     // keep serving a frozen image.
-    let r = admin
-        .remove_learner(RemoveLearnerRequest { node_id: 4 })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        r.error_code,
-        ErrorCode::InvalidRequest as i32,
-        "{}",
-        r.error_message
-    );
+    remove_learner(&mut admin, 4, ErrorCode::InvalidRequest).await;
     c.stop(4).await;
     // In this process the stopped node's heartbeat stream outlives it (the
     // shared runtime keeps its connection), so fence it as its lease
@@ -764,12 +734,7 @@ async fn forged_node_calls_are_refused_and_change_nothing() {
         .propose(|img| rivulet_metadata::controller::fence_broker(img, BrokerId(4)))
         .await
         .unwrap();
-    let r = admin
-        .remove_learner(RemoveLearnerRequest { node_id: 4 })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.error_code, ErrorCode::None as i32, "{}", r.error_message);
+    remove_learner(&mut admin, 4, ErrorCode::None).await;
     eventually("the learner to be gone", Duration::from_secs(5), || async {
         let m = c.quorum(leader).raft().metrics().borrow().clone();
         let ids: Vec<u64> = m
@@ -782,4 +747,18 @@ async fn forged_node_calls_are_refused_and_change_nothing() {
     })
     .await;
     c.shutdown().await;
+}
+
+/// `RemoveLearner` of `id` through `admin`, answered with `want`.
+async fn remove_learner(
+    admin: &mut ControllerClient<tonic::transport::Channel>,
+    id: NodeId,
+    want: ErrorCode,
+) {
+    let r = admin
+        .remove_learner(RemoveLearnerRequest { node_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.error_code, want as i32, "node {id}: {}", r.error_message);
 }

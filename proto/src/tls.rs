@@ -146,7 +146,12 @@ pub fn endpoint(
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true);
     if let Some(tls) = tls {
-        endpoint = endpoint.tls_config(tls.config())?;
+        // The handshake has a deadline too (the connect's, at least 2 s so a
+        // loaded machine's handshake fits): a peer that accepts TCP and
+        // never answers (paused, not serving yet) must not hold a
+        // connection attempt forever.
+        let handshake = connect_timeout.max(std::time::Duration::from_secs(2));
+        endpoint = endpoint.tls_config(tls.config().timeout(handshake))?;
     }
     Ok(endpoint)
 }

@@ -118,6 +118,10 @@ impl DataPlane {
         let routes =
             tonic::service::Routes::new(crate::BrokerRpc::replication_server(Arc::clone(&mgr)));
         let server_stop = stop.clone();
+        let images = Arc::clone(&mgr);
+        let users = Arc::new(rivulet_metadata::authn::ClientAuth::open(Arc::new(
+            move || images.image(),
+        )));
         tasks.spawn(async move {
             let limits = rivulet_metadata::edge::EdgeLimits::default();
             let _ = rivulet_metadata::edge::serve(
@@ -125,6 +129,7 @@ impl DataPlane {
                 routes,
                 limits,
                 Arc::new(rivulet_proto::node_auth::NodeVerifier::open()),
+                users,
                 None,
                 server_stop,
             )
@@ -204,6 +209,7 @@ impl DataPlane {
                 timeout: Some(Duration::from_secs(10)),
                 entries,
                 held: None,
+                access: rivulet_metadata::security::Access::open(),
             })
             .await
             .expect("a produce answer")

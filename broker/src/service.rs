@@ -24,6 +24,8 @@ use rivulet_proto::v1::{
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
+use rivulet_metadata::security::Access;
+
 use crate::api::{self, ApiError, BrokerApi, OffsetQuery};
 use crate::budget::{Budgeted, ByteBudget, Held};
 use crate::control::ReadyGate;
@@ -146,6 +148,7 @@ impl Broker for BrokerRpc {
         request: Request<ProduceRequest>,
     ) -> Result<Response<ProduceResponse>, Status> {
         let held = request.extensions().get::<Held>().cloned();
+        let access = Access::of(&request);
         let r = request.into_inner();
         let acks = acks_level(r.acks)?;
         api::check_entry_count(r.partitions.len()).map_err(status)?;
@@ -178,6 +181,7 @@ impl Broker for BrokerRpc {
                 timeout: (r.timeout_ms > 0).then(|| Duration::from_millis(u64::from(r.timeout_ms))),
                 entries,
                 held,
+                access,
             })
             .await
             .map_err(status)?;
@@ -198,6 +202,7 @@ impl Broker for BrokerRpc {
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
         let held = request.extensions().get::<Held>().cloned();
+        let access = Access::of(&request);
         let r = request.into_inner();
         let req = api::FetchRequest {
             partitions: r
@@ -214,6 +219,7 @@ impl Broker for BrokerRpc {
             max_bytes: r.max_bytes as usize,
             min_bytes: r.min_bytes as usize,
             max_wait: Duration::from_millis(u64::from(r.max_wait_ms)),
+            access,
         };
         let results = self.api.fetch(req, held).await.map_err(status)?;
         let partitions = r
@@ -248,6 +254,7 @@ impl Broker for BrokerRpc {
         &self,
         request: Request<ListOffsetsRequest>,
     ) -> Result<Response<ListOffsetsResponse>, Status> {
+        let access = Access::of(&request);
         let r = request.into_inner();
         let asked: Vec<api::ListOffsetsPartition> = r
             .partitions
@@ -268,7 +275,11 @@ impl Broker for BrokerRpc {
                 current_leader_epoch: lp.current_leader_epoch,
             })
             .collect();
-        let results = self.api.list_offsets(asked).await.map_err(status)?;
+        let results = self
+            .api
+            .list_offsets(asked, &access)
+            .await
+            .map_err(status)?;
         let partitions = r
             .partitions
             .into_iter()
@@ -299,14 +310,21 @@ impl Broker for BrokerRpc {
         &self,
         request: Request<MetadataRequest>,
     ) -> Result<Response<MetadataResponse>, Status> {
+        let access = Access::of(&request);
         let r = request.into_inner();
-        let view = self.api.metadata(&r.topics).await;
+        let view = self.api.metadata(&r.topics, &access).await;
         let image = &view.image;
         let topics = if r.topics.is_empty() {
-            image.topics().values().map(topic_info).collect()
+            image
+                .topics()
+                .values()
+                .filter(|t| view.described.contains(&t.name))
+                .map(topic_info)
+                .collect()
         } else {
             r.topics
                 .iter()
+                .filter(|n| view.described.contains(*n))
                 .filter_map(|n| image.topic(n))
                 .map(topic_info)
                 .collect()
@@ -317,6 +335,7 @@ impl Broker for BrokerRpc {
             brokers: image.brokers().values().map(broker_info).collect(),
             topics,
             unknown_topics: view.unknown_topics,
+            unauthorized_topics: view.unauthorized_topics,
         }))
     }
 }

@@ -5,13 +5,13 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use rivulet_client::{Admin, PartitionOffsets, NOT_READY_PATIENCE};
+use rivulet_proto::user_auth::UserChannel as Channel;
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{
     AlterTopicConfigRequest, ConfigEntry, CreateTopicRequest, DeleteTopicRequest,
     DescribeClusterRequest, DescribeTopicsRequest, ErrorCode, TopicInfo,
 };
 use serde_json::json;
-use tonic::transport::Channel;
 
 /// Connects to the first node of `bootstrap` (comma separated) that answers.
 pub async fn connect(bootstrap: &str) -> Result<ControllerClient<Channel>> {
@@ -83,7 +83,14 @@ async fn probe(addr: &str) -> Result<Result<ControllerClient<Channel>, Probe>> {
             return Ok(Err(Probe::Failed(why)));
         }
     };
-    let mut client = ControllerClient::new(channel);
+    let (user, plaintext) = crate::tls::user();
+    if user.is_some() && crate::tls::client().is_none() && !plaintext {
+        bail!(
+            "refusing to send a password over a plaintext connection: connect with TLS \
+             (--tls-ca), or allow it explicitly (--allow-plaintext-password)"
+        );
+    }
+    let mut client = ControllerClient::new(Channel::new(channel, user.as_ref()));
     let mut req = tonic::Request::new(DescribeClusterRequest {});
     req.set_timeout(std::time::Duration::from_secs(3));
     match tokio::time::timeout(
@@ -97,6 +104,15 @@ async fn probe(addr: &str) -> Result<Result<ControllerClient<Channel>, Probe>> {
             reason: s.message().to_owned(),
             others: rivulet_client::hinted_nodes(&s),
         })),
+        // Another node would say the same: stop at once.
+        Ok(Err(s))
+            if matches!(
+                s.code(),
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            ) && rivulet_proto::tls::explain(&s).is_none() =>
+        {
+            bail!("{addr}: {}", s.message())
+        }
         Ok(Err(s)) => Ok(Err(Probe::Failed(
             rivulet_proto::tls::explain(&s).map_or_else(|| s.message().to_owned(), str::to_owned),
         ))),
@@ -114,7 +130,7 @@ fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Turns a response's error code into an error naming it.
-fn check(code: i32, message: &str) -> Result<()> {
+pub(crate) fn check(code: i32, message: &str) -> Result<()> {
     match ErrorCode::try_from(code) {
         Ok(ErrorCode::None) => Ok(()),
         Ok(c) => bail!("{} ({})", message, c.as_str_name()),
@@ -122,11 +138,13 @@ fn check(code: i32, message: &str) -> Result<()> {
     }
 }
 
-fn rpc_error(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn rpc_error(s: tonic::Status) -> anyhow::Error {
     match s.code() {
         tonic::Code::Unavailable => {
             anyhow!("the cluster is unavailable: {}; retry shortly", s.message())
         }
+        tonic::Code::PermissionDenied => anyhow!("permission denied: {}", s.message()),
+        tonic::Code::Unauthenticated => anyhow!("not authenticated: {}", s.message()),
         _ => anyhow!("{}: {}", s.code(), s.message()),
     }
 }

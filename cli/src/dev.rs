@@ -29,6 +29,11 @@ pub struct DevArgs {
     /// and certificates made in `<data-dir>/tls` on first use.
     #[arg(long)]
     tls: bool,
+    /// Require a user on every client call (implies --tls): the nodes run
+    /// with --require-auth, a super user `admin` is created with a random
+    /// password kept in `<data-dir>/users` (printed at start).
+    #[arg(long)]
+    require_auth: bool,
 }
 
 /// Runs the dev cluster until Ctrl-C or SIGTERM.
@@ -43,7 +48,41 @@ pub async fn run(args: DevArgs) -> Result<()> {
         args.nodes
     );
     let ports: Vec<u16> = (0..args.nodes as u16).map(|i| args.base_port + i).collect();
-    let mut cluster = LocalCluster::spawn(&args.data_dir, ports, &[], args.tls)?;
+    let tls = args.tls || args.require_auth;
+    let mut extra = Vec::new();
+    let mut admin_password = None;
+    if args.require_auth {
+        std::fs::create_dir_all(&args.data_dir)?;
+        let file = args.data_dir.join("users");
+        if !file.exists() {
+            let mut raw = [0u8; 12];
+            getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no random bytes: {e}"))?;
+            let pw: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(&file, format!("admin:{pw}\n"))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+        let text = std::fs::read_to_string(&file)?;
+        let users = rivulet_metadata::security::parse_users_file(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let admin = users
+            .into_iter()
+            .find(|u| u.user == "admin")
+            .ok_or_else(|| anyhow::anyhow!("{} has no admin user", file.display()))?;
+        admin_password = Some(admin.password.clone());
+        crate::tls::set_user(Some(admin), false);
+        extra.extend([
+            "--require-auth".to_owned(),
+            "--super-users".to_owned(),
+            "User:admin".to_owned(),
+            "--initial-users-file".to_owned(),
+            file.canonicalize()?.display().to_string(),
+        ]);
+    }
+    let mut cluster = LocalCluster::spawn(&args.data_dir, ports, &extra, tls)?;
     eprintln!(
         "starting {} nodes (logs in {})...",
         args.nodes,
@@ -65,12 +104,15 @@ pub async fn run(args: DevArgs) -> Result<()> {
     }
     println!();
     println!("  export RIVULET_BOOTSTRAP={}", cluster.bootstrap());
-    if args.tls {
+    if tls {
         let ca = cluster
             .data_dir()
             .join(crate::local::TLS_DIR)
             .join("ca.pem");
         println!("  export RIVULET_TLS_CA={}", ca.display());
+    }
+    if let Some(pw) = &admin_password {
+        println!("  export RIVULET_USER=admin RIVULET_PASSWORD={pw}");
     }
     println!("  rivulet cluster status");
     println!("  rivulet topic create orders --partitions 3 --replication-factor 3");

@@ -12,6 +12,7 @@ mod groups;
 mod local;
 mod logging;
 mod node;
+mod security;
 mod tls;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,8 @@ struct Cli {
     bootstrap: String,
     #[command(flatten)]
     tls: tls::TlsArgs,
+    #[command(flatten)]
+    user: tls::UserArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +64,13 @@ enum Command {
     /// Make a development CA and TLS certificates for nodes and clients
     /// (no openssl needed).
     Cert(tls::CertArgs),
+    /// Create, list and delete users (SCRAM credentials; the password never
+    /// leaves this process).
+    #[command(subcommand)]
+    User(security::UserCommand),
+    /// Create, list and delete ACLs (what each user may do).
+    #[command(subcommand)]
+    Acl(security::AclCommand),
 }
 
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -82,7 +92,7 @@ fn main() {
         }
     }
     let cli = Cli::parse();
-    if let Err(e) = tls::init_client(&cli.tls) {
+    if let Err(e) = tls::init_client(&cli.tls).and_then(|()| tls::init_user(&cli.user)) {
         eprintln!("error: {e:#}");
         std::process::exit(2);
     }
@@ -125,6 +135,14 @@ fn main() {
             bench::run(cmd, &cli.bootstrap)
         }
         Command::Cert(args) => tls::run_cert(&args),
+        Command::User(cmd) => {
+            logging::init(None, "warn");
+            runtime(1).and_then(|rt| rt.block_on(security::user(&cli.bootstrap, cmd)))
+        }
+        Command::Acl(cmd) => {
+            logging::init(None, "warn");
+            runtime(1).and_then(|rt| rt.block_on(security::acl(&cli.bootstrap, cmd)))
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

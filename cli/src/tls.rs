@@ -8,6 +8,7 @@ use std::sync::RwLock;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use rivulet_proto::tls::{ClientTls, NodeTls};
+use rivulet_proto::user_auth::UserCredentials;
 
 /// `--tls-ca`, `--tls-cert`, `--tls-key`: on `rivulet node` the node's
 /// own certificate and the CA its peers' are signed by; on the client
@@ -25,6 +26,73 @@ pub struct TlsArgs {
     /// PEM file of the certificate's private key.
     #[arg(long, global = true, env = "RIVULET_TLS_KEY", value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
+}
+
+/// `--user`, `--password-file`, `--allow-plaintext-password`: who the
+/// client tools call as. The password comes from `RIVULET_PASSWORD` or the
+/// file, never from the command line (where `ps` shows it).
+#[derive(Debug, Clone, Args)]
+pub struct UserArgs {
+    /// Call as this user (its password from RIVULET_PASSWORD or
+    /// --password-file). Needed on clusters started with --require-auth.
+    #[arg(long, global = true, env = "RIVULET_USER", value_name = "NAME")]
+    pub user: Option<String>,
+    /// A file whose first line is the user's password.
+    #[arg(
+        long,
+        global = true,
+        env = "RIVULET_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// Send the password even over a plaintext connection (without
+    /// --tls-ca); it then crosses the network readable.
+    #[arg(long, global = true, env = "RIVULET_ALLOW_PLAINTEXT_PASSWORD")]
+    pub allow_plaintext_password: bool,
+}
+
+/// The client tools' user.
+static CLIENT_USER: RwLock<(Option<UserCredentials>, bool)> = RwLock::new((None, false));
+
+/// Reads the client tools' user, at start.
+pub fn init_user(args: &UserArgs) -> Result<()> {
+    let Some(user) = &args.user else {
+        if args.password_file.is_some() {
+            bail!("--password-file needs --user");
+        }
+        return Ok(());
+    };
+    let password = match &args.password_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read --password-file {}", f.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        None => std::env::var("RIVULET_PASSWORD").map_err(|_| {
+            anyhow::anyhow!(
+                "--user {user}: give the password in RIVULET_PASSWORD or --password-file"
+            )
+        })?,
+    };
+    set_user(
+        Some(UserCredentials::new(user, password)),
+        args.allow_plaintext_password,
+    );
+    Ok(())
+}
+
+/// Makes the client tools call as `user`.
+pub fn set_user(user: Option<UserCredentials>, allow_plaintext: bool) {
+    *CLIENT_USER.write().unwrap_or_else(|e| e.into_inner()) = (user, allow_plaintext);
+}
+
+/// The client tools' user and whether it may go over plaintext.
+pub fn user() -> (Option<UserCredentials>, bool) {
+    CLIENT_USER
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
 }
 
 /// The client tools' TLS: from the flags, or the local cluster's own.
@@ -53,7 +121,11 @@ pub fn client() -> Option<ClientTls> {
 
 /// Client settings for `bootstrap`, with the process's TLS.
 pub fn client_config(bootstrap: &str) -> rivulet_client::ClientConfig {
-    rivulet_client::ClientConfig::new(bootstrap).with_tls(client())
+    let (user, plaintext) = user();
+    rivulet_client::ClientConfig::new(bootstrap)
+        .with_tls(client())
+        .with_user(user)
+        .with_plaintext_password(plaintext)
 }
 
 /// A node's TLS: all three files, or none.

@@ -53,7 +53,7 @@ impl Admin {
     async fn any_node<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: Fn(
-            rivulet_proto::v1::controller_client::ControllerClient<tonic::transport::Channel>,
+            rivulet_proto::v1::controller_client::ControllerClient<crate::cluster::Channel>,
         ) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {

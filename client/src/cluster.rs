@@ -10,7 +10,8 @@ use rivulet_proto::v1::broker_client::BrokerClient;
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{LeaderHint, MetadataRequest, MetadataResponse, PartitionInfo};
 use rivulet_proto::{NOT_READY_KEY, TRY_NODES_KEY};
-use tonic::transport::Channel;
+/// The channel every client call goes over: adds the user's credentials.
+pub type Channel = rivulet_proto::user_auth::UserChannel;
 use tracing::debug;
 
 use crate::error::{Error, Result};
@@ -29,6 +30,11 @@ pub struct ClientConfig {
     /// TLS: the CA to trust and an optional client certificate; `None`
     /// connects in plaintext.
     pub tls: Option<rivulet_proto::tls::ClientTls>,
+    /// The user every call is made as (`authorization: Basic`); `None`
+    /// calls anonymously.
+    pub user: Option<rivulet_proto::user_auth::UserCredentials>,
+    /// Send the password even without TLS (it crosses the network readable).
+    pub allow_plaintext_password: bool,
 }
 
 impl ClientConfig {
@@ -44,7 +50,21 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
             tls: None,
+            user: None,
+            allow_plaintext_password: false,
         }
+    }
+
+    /// Calls as `user` (with its password).
+    pub fn with_user(mut self, user: Option<rivulet_proto::user_auth::UserCredentials>) -> Self {
+        self.user = user;
+        self
+    }
+
+    /// Lets a password cross a plaintext connection.
+    pub fn with_plaintext_password(mut self, allow: bool) -> Self {
+        self.allow_plaintext_password = allow;
+        self
     }
 
     /// Connects over TLS with `tls`.
@@ -71,6 +91,8 @@ struct Cache {
     cluster_id: String,
     /// Nodes named by a node that was not ready (bounded).
     hinted: Vec<String>,
+    /// Topics the cluster said this user may not describe.
+    unauthorized: std::collections::HashSet<String>,
 }
 
 /// How long a request keeps trying while every node it reaches is still
@@ -151,6 +173,17 @@ impl Cluster {
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
         .connect_lazy();
+        if self.config.user.is_some()
+            && self.config.tls.is_none()
+            && !self.config.allow_plaintext_password
+        {
+            return Err(Error::Invalid(
+                "refusing to send a password over a plaintext connection: connect with TLS \
+                 (--tls-ca), or allow it explicitly (--allow-plaintext-password)"
+                    .into(),
+            ));
+        }
+        let ch = Channel::new(ch, self.config.user.as_ref());
         channels.insert(addr.to_owned(), ch.clone());
         Ok(ch)
     }
@@ -274,6 +307,27 @@ impl Cluster {
         }
         for name in &r.unknown_topics {
             cache.topics.remove(name);
+            cache.unauthorized.remove(name);
+        }
+        for t in &r.topics {
+            cache.unauthorized.remove(&t.name);
+        }
+        for name in &r.unauthorized_topics {
+            cache.topics.remove(name);
+            if cache.unauthorized.len() < 10_000 {
+                cache.unauthorized.insert(name.clone());
+            }
+        }
+    }
+
+    /// Why `topic` is not in the cache: it does not exist, or this user may
+    /// not describe it.
+    pub fn missing_topic(&self, topic: &str) -> Error {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        if cache.unauthorized.contains(topic) {
+            Error::TopicAuthorizationFailed(topic.to_owned())
+        } else {
+            Error::UnknownTopic(topic.to_owned())
         }
     }
 
@@ -284,7 +338,7 @@ impl Cluster {
         }
         self.refresh(&[topic.to_owned()]).await?;
         self.cached_partition_count(topic)
-            .ok_or_else(|| Error::UnknownTopic(topic.to_owned()))
+            .ok_or_else(|| self.missing_topic(topic))
     }
 
     pub fn cached_partition_count(&self, topic: &str) -> Option<u32> {
@@ -311,7 +365,7 @@ impl Cluster {
         }
         self.refresh(&[topic.to_owned()]).await?;
         match self.cached_partition_count(topic) {
-            None => Err(Error::UnknownTopic(topic.to_owned())),
+            None => Err(self.missing_topic(topic)),
             Some(n) if partition >= n => Err(Error::UnknownPartition {
                 topic: topic.to_owned(),
                 partition,

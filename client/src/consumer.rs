@@ -116,7 +116,7 @@ impl Consumer {
         self.cluster.refresh(&[topic.to_owned()]).await?;
         self.cluster
             .cached_partition_count(topic)
-            .ok_or_else(|| Error::UnknownTopic(topic.to_owned()))
+            .ok_or_else(|| self.cluster.missing_topic(topic))
     }
 
     /// Assigns `partitions` of `topic` (every partition when empty), each

@@ -22,6 +22,9 @@ pub enum Error {
     /// The topic does not exist.
     #[error("topic '{0}' does not exist (UNKNOWN_TOPIC_OR_PARTITION)")]
     UnknownTopic(String),
+    /// The caller's user may not describe the topic (no ACL allows it).
+    #[error("not allowed to use topic '{0}': no ACL allows it (TOPIC_AUTHORIZATION_FAILED)")]
+    TopicAuthorizationFailed(String),
     /// The topic has no such partition.
     #[error("topic '{topic}' has no partition {partition} (UNKNOWN_TOPIC_OR_PARTITION)")]
     UnknownPartition {
@@ -85,6 +88,7 @@ impl Error {
             Error::UnknownTopic(_) | Error::UnknownPartition { .. } => {
                 Some(ErrorCode::UnknownTopicOrPartition)
             }
+            Error::TopicAuthorizationFailed(_) => Some(ErrorCode::TopicAuthorizationFailed),
             _ => None,
         }
     }

@@ -19,6 +19,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::cluster::Channel;
 use rivulet_proto::v1::groups_client::GroupsClient;
 use rivulet_proto::v1::{
     CommitOffset, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
@@ -29,7 +30,6 @@ use rivulet_proto::v1::{
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use crate::cluster::{ClientConfig, Cluster};

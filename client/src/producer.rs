@@ -367,7 +367,7 @@ impl Producer {
         cluster.refresh(&[topic.to_owned()]).await?;
         cluster
             .cached_partition_count(topic)
-            .ok_or_else(|| Error::UnknownTopic(topic.to_owned()))
+            .ok_or_else(|| cluster.missing_topic(topic))
     }
 
     /// Queues a record; waits only when the buffer is full. The returned
@@ -597,7 +597,7 @@ impl Sender {
                 let Some(leader) = leader else {
                     // Unknown topic or partition, or no leader right now.
                     let unknown = match cluster.cached_partition_count(&key.0) {
-                        None => Some(Error::UnknownTopic(key.0.clone())),
+                        None => Some(cluster.missing_topic(&key.0)),
                         Some(n) if key.1 >= n => Some(Error::UnknownPartition {
                             topic: key.0.clone(),
                             partition: key.1,

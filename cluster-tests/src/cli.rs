@@ -25,12 +25,68 @@ pub fn rivulet(c: &Cluster, args: &[&str]) -> Output {
     if c.client_tls().is_some() {
         command.env("RIVULET_TLS_CA", c.tls_dir().join("ca.pem"));
     }
+    for v in ["RIVULET_USER", "RIVULET_PASSWORD", "RIVULET_PASSWORD_FILE"] {
+        command.env_remove(v);
+    }
+    if let Some(u) = c.user() {
+        command
+            .env("RIVULET_USER", u.user)
+            .env("RIVULET_PASSWORD", u.password);
+    }
     command
         .arg("--bootstrap")
         .arg(bootstrap(c))
         .args(args)
         .output()
         .expect("run rivulet")
+}
+
+/// [`rivulet`] as `user` with `password` (anonymous with `None`).
+pub fn rivulet_as(c: &Cluster, user: Option<(&str, &str)>, args: &[&str]) -> Output {
+    rivulet_as_with_stdin(c, user, args, "")
+}
+
+/// [`rivulet_as`] with `stdin` fed to the command.
+pub fn rivulet_as_with_stdin(
+    c: &Cluster,
+    user: Option<(&str, &str)>,
+    args: &[&str],
+    stdin: &str,
+) -> Output {
+    use std::io::Write;
+    let mut command = Command::new(rivulet_binary());
+    for v in [
+        "RIVULET_TLS_CA",
+        "RIVULET_TLS_CERT",
+        "RIVULET_TLS_KEY",
+        "RIVULET_USER",
+        "RIVULET_PASSWORD",
+        "RIVULET_PASSWORD_FILE",
+    ] {
+        command.env_remove(v);
+    }
+    if c.client_tls().is_some() {
+        command.env("RIVULET_TLS_CA", c.tls_dir().join("ca.pem"));
+    }
+    if let Some((u, p)) = user {
+        command.env("RIVULET_USER", u).env("RIVULET_PASSWORD", p);
+    }
+    let mut child = command
+        .arg("--bootstrap")
+        .arg(bootstrap(c))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run rivulet");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("run rivulet")
 }
 
 /// Its stdout; panics with its stderr if it failed.

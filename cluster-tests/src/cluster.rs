@@ -30,7 +30,14 @@ use rivulet_proto::v1::{
     ErrorCode, TopicInfo,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+/// The harness's client channel: as the cluster's admin on secured
+/// clusters ([`Cluster::start_secured`]), anonymous otherwise.
+pub type Channel = rivulet_proto::user_auth::UserChannel;
+
+/// The super user of secured clusters, and its password.
+pub const ADMIN: (&str, &str) = ("admin", "admin-password");
 use tonic::Status;
 
 use crate::netns::Net;
@@ -106,6 +113,9 @@ pub struct Cluster {
     /// `<root>/tls`), and how this harness's clients connect then.
     tls: bool,
     client_tls: Option<rivulet_proto::tls::ClientTls>,
+    /// Whether the nodes run with `--require-auth` (and [`ADMIN`] as super
+    /// user, created from an initial users file).
+    secured: bool,
     /// One cluster per test process at a time: tests run in parallel threads,
     /// and two clusters on a 2-core machine would turn timing assertions
     /// (failover within 2 s) into coin flips.
@@ -116,14 +126,21 @@ impl Cluster {
     /// Starts `n` nodes, all voters, and waits until every node answers and
     /// all agree on a leader (within [`START_TIMEOUT`]).
     pub async fn start(n: u64) -> Self {
-        Self::start_with(n, None, None, false).await
+        Self::start_with(n, None, None, false, false).await
+    }
+
+    /// Like [`Cluster::start_tls`], the nodes requiring a user on every
+    /// client call (`--require-auth`), with [`ADMIN`] a super user created
+    /// by `--initial-users-file`; the harness's own clients call as it.
+    pub async fn start_secured(n: u64) -> Self {
+        Self::start_with(n, None, None, true, true).await
     }
 
     /// Like [`Cluster::start`], every node serving TLS (mutual TLS between
     /// nodes) with certificates `rivulet cert` made; the harness's clients
     /// trust its CA.
     pub async fn start_tls(n: u64) -> Self {
-        Self::start_with(n, None, None, true).await
+        Self::start_with(n, None, None, true, false).await
     }
 
     /// Like [`Cluster::start`], each node in its own network namespace so
@@ -148,10 +165,16 @@ impl Cluster {
     ) -> Result<Self, String> {
         let ids: Vec<u64> = (1..=n).collect();
         let net = Net::create(&ids)?;
-        Ok(Self::start_with(n, Some(Arc::new(net)), disk_mb, tls).await)
+        Ok(Self::start_with(n, Some(Arc::new(net)), disk_mb, tls, false).await)
     }
 
-    async fn start_with(n: u64, net: Option<Arc<Net>>, disk_mb: Option<u64>, tls: bool) -> Self {
+    async fn start_with(
+        n: u64,
+        net: Option<Arc<Net>>,
+        disk_mb: Option<u64>,
+        tls: bool,
+        secured: bool,
+    ) -> Self {
         assert!(n >= 1, "a cluster needs a node");
         static TURN: OnceLock<Arc<Mutex<()>>> = OnceLock::new();
         let turn = Arc::clone(TURN.get_or_init(Default::default))
@@ -171,6 +194,7 @@ impl Cluster {
             mounts: Vec::new(),
             tls,
             client_tls: None,
+            secured,
             _turn: turn,
         };
         for attempt in 1..=START_ATTEMPTS {
@@ -271,6 +295,18 @@ impl Cluster {
                 rivulet_proto::tls::ClientTls::from_files(&dir.join("ca.pem"), None)
                     .expect("the CA rivulet cert made"),
             );
+        }
+        if self.secured {
+            let users = self.root_path.join("users");
+            std::fs::write(&users, format!("{}:{}\n", ADMIN.0, ADMIN.1))
+                .expect("write the initial users file");
+            tls_flags.extend([
+                "--require-auth".to_owned(),
+                "--super-users".to_owned(),
+                format!("User:{}", ADMIN.0),
+                "--initial-users-file".to_owned(),
+                users.display().to_string(),
+            ]);
         }
         self.nodes = (1..=n)
             .zip(addrs)
@@ -660,6 +696,26 @@ impl Cluster {
     /// A channel to node `id` (over TLS if the cluster serves it) whose
     /// calls fail after `timeout`.
     pub fn channel(&self, id: u64, timeout: Duration) -> Channel {
+        Channel::new(self.raw_channel(id, timeout), self.user().as_ref())
+    }
+
+    /// A channel to node `id` calling as `user` (anonymous with `None`).
+    pub fn channel_as(
+        &self,
+        id: u64,
+        timeout: Duration,
+        user: Option<&rivulet_proto::user_auth::UserCredentials>,
+    ) -> Channel {
+        Channel::new(self.raw_channel(id, timeout), user)
+    }
+
+    /// The user the harness calls as: [`ADMIN`] on secured clusters.
+    pub fn user(&self) -> Option<rivulet_proto::user_auth::UserCredentials> {
+        self.secured
+            .then(|| rivulet_proto::user_auth::UserCredentials::new(ADMIN.0, ADMIN.1))
+    }
+
+    fn raw_channel(&self, id: u64, timeout: Duration) -> tonic::transport::Channel {
         self.endpoint(id, CONNECT_TIMEOUT)
             .timeout(timeout)
             .connect_lazy()
@@ -695,7 +751,7 @@ impl Cluster {
     pub fn node_channel(&self, to: u64, as_node: u64) -> rivulet_proto::node_auth::NodeChannel {
         use rivulet_proto::node_auth::{ClusterSecret, NodeChannel, NodeCredentials};
         let secret = ClusterSecret::from_file(&self.secret_file()).expect("the cluster secret");
-        let channel = self.channel(to, RPC_TIMEOUT);
+        let channel = self.raw_channel(to, RPC_TIMEOUT);
         NodeChannel::new(channel, NodeCredentials::new(as_node, Some(secret)))
     }
 

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::cluster::Channel;
 use bytes::Bytes;
 use rivulet_common::batch::{build_batch, Compression, RecordInput};
 use rivulet_proto::v1::broker_client::BrokerClient;
@@ -12,7 +13,6 @@ use rivulet_proto::v1::{
     Acks, ConfigEntry, CreateTopicRequest, ErrorCode, LeaderHint, MetadataRequest, PartitionInfo,
     ProducePartition, ProduceRequest, ProduceResponse,
 };
-use tonic::transport::Channel;
 
 use crate::cluster::Cluster;
 use crate::wait::wait_until;

@@ -55,7 +55,7 @@ mod ports;
 pub mod wait;
 
 pub use binary::rivulet_binary;
-pub use cluster::{fmt_duration, Cluster};
+pub use cluster::{fmt_duration, Channel, Cluster, ADMIN};
 pub use data::{ProduceOutcome, ReadRecord};
 pub use logs::DEFAULT_ALLOWED_ERRORS;
 pub use wait::wait_until;

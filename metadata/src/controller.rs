@@ -50,6 +50,9 @@ use crate::error::{ControllerError, IsrProblem, PreferredLeaderProblem, TopicNam
 use crate::ids::{BrokerId, TopicId, TopicPartition};
 use crate::image::{first_duplicate, MetadataImage, PartitionImage, TopicImage};
 use crate::record::Record;
+use crate::security::{
+    user_name_problem, Acl, AclFilter, ScramCredential, ScramMechanism, MAX_ACLS, MAX_USERS,
+};
 
 /// The most partitions one topic may have: a bound on the size of one
 /// `CreateTopic` record and of the work one request can cause.
@@ -1117,3 +1120,135 @@ fn new_topic_id(image: &MetadataImage, name: &str) -> TopicId {
 
 #[cfg(test)]
 mod tests;
+
+/// Creates user `name` or replaces its credentials (KIP-554); with
+/// `create_only` an existing user is left alone. The answer says whether
+/// the user is new.
+pub fn upsert_user(
+    image: &MetadataImage,
+    name: &str,
+    credentials: Vec<ScramCredential>,
+    create_only: bool,
+) -> Result<ControllerResult<bool>, ControllerError> {
+    let invalid = ControllerError::InvalidRequest;
+    if let Some(p) = user_name_problem(name) {
+        return Err(invalid(p));
+    }
+    if !credentials
+        .iter()
+        .any(|c| c.mechanism == ScramMechanism::Sha256)
+    {
+        return Err(invalid(
+            "a user needs a SCRAM-SHA-256 credential (the gRPC edge checks passwords with it)"
+                .into(),
+        ));
+    }
+    for (i, c) in credentials.iter().enumerate() {
+        if let Some(p) = c.problem() {
+            return Err(invalid(format!(
+                "{} credential: {p}",
+                c.mechanism.sasl_name()
+            )));
+        }
+        if credentials[..i].iter().any(|o| o.mechanism == c.mechanism) {
+            return Err(invalid(format!(
+                "two {} credentials",
+                c.mechanism.sasl_name()
+            )));
+        }
+    }
+    let exists = image.users().contains_key(name);
+    if exists && create_only {
+        return Ok(ControllerResult {
+            records: Vec::new(),
+            response: false,
+        });
+    }
+    if !exists && image.users().len() >= MAX_USERS {
+        return Err(invalid(format!(
+            "the cluster holds {MAX_USERS} users, the most it may"
+        )));
+    }
+    Ok(ControllerResult {
+        records: vec![Record::UpsertUser {
+            name: name.to_owned(),
+            credentials,
+            create_only,
+        }],
+        response: !exists,
+    })
+}
+
+/// Deletes user `name` (its ACLs stay, as in Kafka).
+pub fn delete_user(
+    image: &MetadataImage,
+    name: &str,
+) -> Result<ControllerResult<()>, ControllerError> {
+    if !image.users().contains_key(name) {
+        return Err(ControllerError::UnknownUser {
+            name: name.to_owned(),
+        });
+    }
+    Ok(ControllerResult {
+        records: vec![Record::DeleteUser {
+            name: name.to_owned(),
+        }],
+        response: (),
+    })
+}
+
+/// Adds `acls` (those already there change nothing).
+pub fn create_acls(
+    image: &MetadataImage,
+    acls: Vec<Acl>,
+) -> Result<ControllerResult<()>, ControllerError> {
+    if acls.is_empty() {
+        return Err(ControllerError::InvalidRequest("no ACL given".into()));
+    }
+    for a in &acls {
+        if let Some(p) = a.problem() {
+            return Err(ControllerError::InvalidRequest(format!("invalid ACL: {p}")));
+        }
+    }
+    let new: std::collections::BTreeSet<&Acl> =
+        acls.iter().filter(|a| !image.acls().contains(a)).collect();
+    if image.acls().len() + new.len() > MAX_ACLS {
+        return Err(ControllerError::InvalidRequest(format!(
+            "the cluster holds {} ACLs; at most {MAX_ACLS}",
+            image.acls().len()
+        )));
+    }
+    let records = if new.is_empty() {
+        Vec::new()
+    } else {
+        vec![Record::CreateAcls {
+            acls: new.into_iter().cloned().collect(),
+        }]
+    };
+    Ok(ControllerResult {
+        records,
+        response: (),
+    })
+}
+
+/// Deletes every ACL `filter` matches; the answer lists them.
+pub fn delete_acls(
+    image: &MetadataImage,
+    filter: &AclFilter,
+) -> Result<ControllerResult<Vec<Acl>>, ControllerError> {
+    let gone: Vec<Acl> = image
+        .acls()
+        .iter()
+        .filter(|a| filter.matches(a))
+        .cloned()
+        .collect();
+    let records = if gone.is_empty() {
+        Vec::new()
+    } else {
+        vec![Record::DeleteAcls { acls: gone.clone() }]
+    };
+    Ok(ControllerResult {
+        records,
+        response: gone,
+    })
+}

@@ -17,7 +17,10 @@
 //!   instead of spinning, with a rate-limited WARN.
 //! - Node-only calls (Raft, registration, heartbeats, ISR changes, replica
 //!   fetches) must prove the cluster secret
-//!   ([`rivulet_proto::node_auth`]); others pass untouched.
+//!   ([`rivulet_proto::node_auth`]); every other call gets its principal
+//!   (a node, a user who gave the right password, or anonymous) from
+//!   [`crate::authn`], which refuses wrong passwords and, with
+//!   `--require-auth`, calls without a user.
 //! - [`StatusFixLayer`]: tonic answers a request whose protobuf does not
 //!   decode (invalid UTF-8 in a string, garbage) with INTERNAL, and one over
 //!   the size limit with OUT_OF_RANGE. Both are the caller's fault: they
@@ -46,13 +49,15 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves `routes` on `listener` behind the edge (bounded connections,
-/// keep-alive pings, fixed statuses, node-only calls checked by `nodes`),
+/// keep-alive pings, fixed statuses, node-only calls checked by `nodes`,
+/// every caller's principal found by `users` ([`crate::authn`])),
 /// over TLS with `tls`, until `shutdown` fires.
 pub async fn serve(
     listener: TcpListener,
     routes: tonic::service::Routes,
     limits: EdgeLimits,
     nodes: Arc<rivulet_proto::node_auth::NodeVerifier>,
+    users: Arc<crate::authn::ClientAuth>,
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
@@ -62,7 +67,10 @@ pub async fn serve(
     }
     server
         .layer(tower_layer::Stack::new(
-            rivulet_proto::node_auth::NodeAuthLayer::new(nodes),
+            tower_layer::Stack::new(
+                crate::authn::ClientAuthLayer::new(users),
+                rivulet_proto::node_auth::NodeAuthLayer::new(nodes),
+            ),
             StatusFixLayer,
         ))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))

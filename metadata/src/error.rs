@@ -44,11 +44,15 @@ pub enum ErrorKind {
     StaleBrokerEpoch,
     /// The preferred replica cannot take leadership now.
     PreferredLeaderNotAvailable,
+    /// A user or ACL request is malformed or over a bound.
+    InvalidRequest,
+    /// The named user does not exist.
+    ResourceNotFound,
 }
 
 impl ErrorKind {
     /// Every kind, for exhaustive mapping tests at the gRPC edge.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::UnknownTopicOrPartition,
         ErrorKind::InvalidTopic,
         ErrorKind::TopicAlreadyExists,
@@ -62,6 +66,8 @@ impl ErrorKind {
         ErrorKind::BrokerNotAvailable,
         ErrorKind::StaleBrokerEpoch,
         ErrorKind::PreferredLeaderNotAvailable,
+        ErrorKind::InvalidRequest,
+        ErrorKind::ResourceNotFound,
     ];
 
     /// The stable name, Kafka's spelling (e.g. `UNKNOWN_TOPIC_OR_PARTITION`).
@@ -80,6 +86,8 @@ impl ErrorKind {
             ErrorKind::BrokerNotAvailable => "BROKER_NOT_AVAILABLE",
             ErrorKind::StaleBrokerEpoch => "STALE_BROKER_EPOCH",
             ErrorKind::PreferredLeaderNotAvailable => "PREFERRED_LEADER_NOT_AVAILABLE",
+            ErrorKind::InvalidRequest => "INVALID_REQUEST",
+            ErrorKind::ResourceNotFound => "RESOURCE_NOT_FOUND",
         }
     }
 }
@@ -180,6 +188,16 @@ pub enum PreferredLeaderProblem {
 /// user who sent it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControllerError {
+    /// A user or ACL request is malformed or over a bound; the message
+    /// says which.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// No user of that name.
+    #[error("no user '{name}'")]
+    UnknownUser {
+        /// The name.
+        name: String,
+    },
     /// No topic of that name.
     #[error("topic '{topic}' does not exist")]
     UnknownTopic {
@@ -356,6 +374,8 @@ impl ControllerError {
             ControllerError::PreferredLeaderNotAvailable { .. } => {
                 ErrorKind::PreferredLeaderNotAvailable
             }
+            ControllerError::InvalidRequest(_) => ErrorKind::InvalidRequest,
+            ControllerError::UnknownUser { .. } => ErrorKind::ResourceNotFound,
         }
     }
 }

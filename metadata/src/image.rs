@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ConfigError, TopicConfig};
 use crate::ids::{BrokerId, TopicId, TopicPartition};
 use crate::record::Record;
+use crate::security::{Acl, ScramCredential, ScramMechanism, MAX_ACLS, MAX_USERS};
 
 /// The replicated metadata state. Fields are private so that
 /// [`MetadataImage::apply`] stays the only way to change it; read it through
@@ -62,6 +63,12 @@ pub struct MetadataImage {
     brokers: BTreeMap<BrokerId, BrokerRegistration>,
     /// Every live topic, by name.
     topics: BTreeMap<String, TopicImage>,
+    /// Users' SCRAM credentials, by name (never passwords).
+    #[serde(default)]
+    users: BTreeMap<String, Vec<ScramCredential>>,
+    /// Every ACL.
+    #[serde(default)]
+    acls: BTreeSet<Acl>,
 }
 
 /// What the image knows about one broker.
@@ -239,6 +246,26 @@ pub enum SkipReason {
         /// The smallest epoch a registration may still carry.
         next_broker_epoch: u64,
     },
+    /// A user of that name exists (and the record only creates).
+    #[error("user '{name}' already exists")]
+    UserExists {
+        /// The user.
+        name: String,
+    },
+    /// No user of that name.
+    #[error("no user '{name}'")]
+    UnknownUser {
+        /// The user.
+        name: String,
+    },
+    /// A bound on the image's size.
+    #[error("at most {max} {what}")]
+    TooMany {
+        /// Of what.
+        what: &'static str,
+        /// The bound.
+        max: usize,
+    },
     /// A topic of that name already exists.
     #[error("topic '{name}' already exists")]
     TopicExists {
@@ -330,7 +357,27 @@ impl MetadataImage {
             next_broker_epoch: 1,
             brokers: BTreeMap::new(),
             topics: BTreeMap::new(),
+            users: BTreeMap::new(),
+            acls: BTreeSet::new(),
         }
+    }
+
+    /// Every user's credentials, by name.
+    pub fn users(&self) -> &BTreeMap<String, Vec<ScramCredential>> {
+        &self.users
+    }
+
+    /// User `name`'s credential for `mechanism`.
+    pub fn credential(&self, name: &str, mechanism: ScramMechanism) -> Option<&ScramCredential> {
+        self.users
+            .get(name)?
+            .iter()
+            .find(|c| c.mechanism == mechanism)
+    }
+
+    /// Every ACL.
+    pub fn acls(&self) -> &BTreeSet<Acl> {
+        &self.acls
     }
 
     /// The cluster's id.
@@ -589,6 +636,46 @@ impl MetadataImage {
                         source,
                     })?;
                 topic_image.config = config.clone();
+                Ok(())
+            }
+            Record::UpsertUser {
+                name,
+                credentials,
+                create_only,
+            } => {
+                let exists = self.users.contains_key(name);
+                if exists && *create_only {
+                    return Err(SkipReason::UserExists { name: name.clone() });
+                }
+                if !exists && self.users.len() >= MAX_USERS {
+                    return Err(SkipReason::TooMany {
+                        what: "users",
+                        max: MAX_USERS,
+                    });
+                }
+                self.users.insert(name.clone(), credentials.clone());
+                Ok(())
+            }
+            Record::DeleteUser { name } => self
+                .users
+                .remove(name)
+                .map(|_| ())
+                .ok_or(SkipReason::UnknownUser { name: name.clone() }),
+            Record::CreateAcls { acls } => {
+                let new = acls.iter().filter(|a| !self.acls.contains(a)).count();
+                if self.acls.len() + new > MAX_ACLS {
+                    return Err(SkipReason::TooMany {
+                        what: "ACLs",
+                        max: MAX_ACLS,
+                    });
+                }
+                self.acls.extend(acls.iter().cloned());
+                Ok(())
+            }
+            Record::DeleteAcls { acls } => {
+                for a in acls {
+                    self.acls.remove(a);
+                }
                 Ok(())
             }
         }

@@ -33,6 +33,7 @@
 //!   [`LogStore`](raft::LogStore) and [`StateMachine`](raft::StateMachine)
 //!   over a small key-value trait with a sled and an in-memory implementation.
 
+pub mod authn;
 pub mod config;
 pub mod controller;
 pub mod convert;
@@ -43,6 +44,7 @@ pub mod image;
 pub mod quorum;
 pub mod raft;
 pub mod record;
+pub mod security;
 
 pub use config::{CleanupPolicy, ConfigError, TopicConfig};
 pub use controller::{

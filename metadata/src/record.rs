@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TopicConfig;
 use crate::ids::{BrokerId, TopicId};
+use crate::security::{Acl, ScramCredential};
 
 /// One entry of the metadata log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +121,32 @@ pub enum Record {
         /// The full new configuration.
         config: TopicConfig,
     },
+    /// A user is created, or its credentials replaced (KIP-554: the
+    /// credentials, never the password). With `create_only` an existing user
+    /// is left alone (`--initial-users-file`).
+    UpsertUser {
+        /// The user's name.
+        name: String,
+        /// One credential per SCRAM mechanism.
+        credentials: Vec<ScramCredential>,
+        /// Skip if the user exists.
+        create_only: bool,
+    },
+    /// A user is removed.
+    DeleteUser {
+        /// The user's name.
+        name: String,
+    },
+    /// ACLs are added (already there: unchanged).
+    CreateAcls {
+        /// The ACLs.
+        acls: Vec<Acl>,
+    },
+    /// ACLs are removed (the controller resolved the filter into them).
+    DeleteAcls {
+        /// The ACLs.
+        acls: Vec<Acl>,
+    },
 }
 
 impl Record {
@@ -133,6 +160,10 @@ impl Record {
             Record::DeleteTopic { .. } => "DeleteTopic",
             Record::PartitionChange { .. } => "PartitionChange",
             Record::AlterTopicConfig { .. } => "AlterTopicConfig",
+            Record::UpsertUser { .. } => "UpsertUser",
+            Record::DeleteUser { .. } => "DeleteUser",
+            Record::CreateAcls { .. } => "CreateAcls",
+            Record::DeleteAcls { .. } => "DeleteAcls",
         }
     }
 }

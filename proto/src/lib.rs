@@ -11,6 +11,7 @@ pub mod v1 {
 
 pub mod node_auth;
 pub mod tls;
+pub mod user_auth;
 
 /// gRPC metadata key set (to `1`) on the retriable `UNAVAILABLE` a node
 /// answers while it is catching up with the metadata log after a restart

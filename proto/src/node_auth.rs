@@ -617,8 +617,9 @@ pub fn node_channel(
     ))
 }
 
-/// The server side: refuses node-only calls without a valid proof, with
-/// `UNAUTHENTICATED`, before any service sees them.
+/// The server side: refuses node-only calls without a valid proof, and any
+/// call with an invalid one, with `UNAUTHENTICATED`, before any service
+/// sees them; a verified caller is put into the request's extensions.
 #[derive(Debug, Clone)]
 pub struct NodeAuthLayer {
     verifier: Arc<NodeVerifier>,
@@ -668,8 +669,11 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let path = req.uri().path();
-        if is_node_only(path) {
-            let header = req.headers().get(PROOF_KEY).map(|v| v.as_bytes());
+        let header = req.headers().get(PROOF_KEY).map(|v| v.as_bytes());
+        // Any call may carry a proof (a node forwarding a client's write, a
+        // node's own catch-up read): it is checked wherever it appears, so
+        // "a node made this call" is never taken on a client's word.
+        if is_node_only(path) || header.is_some() {
             match self.verifier.verify(path, header) {
                 Ok(Some(caller)) => {
                     req.extensions_mut().insert(caller);

@@ -8,6 +8,8 @@ use tokio::time::Instant;
 
 use super::long_poll::long_poll;
 use super::{ApiError, BrokerApi};
+use rivulet_metadata::security::{Access, Operation};
+
 use crate::budget::{Held, BUDGET_WAIT};
 use crate::log::LogOffsets;
 use crate::replica::PartitionError;
@@ -45,6 +47,8 @@ pub struct FetchRequest {
     pub min_bytes: usize,
     /// How long to wait for `min_bytes` (capped at [`MAX_WAIT_CAP`]).
     pub max_wait: Duration,
+    /// Who reads: each partition needs READ on its topic.
+    pub access: Access,
 }
 
 /// One partition's answer: whole batches, the log's offsets and the leader
@@ -83,11 +87,23 @@ impl BrokerApi {
             .map(limit_of)
             .fold(0usize, usize::saturating_add)
             .min(max_bytes);
+        let image = self.mgr.image();
+        let denied: Arc<Vec<bool>> = Arc::new(
+            req.partitions
+                .iter()
+                .map(|fp| {
+                    super::authorize_topic(&req.access, &image, Operation::Read, &fp.topic).is_err()
+                })
+                .collect(),
+        );
+        drop(image);
+        let principal = req.access.principal.to_string();
         let wanted = Arc::new(req.partitions);
         let min_bytes = req.min_bytes;
         let signal = self.mgr.signals.committed.subscribe();
         long_poll(signal, deadline, || {
             let (mgr, wanted, held) = (Arc::clone(&self.mgr), Arc::clone(&wanted), held.clone());
+            let (denied, principal) = (Arc::clone(&denied), principal.clone());
             async move {
                 // Bounded: a fetch never hangs on the budget (and a queued
                 // waiter would hold back every other request meanwhile).
@@ -103,7 +119,14 @@ impl BrokerApi {
                     let mut total = 0usize;
                     let results: Vec<FetchResult> = wanted
                         .iter()
-                        .map(|fp| {
+                        .zip(denied.iter())
+                        .map(|(fp, denied)| {
+                            if *denied {
+                                return Err(PartitionError::TopicAuthorizationFailed {
+                                    principal: principal.clone(),
+                                    operation: Operation::Read.name(),
+                                });
+                            }
                             let limit = limit_of(fp).min(max_bytes.saturating_sub(total));
                             let r = mgr.partition(&fp.topic, fp.partition).and_then(|p| {
                                 if limit == 0 {

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use rivulet_metadata::security::{Access, Operation};
+
 use super::{ApiError, BrokerApi};
 use crate::replica::PartitionError;
 
@@ -52,12 +54,22 @@ impl BrokerApi {
     pub async fn list_offsets(
         &self,
         partitions: Vec<ListOffsetsPartition>,
+        access: &Access,
     ) -> Result<Vec<Result<(Option<u64>, u32), PartitionError>>, ApiError> {
         let mgr = Arc::clone(&self.mgr);
+        let image = self.mgr.image();
+        let denied: Vec<Option<PartitionError>> = partitions
+            .iter()
+            .map(|lp| super::authorize_topic(access, &image, Operation::Describe, &lp.topic).err())
+            .collect();
         tokio::task::spawn_blocking(move || {
             partitions
                 .into_iter()
-                .map(|lp| {
+                .zip(denied)
+                .map(|(lp, denied)| {
+                    if let Some(e) = denied {
+                        return Err(e);
+                    }
                     let p = mgr.partition(&lp.topic, lp.partition)?;
                     let (offsets, epoch, hw_available) =
                         p.leader_offsets(lp.current_leader_epoch)?;

@@ -29,7 +29,28 @@ pub use produce::{
 };
 pub use replica_fetch::{ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResult};
 
+use rivulet_metadata::image::MetadataImage;
+use rivulet_metadata::security::{Access, Operation, ResourceType};
+
 use crate::replica::{PartitionError, ReplicaManager};
+
+/// TOPIC_AUTHORIZATION_FAILED unless `access` may do `op` on `topic` (the
+/// one authorization check of every data-plane call).
+pub(crate) fn authorize_topic(
+    access: &Access,
+    image: &MetadataImage,
+    op: Operation,
+    topic: &str,
+) -> Result<(), PartitionError> {
+    if access.allows(image, op, ResourceType::Topic, topic) {
+        Ok(())
+    } else {
+        Err(PartitionError::TopicAuthorizationFailed {
+            principal: access.principal.to_string(),
+            operation: op.name(),
+        })
+    }
+}
 
 /// Where a client should go for a partition: its leader as the image says.
 #[derive(Debug, Clone, PartialEq, Eq)]

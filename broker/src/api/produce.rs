@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{ApiError, BrokerApi};
+use rivulet_metadata::security::{Access, Operation};
+
 use crate::budget::Held;
 use crate::replica::{Partition, PartitionError};
 
@@ -54,6 +56,8 @@ pub struct ProduceRequest {
     /// The request's share of the node's in-flight budget: held until the
     /// batches are appended (with acks=0, by the appends themselves).
     pub held: Option<Held>,
+    /// Who produces: each entry needs WRITE on its topic.
+    pub access: Access,
 }
 
 /// What became of one entry.
@@ -149,10 +153,12 @@ impl BrokerApi {
         };
         let mut out: Vec<ProduceResult> = Vec::with_capacity(req.entries.len());
         let mut per_partition: Vec<(Arc<Partition>, Vec<Indexed>)> = Vec::new();
+        let image = self.mgr.image();
         for entry in req.entries {
             let i = out.len();
             out.push(ProduceResult::default());
-            let part = self.mgr.partition(&entry.topic, entry.partition);
+            let part = super::authorize_topic(&req.access, &image, Operation::Write, &entry.topic)
+                .and_then(|()| self.mgr.partition(&entry.topic, entry.partition));
             match (part, entry.batch) {
                 (Ok(part), Ok(batch)) => match per_partition
                     .iter_mut()

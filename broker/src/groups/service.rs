@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use rivulet_metadata::security::{Access, Operation, ResourceType};
 use rivulet_proto::v1::groups_server::{Groups as GroupsApi, GroupsServer};
 use rivulet_proto::v1::{
     CommittedOffset, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
@@ -91,6 +92,50 @@ macro_rules! check_group {
     };
 }
 
+/// An early GROUP_AUTHORIZATION_FAILED answer unless `$access` may do `$op`
+/// on the group.
+macro_rules! authorize_group {
+    ($self:ident, $access:expr, $op:expr, $group:expr, $resp:ident) => {
+        #[allow(clippy::needless_update)]
+        if !$access.allows(&$self.coord.image(), $op, ResourceType::Group, $group) {
+            return Ok(Response::new($resp {
+                error_code: ErrorCode::GroupAuthorizationFailed as i32,
+                error_message: format!(
+                    "{} may not {} group {:?} (no ACL allows it)",
+                    $access.principal,
+                    $op.name(),
+                    $group
+                ),
+                ..Default::default()
+            }));
+        }
+    };
+}
+
+/// An early TOPIC_AUTHORIZATION_FAILED answer unless `$access` may do `$op`
+/// on every topic of `$topics`.
+macro_rules! authorize_topics {
+    ($self:ident, $access:expr, $op:expr, $topics:expr, $resp:ident) => {
+        let image = $self.coord.image();
+        #[allow(clippy::needless_update)]
+        if let Some(t) = $topics
+            .into_iter()
+            .find(|t: &&String| !$access.allows(&image, $op, ResourceType::Topic, t))
+        {
+            return Ok(Response::new($resp {
+                error_code: ErrorCode::TopicAuthorizationFailed as i32,
+                error_message: format!(
+                    "{} may not {} topic {:?} (no ACL allows it)",
+                    $access.principal,
+                    $op.name(),
+                    t
+                ),
+                ..Default::default()
+            }));
+        }
+    };
+}
+
 /// The loaded shard of a group, or an early answer with the error code.
 macro_rules! shard_or_refuse {
     ($self:ident, $group:expr, $resp:ident) => {
@@ -114,8 +159,16 @@ impl GroupsApi for GroupsRpc {
         &self,
         request: Request<FindCoordinatorRequest>,
     ) -> Result<Response<FindCoordinatorResponse>, Status> {
+        let access = Access::of(&request);
         let r = request.into_inner();
         check_group!(&r.group_id, FindCoordinatorResponse);
+        authorize_group!(
+            self,
+            access,
+            Operation::Describe,
+            &r.group_id,
+            FindCoordinatorResponse
+        );
         Ok(Response::new(match self.coord.find(&r.group_id).await {
             Ok((broker, partition)) => FindCoordinatorResponse {
                 coordinator: Some(broker),
@@ -137,8 +190,23 @@ impl GroupsApi for GroupsRpc {
         &self,
         request: Request<ConsumerGroupHeartbeatRequest>,
     ) -> Result<Response<ConsumerGroupHeartbeatResponse>, Status> {
+        let access = Access::of(&request);
         let r = request.into_inner();
         check_group!(&r.group_id, ConsumerGroupHeartbeatResponse);
+        authorize_group!(
+            self,
+            access,
+            Operation::Read,
+            &r.group_id,
+            ConsumerGroupHeartbeatResponse
+        );
+        authorize_topics!(
+            self,
+            access,
+            Operation::Describe,
+            &r.subscribed_topics,
+            ConsumerGroupHeartbeatResponse
+        );
         let session_ms = self.coord.session_timeout_ms(r.session_timeout_ms);
         let hb = Heartbeat {
             group: r.group_id.clone(),
@@ -186,8 +254,24 @@ impl GroupsApi for GroupsRpc {
         &self,
         request: Request<OffsetCommitRequest>,
     ) -> Result<Response<OffsetCommitResponse>, Status> {
+        let access = Access::of(&request);
         let r = request.into_inner();
         check_group!(&r.group_id, OffsetCommitResponse);
+        // Kafka: READ on the group and on every committed topic.
+        authorize_group!(
+            self,
+            access,
+            Operation::Read,
+            &r.group_id,
+            OffsetCommitResponse
+        );
+        authorize_topics!(
+            self,
+            access,
+            Operation::Read,
+            r.offsets.iter().map(|o| &o.topic),
+            OffsetCommitResponse
+        );
         let offsets: Vec<(Tp, u64, String)> = r
             .offsets
             .into_iter()
@@ -221,8 +305,19 @@ impl GroupsApi for GroupsRpc {
         &self,
         request: Request<OffsetFetchRequest>,
     ) -> Result<Response<OffsetFetchResponse>, Status> {
+        let access = Access::of(&request);
         let r = request.into_inner();
         check_group!(&r.group_id, OffsetFetchResponse);
+        authorize_group!(
+            self,
+            access,
+            Operation::Describe,
+            &r.group_id,
+            OffsetFetchResponse
+        );
+        let image = self.coord.image();
+        let may_describe =
+            |tp: &Tp| access.allows(&image, Operation::Describe, ResourceType::Topic, &tp.0);
         let shard = shard_or_refuse!(self, &r.group_id, OffsetFetchResponse);
         let groups = shard.groups.lock().await;
         let empty = BTreeMap::new();
@@ -231,13 +326,16 @@ impl GroupsApi for GroupsRpc {
             .get(&r.group_id)
             .map_or(&empty, |g| &g.offsets);
         let offsets = if r.partitions.is_empty() {
+            // Offsets of topics the caller may not describe are left out.
             stored
                 .iter()
+                .filter(|(tp, _)| may_describe(tp))
                 .map(|(tp, v)| committed(tp, Some(v)))
                 .collect()
         } else {
             from_wire(&r.partitions)
                 .iter()
+                .filter(|tp| may_describe(tp))
                 .map(|tp| committed(tp, stored.get(tp)))
                 .collect()
         };
@@ -252,8 +350,16 @@ impl GroupsApi for GroupsRpc {
         &self,
         request: Request<DescribeGroupRequest>,
     ) -> Result<Response<DescribeGroupResponse>, Status> {
+        let access = Access::of(&request);
         let r = request.into_inner();
         check_group!(&r.group_id, DescribeGroupResponse);
+        authorize_group!(
+            self,
+            access,
+            Operation::Describe,
+            &r.group_id,
+            DescribeGroupResponse
+        );
         let shard = shard_or_refuse!(self, &r.group_id, DescribeGroupResponse);
         let counts = self.topic_counts();
         let mut groups = shard.groups.lock().await;
@@ -298,13 +404,19 @@ impl GroupsApi for GroupsRpc {
 
     async fn list_groups(
         &self,
-        _request: Request<ListGroupsRequest>,
+        request: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
+        let access = Access::of(&request);
+        let image = self.coord.image();
         let counts = self.topic_counts();
         let mut listings = Vec::new();
         for shard in self.coord.ready_shards() {
             let mut groups = shard.groups.lock().await;
             for (id, g) in groups.groups.iter_mut() {
+                // Only the groups the caller may describe.
+                if !access.allows(&image, Operation::Describe, ResourceType::Group, id) {
+                    continue;
+                }
                 listings.push(listing(id, g, &counts, self.coord.broker_id()));
             }
         }
@@ -320,8 +432,16 @@ impl GroupsApi for GroupsRpc {
         &self,
         request: Request<DeleteGroupRequest>,
     ) -> Result<Response<DeleteGroupResponse>, Status> {
+        let access = Access::of(&request);
         let r = request.into_inner();
         check_group!(&r.group_id, DeleteGroupResponse);
+        authorize_group!(
+            self,
+            access,
+            Operation::Delete,
+            &r.group_id,
+            DeleteGroupResponse
+        );
         let outcome = self
             .coord
             .update(&r.group_id, |groups| {

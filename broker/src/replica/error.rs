@@ -64,6 +64,14 @@ pub enum PartitionError {
     /// The request itself is malformed.
     #[error("{0}")]
     InvalidRequest(String),
+    /// The caller's principal may not do this to the topic (ACLs).
+    #[error("{principal} may not {operation} this topic (no ACL allows it)")]
+    TopicAuthorizationFailed {
+        /// Who asked.
+        principal: String,
+        /// What was refused.
+        operation: &'static str,
+    },
     /// A replica fetch from another incarnation of the follower than the
     /// leader's image holds (an older one, or one the image does not know).
     #[error("broker epoch {request} of broker {broker} is not its current one ({current})")]
@@ -106,6 +114,7 @@ impl PartitionError {
             Self::OffsetNotAvailable { .. } => ErrorCode::OffsetNotAvailable,
             Self::Timeout(_) => ErrorCode::RequestTimedOut,
             Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Self::TopicAuthorizationFailed { .. } => ErrorCode::TopicAuthorizationFailed,
             Self::StaleBrokerEpoch { .. } => ErrorCode::StaleBrokerEpoch,
             Self::Log(e) => match e {
                 LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,

@@ -22,6 +22,7 @@ use rivulet_broker::{
     BrokerConfig, BrokerIdentity, BrokerRegistration, BrokerRpc, CoordinatorConfig,
     GroupCoordinator, GroupsRpc, ReplicaManager,
 };
+use rivulet_metadata::authn::ClientAuth;
 use rivulet_metadata::quorum::{ControllerNode, Quorum, QuorumConfig, QuorumError};
 use rivulet_proto::node_auth::NodeVerifier;
 use tokio::net::TcpListener;
@@ -55,6 +56,75 @@ pub struct NodeSpec {
     /// The data plane; `None` runs only the controller and the broker's
     /// registration and heartbeats.
     pub data_plane: Option<(BrokerConfig, CoordinatorConfig)>,
+}
+
+/// Creates the `--initial-users-file` users the cluster does not have yet:
+/// through the node's own Controller service (forwarded to the active
+/// controller, as the node), retried until each exists or the node stops.
+async fn create_initial_users(
+    quorum: Arc<Quorum>,
+    users: Vec<rivulet_proto::user_auth::UserCredentials>,
+    stop: CancellationToken,
+) {
+    use rivulet_proto::v1::controller_client::ControllerClient;
+    let mut pending = users;
+    let mut backoff = Duration::from_millis(200);
+    while !pending.is_empty() && !stop.is_cancelled() {
+        let image = quorum.image();
+        pending.retain(|u| !image.users().contains_key(&u.user));
+        let Ok(channel) = rivulet_proto::node_auth::node_channel(
+            &quorum.config().advertise,
+            rivulet_proto::NODE_CONNECT_TIMEOUT,
+            quorum.credentials(),
+        ) else {
+            tracing::error!("cannot reach this node's own address to create the initial users");
+            break;
+        };
+        let mut client = ControllerClient::new(channel);
+        for u in std::mem::take(&mut pending) {
+            let credentials = match rivulet_metadata::security::ScramCredential::generate_all(
+                &u.password,
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(user = %u.user, error = %e, "cannot make the initial user's credentials");
+                    continue;
+                }
+            };
+            let mut req = tonic::Request::new(rivulet_proto::v1::UpsertUserRequest {
+                name: u.user.clone(),
+                credentials: credentials
+                    .iter()
+                    .map(rivulet_metadata::convert::credential_to_proto)
+                    .collect(),
+                create_only: true,
+            });
+            req.set_timeout(Duration::from_secs(5));
+            match client.upsert_user(req).await {
+                Ok(r) if r.get_ref().error_code == 0 => {
+                    if r.get_ref().created {
+                        tracing::info!(user = %u.user, "created an initial user");
+                    }
+                }
+                Ok(r) => {
+                    tracing::error!(user = %u.user, error = %r.get_ref().error_message, "cannot create an initial user");
+                }
+                Err(s) => {
+                    tracing::debug!(user = %u.user, error = %s.message(), "initial user not created yet; retrying");
+                    pending.push(u);
+                }
+            }
+        }
+        if !pending.is_empty() {
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+    // A node task that ends stops the node: this one's work is done.
+    stop.cancelled().await;
 }
 
 /// A running node.
@@ -95,6 +165,7 @@ impl Node {
                 NodeVerifier::open()
             }
         });
+        let security = config.security.clone();
         let heartbeat = Duration::from_millis(config.timing.broker_heartbeat_ms);
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -115,11 +186,29 @@ impl Node {
                 .add_service(BrokerRpc::replication_server(mgr))
                 .add_service(GroupsRpc::server(groups));
         }
+        let images = Arc::clone(&quorum);
+        let users = Arc::new(ClientAuth::new(
+            security.authorizer.clone(),
+            Arc::new(move || images.image()),
+            tls.is_some(),
+            security.allow_plaintext_passwords,
+        ));
+        if !security.initial_users.is_empty() {
+            tasks.spawn(
+                create_initial_users(
+                    Arc::clone(&quorum),
+                    security.initial_users,
+                    cancel.child_token(),
+                )
+                .instrument(span.clone()),
+            );
+        }
         let stop = cancel.clone();
         tasks.spawn(
             async move {
                 if let Err(e) =
-                    rivulet_metadata::edge::serve(listener, routes, edge, nodes, tls, stop).await
+                    rivulet_metadata::edge::serve(listener, routes, edge, nodes, users, tls, stop)
+                        .await
                 {
                     tracing::error!(error = %e, "gRPC server failed");
                 }

@@ -61,6 +61,27 @@ pub struct NodeArgs {
         requires = "cluster_secret_file"
     )]
     create_cluster_secret: bool,
+    /// Every client call must name a user (`--user` and a password) whose
+    /// password matches; calls without one, or with a wrong one, are refused
+    /// with UNAUTHENTICATED, and ACLs decide what each user may do (no ACL:
+    /// nothing). Needs --cluster-secret-file. Without it the cluster is
+    /// open: passwords given are still checked, ACLs are not enforced.
+    #[arg(long, env = "RIVULET_REQUIRE_AUTH", requires = "cluster_secret_file")]
+    require_auth: bool,
+    /// Principals that may do everything, whatever the ACLs:
+    /// `User:admin[,User:ops]`.
+    #[arg(long, env = "RIVULET_SUPER_USERS", value_delimiter = ',')]
+    super_users: Vec<String>,
+    /// A file of lines `name:password`: users created when the cluster
+    /// starts and has no user of that name (so a secured cluster can be
+    /// bootstrapped). Existing users are left alone.
+    #[arg(long, env = "RIVULET_INITIAL_USERS_FILE")]
+    initial_users_file: Option<PathBuf>,
+    /// Accept passwords over connections without TLS (a password then
+    /// crosses the network readable by anyone on the path). Off by default:
+    /// with --require-auth, use TLS.
+    #[arg(long, env = "RIVULET_ALLOW_PLAINTEXT_PASSWORDS")]
+    allow_plaintext_passwords: bool,
     /// Rack of this broker, for rack-aware replica placement.
     #[arg(long, env = "RIVULET_RACK")]
     rack: Option<String>,
@@ -167,6 +188,40 @@ pub struct NodeArgs {
 }
 
 /// Runs the node until SIGTERM or Ctrl-C.
+/// Users, ACL enforcement and initial users from the flags.
+fn security_config(args: &NodeArgs) -> Result<rivulet_metadata::security::SecurityConfig> {
+    let mut super_users = std::collections::BTreeSet::new();
+    for p in &args.super_users {
+        let p = p.trim();
+        match p.strip_prefix("User:") {
+            Some(name) if rivulet_metadata::security::user_name_problem(name).is_none() => {
+                super_users.insert(p.to_owned());
+            }
+            _ => bail!("--super-users: {p:?} is not User:<name>"),
+        }
+    }
+    let initial_users = match &args.initial_users_file {
+        None => Vec::new(),
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read --initial-users-file {}", f.display()))?;
+            rivulet_metadata::security::parse_users_file(&text)
+                .map_err(|e| anyhow::anyhow!("--initial-users-file {}: {e}", f.display()))?
+        }
+    };
+    if args.require_auth && args.allow_plaintext_passwords {
+        warn!("--allow-plaintext-passwords: passwords cross the network unencrypted");
+    }
+    Ok(rivulet_metadata::security::SecurityConfig {
+        authorizer: rivulet_metadata::security::Authorizer {
+            require_auth: args.require_auth,
+            super_users,
+        },
+        allow_plaintext_passwords: args.allow_plaintext_passwords,
+        initial_users,
+    })
+}
+
 pub async fn run(args: NodeArgs, tls: &crate::tls::TlsArgs) -> Result<()> {
     let tls = crate::tls::node(tls)?;
     let process_started = std::time::Instant::now();
@@ -228,6 +283,7 @@ pub async fn run(args: NodeArgs, tls: &crate::tls::TlsArgs) -> Result<()> {
             info!(file = %file.display(), "created the cluster secret");
         }
     }
+    let security = security_config(&args)?;
     let cluster_secret = args
         .cluster_secret_file
         .as_deref()
@@ -263,6 +319,7 @@ pub async fn run(args: NodeArgs, tls: &crate::tls::TlsArgs) -> Result<()> {
         edge,
         cluster_secret,
         tls,
+        security,
     };
     let identity = BrokerIdentity {
         address: advertise.clone(),

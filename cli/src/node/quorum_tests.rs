@@ -108,6 +108,7 @@ impl TestCluster {
             edge: Default::default(),
             cluster_secret: Some(self.secret.clone()),
             tls: None,
+            security: Default::default(),
         }
     }
 

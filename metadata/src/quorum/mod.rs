@@ -170,6 +170,8 @@ pub struct QuorumConfig {
     /// TLS for the node's listener and its calls to other nodes; `None`
     /// serves and calls in plaintext.
     pub tls: Option<rivulet_proto::tls::NodeTls>,
+    /// Users, ACL enforcement, initial users.
+    pub security: crate::security::SecurityConfig,
 }
 
 /// Parses `--voters`: `1@host:port,2@host:port,...`.

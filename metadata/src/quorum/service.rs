@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rivulet_proto::node_auth::{node_channel, CallerNode, NodeChannel};
+use rivulet_proto::v1 as pb;
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::controller_server::{Controller, ControllerServer};
 use rivulet_proto::v1::{
@@ -33,6 +34,7 @@ use super::{Quorum, QuorumError};
 use crate::controller::{self, AlterPartitionRequest as Alter};
 use crate::error::ControllerError;
 use crate::ids::{BrokerId, TopicId, TopicPartition};
+use crate::security::{Access, Operation, ResourceType};
 
 /// Metadata key marking a request a node already forwarded (and a
 /// node-to-node catch-up check).
@@ -120,6 +122,25 @@ impl ControllerRpc {
         let client = ControllerClient::new(channel);
         peers.insert(addr, client.clone());
         Ok(Some(client))
+    }
+}
+
+impl ControllerRpc {
+    /// `PERMISSION_DENIED` unless the caller may do `op` on the cluster.
+    #[allow(clippy::result_large_err)]
+    fn on_cluster<T>(&self, req: &Request<T>, op: Operation) -> Result<(), Status> {
+        Access::of(req).require(
+            &self.quorum.image(),
+            op,
+            ResourceType::Cluster,
+            crate::security::CLUSTER_RESOURCE,
+        )
+    }
+
+    /// `PERMISSION_DENIED` unless the caller may do `op` on topic `name`.
+    #[allow(clippy::result_large_err)]
+    fn on_topic<T>(&self, req: &Request<T>, op: Operation, name: &str) -> Result<(), Status> {
+        Access::of(req).require(&self.quorum.image(), op, ResourceType::Topic, name)
     }
 }
 
@@ -397,6 +418,7 @@ impl Controller for ControllerRpc {
         &self,
         request: Request<RemoveLearnerRequest>,
     ) -> Result<Response<RemoveLearnerResponse>, Status> {
+        self.on_cluster(&request, Operation::Alter)?;
         forward_or_handle!(self, request, remove_learner);
         let id = request.into_inner().node_id;
         let refuse = |code: ErrorCode, message: String| {
@@ -451,6 +473,17 @@ impl Controller for ControllerRpc {
         &self,
         request: Request<CreateTopicRequest>,
     ) -> Result<Response<CreateTopicResponse>, Status> {
+        // Kafka: CREATE on the cluster, or on the topic's name.
+        let access = Access::of(&request);
+        let image = self.quorum.image();
+        if !access.allows(
+            &image,
+            Operation::Create,
+            ResourceType::Cluster,
+            crate::security::CLUSTER_RESOURCE,
+        ) {
+            self.on_topic(&request, Operation::Create, &request.get_ref().name)?;
+        }
         forward_or_handle!(self, request, create_topic);
         let r = request.into_inner();
         let configs = pairs(&r.configs);
@@ -481,6 +514,7 @@ impl Controller for ControllerRpc {
         &self,
         request: Request<DeleteTopicRequest>,
     ) -> Result<Response<DeleteTopicResponse>, Status> {
+        self.on_topic(&request, Operation::Delete, &request.get_ref().name)?;
         forward_or_handle!(self, request, delete_topic);
         let r = request.into_inner();
         let res = self
@@ -498,6 +532,7 @@ impl Controller for ControllerRpc {
         &self,
         request: Request<AlterTopicConfigRequest>,
     ) -> Result<Response<AlterTopicConfigResponse>, Status> {
+        self.on_topic(&request, Operation::AlterConfigs, &request.get_ref().name)?;
         forward_or_handle!(self, request, alter_topic_config);
         let r = request.into_inner();
         let configs = pairs(&r.configs);
@@ -523,6 +558,7 @@ impl Controller for ControllerRpc {
         &self,
         request: Request<ElectLeadersRequest>,
     ) -> Result<Response<ElectLeadersResponse>, Status> {
+        self.on_cluster(&request, Operation::Alter)?;
         forward_or_handle!(self, request, elect_leaders);
         let r = request.into_inner();
         let res = match (r.topic.is_empty(), r.partition) {
@@ -595,6 +631,7 @@ impl Controller for ControllerRpc {
         request: Request<DescribeTopicsRequest>,
     ) -> Result<Response<DescribeTopicsResponse>, Status> {
         self.ready.check_ready()?;
+        let access = Access::of(&request);
         let r = request.into_inner();
         let mut image = self.quorum.image();
         // A name this node does not know may have been created through
@@ -607,17 +644,37 @@ impl Controller for ControllerRpc {
         }
         let mut topics = Vec::new();
         let mut missing = Vec::new();
+        let mut denied = Vec::new();
+        let may_describe =
+            |name: &str| access.allows(&image, Operation::Describe, ResourceType::Topic, name);
         if r.names.is_empty() {
-            topics.extend(image.topics().values().map(topic_info));
+            // A listing shows only what the caller may describe.
+            topics.extend(
+                image
+                    .topics()
+                    .values()
+                    .filter(|t| may_describe(&t.name))
+                    .map(topic_info),
+            );
         } else {
             for name in &r.names {
                 match image.topic(name) {
+                    Some(_) if !may_describe(name) => denied.push(name.as_str()),
                     Some(t) => topics.push(topic_info(t)),
                     None => missing.push(name.as_str()),
                 }
             }
         }
-        let (code, message) = if missing.is_empty() {
+        let (code, message) = if !denied.is_empty() {
+            (
+                ErrorCode::TopicAuthorizationFailed,
+                format!(
+                    "{} may not describe topic(s): {}",
+                    access.principal,
+                    denied.join(", ")
+                ),
+            )
+        } else if missing.is_empty() {
             (ErrorCode::None, String::new())
         } else {
             (
@@ -630,6 +687,154 @@ impl Controller for ControllerRpc {
             error_message: message,
             topics,
         }))
+    }
+
+    async fn upsert_user(
+        &self,
+        request: Request<pb::UpsertUserRequest>,
+    ) -> Result<Response<pb::UpsertUserResponse>, Status> {
+        self.on_cluster(&request, Operation::Alter)?;
+        forward_or_handle!(self, request, upsert_user);
+        let r = request.into_inner();
+        let credentials = r
+            .credentials
+            .iter()
+            .map(crate::convert::credential_from_proto)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Status::invalid_argument)?;
+        let res = self
+            .quorum
+            .propose(|img| controller::upsert_user(img, &r.name, credentials, r.create_only))
+            .await;
+        let (error_code, error_message, created) = outcome(res)?;
+        if created == Some(true) {
+            info!(user = %r.name, "created user");
+        } else if created == Some(false) && !r.create_only {
+            info!(user = %r.name, "changed a user's password");
+        }
+        Ok(Response::new(pb::UpsertUserResponse {
+            error_code: error_code.into(),
+            error_message,
+            created: created.unwrap_or(false),
+        }))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        self.on_cluster(&request, Operation::Alter)?;
+        forward_or_handle!(self, request, delete_user);
+        let r = request.into_inner();
+        let res = self
+            .quorum
+            .propose(|img| controller::delete_user(img, &r.name))
+            .await;
+        let (error_code, error_message, done) = outcome(res)?;
+        if done.is_some() {
+            info!(user = %r.name, "deleted user");
+        }
+        Ok(Response::new(pb::DeleteUserResponse {
+            error_code: error_code.into(),
+            error_message,
+        }))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        self.ready.check_ready()?;
+        self.on_cluster(&request, Operation::Describe)?;
+        let image = self.quorum.image();
+        let users = image
+            .users()
+            .iter()
+            .map(|(name, creds)| pb::UserInfo {
+                name: name.clone(),
+                mechanisms: creds
+                    .iter()
+                    .map(|c| c.mechanism.sasl_name().to_owned())
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListUsersResponse { users }))
+    }
+
+    async fn create_acls(
+        &self,
+        request: Request<pb::CreateAclsRequest>,
+    ) -> Result<Response<pb::CreateAclsResponse>, Status> {
+        self.on_cluster(&request, Operation::Alter)?;
+        forward_or_handle!(self, request, create_acls);
+        let r = request.into_inner();
+        let acls = r
+            .acls
+            .iter()
+            .map(crate::convert::acl_from_proto)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Status::invalid_argument)?;
+        let count = acls.len();
+        let res = self
+            .quorum
+            .propose(|img| controller::create_acls(img, acls))
+            .await;
+        let (error_code, error_message, done) = outcome(res)?;
+        if done.is_some() {
+            info!(count, "created ACLs");
+        }
+        Ok(Response::new(pb::CreateAclsResponse {
+            error_code: error_code.into(),
+            error_message,
+        }))
+    }
+
+    async fn delete_acls(
+        &self,
+        request: Request<pb::DeleteAclsRequest>,
+    ) -> Result<Response<pb::DeleteAclsResponse>, Status> {
+        self.on_cluster(&request, Operation::Alter)?;
+        forward_or_handle!(self, request, delete_acls);
+        let r = request.into_inner();
+        let filter = crate::convert::acl_filter_from_proto(&r.filter.unwrap_or_default())
+            .map_err(Status::invalid_argument)?;
+        let res = self
+            .quorum
+            .propose(|img| controller::delete_acls(img, &filter))
+            .await;
+        let (error_code, error_message, gone) = outcome(res)?;
+        let deleted: Vec<pb::AclBinding> = gone
+            .unwrap_or_default()
+            .iter()
+            .map(crate::convert::acl_to_proto)
+            .collect();
+        if !deleted.is_empty() {
+            info!(count = deleted.len(), "deleted ACLs");
+        }
+        Ok(Response::new(pb::DeleteAclsResponse {
+            error_code: error_code.into(),
+            error_message,
+            deleted,
+        }))
+    }
+
+    async fn list_acls(
+        &self,
+        request: Request<pb::ListAclsRequest>,
+    ) -> Result<Response<pb::ListAclsResponse>, Status> {
+        self.ready.check_ready()?;
+        self.on_cluster(&request, Operation::Describe)?;
+        let filter =
+            crate::convert::acl_filter_from_proto(&request.into_inner().filter.unwrap_or_default())
+                .map_err(Status::invalid_argument)?;
+        let image = self.quorum.image();
+        let acls = image
+            .acls()
+            .iter()
+            .filter(|a| filter.matches(a))
+            .map(crate::convert::acl_to_proto)
+            .collect();
+        Ok(Response::new(pb::ListAclsResponse { acls }))
     }
 }
 

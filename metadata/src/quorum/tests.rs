@@ -52,6 +52,7 @@ async fn metadata_store_disk_use_stays_bounded_under_sustained_writes() {
         edge: Default::default(),
         cluster_secret: None,
         tls: None,
+        security: Default::default(),
     })
     .await
     .unwrap();

@@ -119,21 +119,22 @@ if command -v readelf >/dev/null 2>&1; then
         copy_in "$interp"
     fi
 fi
-mkdir -p "$rootfs/tmp" "$rootfs/data" "$rootfs/secret"
+mkdir -p "$rootfs/tmp" "$rootfs/data" "$rootfs/secret" "$rootfs/tls"
 chmod 1777 "$rootfs/tmp"
 chmod 0755 "$rootfs/data"
 chmod 0700 "$rootfs/secret"
+chmod 0755 "$rootfs/tls"
 
 # Owners are set in the archive, not on disk, so this works without root:
-# everything root-owned except /data and /secret (the cluster secret's shared
-# volume), which belong to the uid the container runs as (65532). ADD
+# everything root-owned except /data, /secret (the cluster secret's shared
+# volume) and /tls (docker/compose.tls.yml's certificates), which belong to the uid the container runs as (65532). ADD
 # extracts the archive keeping these numeric owners.
-echo "build-image: writing rootfs.tar (root-owned; /data and /secret owned by 65532:65532)"
+echo "build-image: writing rootfs.tar (root-owned; /data, /secret and /tls owned by 65532:65532)"
 # Fixed mtimes and order make the archive depend only on the files' contents,
 # so rebuilding from an unchanged binary reuses Docker's cached layer.
 tar_args=(--numeric-owner --sort=name --mtime=@0 -C "$rootfs")
-tar "${tar_args[@]}" --owner=0 --group=0 --exclude=./data --exclude=./secret -cf "$context/rootfs.tar" .
-tar "${tar_args[@]}" --owner=65532 --group=65532 --no-recursion -rf "$context/rootfs.tar" ./data ./secret
+tar "${tar_args[@]}" --owner=0 --group=0 --exclude=./data --exclude=./secret --exclude=./tls -cf "$context/rootfs.tar" .
+tar "${tar_args[@]}" --owner=65532 --group=65532 --no-recursion -rf "$context/rootfs.tar" ./data ./secret ./tls
 rm -rf "$rootfs"
 cp "$script_dir/Dockerfile.scratch" "$context/Dockerfile"
 

@@ -152,6 +152,10 @@ pub struct CertArgs {
     /// Days the certificates stay valid.
     #[arg(long, default_value_t = 825)]
     pub days: u32,
+    /// Succeed without writing anything if the directory already holds a
+    /// CA (for a compose file's one-shot certificate step).
+    #[arg(long)]
+    pub if_missing: bool,
 }
 
 /// The files `rivulet cert` writes.
@@ -196,6 +200,13 @@ impl CertFiles {
 
 /// Runs `rivulet cert`.
 pub fn run_cert(args: &CertArgs) -> Result<()> {
+    if args.if_missing && CertFiles::in_dir(&args.out_dir).ca.exists() {
+        println!(
+            "{} already holds a CA; left as it is",
+            args.out_dir.display()
+        );
+        return Ok(());
+    }
     let files = make_certs(&args.out_dir, &args.hosts, args.days)?;
     println!(
         "wrote a development CA and certificates to {}:",
@@ -286,7 +297,12 @@ pub fn make_certs(dir: &Path, hosts: &[String], days: u32) -> Result<CertFiles> 
     let ca_cert = ca_params.self_signed(&ca_key)?;
     write_private(&ca_key_path, &ca_key.serialize_pem())?;
 
-    let mut node = CertificateParams::new(hosts.to_vec())?;
+    // The extra name marks the certificate as a node's: a peer presenting
+    // it over mutual TLS is a node (rivulet_proto::node_auth), the proof
+    // nodes without a cluster secret give.
+    let mut names = hosts.to_vec();
+    names.push(rivulet_proto::node_auth::NODE_CERT_NAME.to_owned());
+    let mut node = CertificateParams::new(names)?;
     node.distinguished_name
         .push(DnType::CommonName, "rivulet node");
     node.extended_key_usages = vec![

@@ -116,6 +116,9 @@ pub struct Cluster {
     /// Whether the nodes run with `--require-auth` (and [`ADMIN`] as super
     /// user, created from an initial users file).
     secured: bool,
+    /// Whether the nodes run without the cluster secret (TLS clusters:
+    /// their node certificates prove them).
+    without_secret: bool,
     /// One cluster per test process at a time: tests run in parallel threads,
     /// and two clusters on a 2-core machine would turn timing assertions
     /// (failover within 2 s) into coin flips.
@@ -134,6 +137,12 @@ impl Cluster {
     /// by `--initial-users-file`; the harness's own clients call as it.
     pub async fn start_secured(n: u64) -> Self {
         Self::start_with(n, None, None, true, true).await
+    }
+
+    /// Like [`Cluster::start_tls`], the nodes started without a cluster
+    /// secret: node certificates over mutual TLS are their proof.
+    pub async fn start_tls_without_secret(n: u64) -> Self {
+        Self::start_opts(n, None, None, true, false, true).await
     }
 
     /// Like [`Cluster::start`], every node serving TLS (mutual TLS between
@@ -175,6 +184,17 @@ impl Cluster {
         tls: bool,
         secured: bool,
     ) -> Self {
+        Self::start_opts(n, net, disk_mb, tls, secured, false).await
+    }
+
+    async fn start_opts(
+        n: u64,
+        net: Option<Arc<Net>>,
+        disk_mb: Option<u64>,
+        tls: bool,
+        secured: bool,
+        without_secret: bool,
+    ) -> Self {
         assert!(n >= 1, "a cluster needs a node");
         static TURN: OnceLock<Arc<Mutex<()>>> = OnceLock::new();
         let turn = Arc::clone(TURN.get_or_init(Default::default))
@@ -195,6 +215,7 @@ impl Cluster {
             tls,
             client_tls: None,
             secured,
+            without_secret,
             _turn: turn,
         };
         for attempt in 1..=START_ATTEMPTS {
@@ -314,6 +335,9 @@ impl Cluster {
                 let mut node = Node::new(&self.root_path, id, addr);
                 node.netns = self.net.as_ref().map(|net| net.namespace(id));
                 node.extra_args = tls_flags.clone();
+                if self.without_secret {
+                    node.secret_file = None;
+                }
                 (id, node)
             })
             .collect();

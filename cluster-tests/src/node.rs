@@ -42,8 +42,9 @@ pub(crate) struct Node {
     pub(crate) state: State,
     /// The network namespace it runs in, if the cluster has them.
     pub(crate) netns: Option<String>,
-    /// `<root>/cluster.secret`, shared by every node of the cluster.
-    pub(crate) secret_file: PathBuf,
+    /// `<root>/cluster.secret`, shared by every node of the cluster
+    /// (`None`: the node runs without one, proven by its TLS certificate).
+    pub(crate) secret_file: Option<PathBuf>,
     /// More `rivulet node` flags (TLS).
     pub(crate) extra_args: Vec<String>,
 }
@@ -57,7 +58,7 @@ impl Node {
             log_path: root.join(format!("node-{id}.log")),
             state: State::Stopped,
             netns: None,
-            secret_file: root.join(SECRET_FILE),
+            secret_file: Some(root.join(SECRET_FILE)),
             extra_args: Vec::new(),
         }
     }
@@ -101,8 +102,11 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--voters", voters])
-            .arg("--cluster-secret-file")
-            .arg(&self.secret_file)
+            .args(
+                self.secret_file
+                    .iter()
+                    .flat_map(|f| [std::ffi::OsStr::new("--cluster-secret-file"), f.as_os_str()]),
+            )
             .args(&self.extra_args)
             .env("RIVULET_LOG", log_filter)
             .env("NO_COLOR", "1")

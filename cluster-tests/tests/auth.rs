@@ -268,6 +268,33 @@ async fn users_need_the_right_password_and_acls_grant_exactly_their_operation() 
         assert!(deleted.contains("deleted DENY"), "{deleted}");
         assert_eq!(ok_as(&c, ALICE, &consume_args("orders")).lines().count(), 5);
 
+        // An ACL for another host does not apply; one for the client's does
+        // (the harness's clients connect from 127.0.0.1, over TLS).
+        let alice_acl = |op: &str, topic: &str, host: &str| {
+            ok_as(
+                &c,
+                admin,
+                &[
+                    "acl",
+                    "create",
+                    "--principal",
+                    "User:alice",
+                    "--allow",
+                    "--operation",
+                    op,
+                    "--topic",
+                    topic,
+                    "--host",
+                    host,
+                ],
+            );
+        };
+        ok_as(&c, admin, &["topic", "create", "hosted"]);
+        alice_acl("describe", "hosted", "10.9.9.9");
+        assert!(!ok_as(&c, ALICE, &["topic", "list"]).contains("hosted"));
+        alice_acl("describe", "hosted", "127.0.0.1");
+        assert!(ok_as(&c, ALICE, &["topic", "list"]).contains("hosted"));
+
         // Groups: DESCRIBE on the group is needed to find its coordinator.
         let alice = UserCredentials::new(ALICE.0, ALICE.1);
         let mut groups = GroupsClient::new(c.channel_as(1, Duration::from_secs(5), Some(&alice)));

@@ -255,6 +255,11 @@ struct Project {
     subnet_prefix: String,
     /// `RIVULET_PORT_1..3`: free host ports for node 1..3's published port.
     ports: [u16; 3],
+    /// `docker/compose.tls.yml` over the base file, and the CA the host CLI
+    /// trusts (copied out of node 1 once up).
+    tls: Option<(PathBuf, PathBuf)>,
+    /// Holds that CA file.
+    _ca_dir: tempfile::TempDir,
 }
 
 impl Project {
@@ -264,8 +269,11 @@ impl Project {
             .arg("-p")
             .arg(&self.name)
             .arg("-f")
-            .arg(&self.file)
-            .env("RIVULET_IMAGE", TEST_IMAGE)
+            .arg(&self.file);
+        if let Some((overlay, _)) = &self.tls {
+            cmd.arg("-f").arg(overlay);
+        }
+        cmd.env("RIVULET_IMAGE", TEST_IMAGE)
             .env("RIVULET_SUBNET_PREFIX", &self.subnet_prefix);
         for (i, port) in self.ports.iter().enumerate() {
             cmd.env(format!("RIVULET_PORT_{}", i + 1), port.to_string());
@@ -279,6 +287,16 @@ impl Project {
             &format!("{} {}", self.compose.join(" "), args.join(" ")),
             out,
         )
+    }
+
+    /// The host's `rivulet`, trusting the cluster's CA when it serves TLS.
+    fn cli(&self) -> Command {
+        let mut cmd = Command::new(rivulet_binary());
+        cmd.env_remove("RIVULET_TLS_CA");
+        if let Some((_, ca)) = &self.tls {
+            cmd.env("RIVULET_TLS_CA", ca);
+        }
+        cmd
     }
 
     /// `--bootstrap` for the CLI on the host: every node's published port.
@@ -301,7 +319,7 @@ impl Project {
     /// `rivulet --bootstrap <every node> <args>`, fed `stdin`.
     fn rivulet(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         run(
-            Command::new(rivulet_binary())
+            self.cli()
                 .arg("--bootstrap")
                 .arg(self.bootstrap())
                 .args(args),
@@ -319,7 +337,7 @@ impl Project {
             .map(|(_, p)| format!("127.0.0.1:{p}"))
             .collect();
         let out = run_bounded(
-            Command::new(rivulet_binary())
+            self.cli()
                 .arg("--bootstrap")
                 .arg(bootstrap.join(","))
                 .args(args),
@@ -447,7 +465,7 @@ fn consume_all(project: &Project, topic: &str) -> Vec<String> {
 /// Builds the test image and brings a compose project up on a free subnet
 /// and ports, waiting until every broker is unfenced and every container
 /// healthy; `None` (with a SKIPPED message) without a Docker daemon.
-async fn compose_up() -> Option<Project> {
+async fn compose_up(tls: bool) -> Option<Project> {
     if let Some(why) = docker_unavailable() {
         eprintln!("docker test: SKIPPED: {why}");
         return None;
@@ -494,7 +512,16 @@ async fn compose_up() -> Option<Project> {
         file: root.join("docker-compose.yml"),
         subnet_prefix: free_subnet_prefix(),
         ports: free_ports(),
+        tls: None,
+        _ca_dir: tempfile::tempdir().expect("a temp dir for the CA"),
     };
+    let mut project = project;
+    if tls {
+        project.tls = Some((
+            root.join("docker/compose.tls.yml"),
+            project._ca_dir.path().join("ca.pem"),
+        ));
+    }
     eprintln!(
         "docker test: project {} on {}.0/24, host ports {:?}",
         project.name, project.subnet_prefix, project.ports
@@ -502,6 +529,18 @@ async fn compose_up() -> Option<Project> {
     let started = Instant::now();
     project.compose(&["up", "-d"]);
     let containers: Vec<String> = (1..=3).map(|id| project.container(id)).collect();
+    if let Some((_, ca)) = &project.tls {
+        // The CA `certs` made on the shared volume, for the host's CLI.
+        let out = run(
+            Command::new("docker")
+                .arg("cp")
+                .arg(format!("{}:/tls/ca.pem", containers[0]))
+                .arg(ca),
+            None,
+            PROBE_TIMEOUT,
+        );
+        success("docker cp ca.pem", out);
+    }
     wait_until(
         "three unfenced brokers and three healthy containers",
         READY_TIMEOUT,
@@ -543,7 +582,7 @@ async fn compose_up() -> Option<Project> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_cluster_serves_the_cli_and_fails_over_when_a_container_is_killed() {
     let test_started = Instant::now();
-    let Some(project) = compose_up().await else {
+    let Some(project) = compose_up(false).await else {
         return;
     };
     let status = project
@@ -694,7 +733,7 @@ enum DockerFault {
 /// producer order, nothing consumed vanishing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checker_finds_nothing_lost_under_docker_kill_pause_and_disconnect() {
-    let Some(project) = compose_up().await else {
+    let Some(project) = compose_up(false).await else {
         return;
     };
     let topic = "ck";
@@ -825,5 +864,57 @@ async fn checker_finds_nothing_lost_under_docker_kill_pause_and_disconnect() {
         );
         report.assert_ok();
         assert!(report.acked > 0, "nothing acknowledged during {fault:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_cluster_with_tls_serves_the_cli_and_refuses_plaintext() {
+    let Some(project) = compose_up(true).await else {
+        return;
+    };
+    let status = project
+        .rivulet_json(&["cluster", "status", "--json"])
+        .expect("cluster status over TLS");
+    assert_eq!(
+        status["brokers"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    success(
+        "rivulet topic create",
+        project.rivulet(
+            &[
+                "topic",
+                "create",
+                "secure",
+                "--partitions",
+                "3",
+                "--replication-factor",
+                "3",
+            ],
+            None,
+        ),
+    );
+    let values: Vec<String> = (0..RECORDS).map(|i| format!("tls-{i:03}")).collect();
+    produce(&project, "secure", &values);
+    let mut expected = values.clone();
+    expected.sort();
+    assert_eq!(consume_all(&project, "secure"), expected);
+    // Without the CA the CLI is refused with one line that says why.
+    let out = run(
+        Command::new(rivulet_binary())
+            .env_remove("RIVULET_TLS_CA")
+            .arg("--bootstrap")
+            .arg(project.bootstrap())
+            .args(["cluster", "status"]),
+        None,
+        CLI_TIMEOUT,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS on one side only"), "{err}");
+    for (id, log) in project.logs() {
+        let errors: Vec<&str> = log.lines().filter(|l| is_error_line(l)).collect();
+        assert!(errors.is_empty(), "node {id} logged errors: {errors:#?}");
     }
 }

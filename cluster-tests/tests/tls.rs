@@ -195,3 +195,80 @@ async fn tls_end_to_end_and_untrusted_clients_are_refused() {
     })
     .await;
 }
+
+/// Without a cluster secret, node certificates over mutual TLS prove the
+/// nodes (the "accepted alternative proof"): the cluster forms and
+/// replicates, while a client presenting the CA's *client* certificate, or
+/// none, cannot make a node-only call even when it claims a node id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_certificates_prove_nodes_without_a_secret() {
+    use rivulet_proto::v1::replication_client::ReplicationClient;
+    use rivulet_proto::v1::{ReplicaFetchPartition, ReplicaFetchRequest};
+    bounded(async {
+        let c = Cluster::start_tls_without_secret(3).await;
+        c.wait_unfenced(&c.ids(), SETTLE).await;
+        assert_eq!(c.create_topic_with(1, "mtls", 1, 3, &[]).await, 0);
+        c.wait_isr("mtls", 0, &[1, 2, 3], SETTLE).await;
+        produce_lines(&c, "mtls", "one\ntwo\nthree\n");
+        let out = cli::ok_stdout(
+            &c,
+            &[
+                "consume",
+                "mtls",
+                "--from-beginning",
+                "--timeout-ms",
+                "2000",
+            ],
+        );
+        assert_eq!(out.lines().count(), 3, "{out}");
+        let log = std::fs::read_to_string(c.log_path(1)).unwrap();
+        assert!(
+            log.contains("proven by node certificates"),
+            "node 1 says how nodes are proven"
+        );
+
+        let dir = c.tls_dir();
+        let with_client_cert = rivulet_proto::tls::ClientTls::from_files(
+            &dir.join("ca.pem"),
+            Some((&dir.join("client.pem"), &dir.join("client.key"))),
+        )
+        .unwrap();
+        let fetch = |id: u64| {
+            let mut req = tonic::Request::new(ReplicaFetchRequest {
+                replica_id: id,
+                broker_epoch: 1,
+                max_wait_ms: 10,
+                min_bytes: 0,
+                max_bytes: 1 << 20,
+                partitions: vec![ReplicaFetchPartition {
+                    topic: "mtls".into(),
+                    partition: 0,
+                    current_leader_epoch: 0,
+                    fetch_offset: 0,
+                    last_fetched_epoch: None,
+                    partition_max_bytes: 1 << 20,
+                    storage_failed: false,
+                }],
+            });
+            req.metadata_mut().insert(
+                "x-rivulet-node-proof",
+                format!("mtls.{id}").parse().unwrap(),
+            );
+            req
+        };
+        for tls in [Some(&with_client_cert), c.client_tls()] {
+            let ch = rivulet_proto::channel(&c.addr(1).to_string(), Duration::from_secs(2), tls)
+                .unwrap();
+            let s = ReplicationClient::new(ch)
+                .replica_fetch(fetch(2))
+                .await
+                .expect_err("a client is not a node");
+            assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
+            assert!(s.message().contains("node certificate"), "{s:?}");
+        }
+        // The ISR is untouched by the forged fetches.
+        c.wait_isr("mtls", 0, &[1, 2, 3], SETTLE).await;
+        c.assert_no_unexpected_errors(&[]);
+    })
+    .await;
+}

@@ -31,7 +31,7 @@ use rivulet_proto::user_auth::{UserCredentials, AUTHORIZATION};
 use sha2::Sha256;
 use tokio::sync::Semaphore;
 use tonic::codegen::http;
-use tonic::transport::server::TcpConnectInfo;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::edge::RateLimit;
 use crate::image::MetadataImage;
@@ -111,9 +111,14 @@ impl ClientAuth {
         headers: &http::HeaderMap,
         ext: &http::Extensions,
     ) -> Result<Access, tonic::Status> {
+        // Over TLS tonic wraps the TCP connection's info.
         let host = ext
             .get::<TcpConnectInfo>()
             .and_then(|c| c.remote_addr)
+            .or_else(|| {
+                ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .and_then(|c| c.get_ref().remote_addr)
+            })
             .map(|a| a.ip());
         let access = |principal| Access {
             principal,

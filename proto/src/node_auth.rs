@@ -67,6 +67,33 @@ pub const MAX_SIGNERS: usize = 10_000;
 /// of its proofs stays valid (their time ± [`MAX_SKEW`]).
 const SIGNER_MEMORY_MS: u64 = 2 * MAX_SKEW.as_millis() as u64 + 5_000;
 
+/// The DNS name (subject alternative name) that marks a certificate as a
+/// node's: over mutual TLS, a peer whose certificate (verified against the
+/// node's `--tls-ca`) carries it is a node, the proof nodes without a
+/// cluster secret give. `rivulet cert` puts it on the node certificate, not
+/// on the client one.
+pub const NODE_CERT_NAME: &str = "rivulet-node";
+
+/// Whether `der` (a verified peer certificate) is a node certificate.
+pub fn is_node_certificate(der: &rustls_pki_types::CertificateDer<'_>) -> bool {
+    let Ok(cert) = webpki::EndEntityCert::try_from(der) else {
+        return false;
+    };
+    let Ok(name) = rustls_pki_types::ServerName::try_from(NODE_CERT_NAME) else {
+        return false;
+    };
+    cert.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
+/// Whether the first certificate of the PEM file `path` is a node
+/// certificate (for a node starting without a cluster secret).
+pub fn is_node_certificate_file(path: &Path) -> Result<bool, String> {
+    use rustls_pki_types::pem::PemObject;
+    let cert = rustls_pki_types::CertificateDer::from_pem_file(path)
+        .map_err(|e| format!("cannot read a certificate from {}: {e}", path.display()))?;
+    Ok(is_node_certificate(&cert))
+}
+
 /// The calls only nodes make: Raft, and the Controller and Replication
 /// calls of a broker's own lifecycle.
 pub fn is_node_only(path: &str) -> bool {
@@ -329,7 +356,11 @@ impl NodeCredentials {
     }
 
     fn proof_at(&self, path: &str, at_ms: u64) -> Option<String> {
-        let secret = self.secret.as_ref()?;
+        let Some(secret) = self.secret.as_ref() else {
+            // Without a secret, a node over TLS is proven by its
+            // certificate; the header names the node it speaks for.
+            return self.tls.is_some().then(|| format!("mtls.{}", self.node_id));
+        };
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&self.prefix.to_be_bytes());
         nonce[8..].copy_from_slice(&self.counter.fetch_add(1, Ordering::Relaxed).to_be_bytes());
@@ -375,6 +406,12 @@ pub enum ProofError {
     /// The proof was used before.
     #[error("node proof replayed")]
     Replayed,
+    /// A certificate proof from a peer without a node certificate.
+    #[error("node-to-node call from a peer without a node certificate (one valid for {NODE_CERT_NAME}, signed by this node's --tls-ca)")]
+    NotANodeCertificate,
+    /// An HMAC proof to a node that has no secret to check it with.
+    #[error("node proof by cluster secret, but this node has none (--cluster-secret-file)")]
+    NoSecret,
     /// Too many proofs to remember.
     #[error("too many node calls to check replays; retry")]
     Overloaded,
@@ -384,6 +421,8 @@ pub enum ProofError {
 #[derive(Debug)]
 pub struct NodeVerifier {
     secret: Option<ClusterSecret>,
+    /// Node certificates over mutual TLS are an accepted proof.
+    certificates: bool,
     seen: Mutex<Signers>,
     /// The origin of the monotonic clock signers are forgotten by (a wall
     /// clock stepping back must not keep them, or free them early).
@@ -462,6 +501,7 @@ impl NodeVerifier {
     pub fn new(secret: ClusterSecret) -> Self {
         Self {
             secret: Some(secret),
+            certificates: false,
             seen: Mutex::default(),
             started: std::time::Instant::now(),
         }
@@ -471,23 +511,61 @@ impl NodeVerifier {
     pub fn open() -> Self {
         Self {
             secret: None,
+            certificates: false,
             seen: Mutex::default(),
             started: std::time::Instant::now(),
         }
     }
 
+    /// Accepts node certificates (mutual TLS) as a proof too (the node
+    /// serves TLS and verifies client certificates against its CA).
+    pub fn accepting_node_certificates(mut self) -> Self {
+        self.certificates = true;
+        self
+    }
+
+    /// Checks node certificates only (TLS, no cluster secret).
+    pub fn node_certificates() -> Self {
+        Self::open().accepting_node_certificates()
+    }
+
     /// Whether proofs are checked.
     pub fn enforcing(&self) -> bool {
-        self.secret.is_some()
+        self.secret.is_some() || self.certificates
     }
 
     /// The caller proven by `header` for a call to `path`; `Ok(None)` when
     /// nothing is checked.
+    ///
+    /// `peer_is_node`: whether the connection's peer presented a node
+    /// certificate ([`is_node_certificate`]); asked only for a certificate
+    /// proof.
     pub fn verify(
         &self,
         path: &str,
         header: Option<&[u8]>,
+        peer_is_node: impl FnOnce() -> bool,
     ) -> Result<Option<CallerNode>, ProofError> {
+        if let Some(rest) = header.and_then(|h| h.strip_prefix(b"mtls.")) {
+            if !self.certificates {
+                return Err(ProofError::Malformed);
+            }
+            let node: u64 = std::str::from_utf8(rest)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(ProofError::Malformed)?;
+            return if peer_is_node() {
+                Ok(Some(CallerNode(node)))
+            } else {
+                Err(ProofError::NotANodeCertificate)
+            };
+        }
+        if self.secret.is_none() && self.certificates {
+            return Err(match header {
+                None => ProofError::Missing,
+                Some(_) => ProofError::NoSecret,
+            });
+        }
         let tick = self.started.elapsed().as_millis() as u64;
         self.verify_at_tick(path, header, now_ms(), tick)
     }
@@ -674,7 +752,16 @@ where
         // node's own catch-up read): it is checked wherever it appears, so
         // "a node made this call" is never taken on a client's word.
         if is_node_only(path) || header.is_some() {
-            match self.verifier.verify(path, header) {
+            let ext = req.extensions();
+            let peer_is_node = || {
+                ext.get::<tonic::transport::server::TlsConnectInfo<
+                    tonic::transport::server::TcpConnectInfo,
+                >>()
+                .and_then(|c| c.peer_certs())
+                .and_then(|certs| certs.first().map(is_node_certificate))
+                .unwrap_or(false)
+            };
+            match self.verifier.verify(path, header, peer_is_node) {
                 Ok(Some(caller)) => {
                     req.extensions_mut().insert(caller);
                 }
@@ -882,7 +969,54 @@ mod tests {
     fn without_a_secret_nothing_is_signed_or_checked() {
         let signer = NodeCredentials::unsigned(1);
         assert_eq!(signer.proof(PATH), None);
-        assert_eq!(NodeVerifier::open().verify(PATH, None), Ok(None));
+        assert_eq!(NodeVerifier::open().verify(PATH, None, || false), Ok(None));
+    }
+
+    #[test]
+    fn node_certificates_prove_a_node_and_nothing_else_does() {
+        let v = NodeVerifier::node_certificates();
+        assert!(v.enforcing());
+        let proof = b"mtls.3";
+        assert_eq!(
+            v.verify(PATH, Some(proof), || true),
+            Ok(Some(CallerNode(3)))
+        );
+        assert_eq!(
+            v.verify(PATH, Some(proof), || false),
+            Err(ProofError::NotANodeCertificate)
+        );
+        assert_eq!(v.verify(PATH, None, || true), Err(ProofError::Missing));
+        assert_eq!(
+            v.verify(PATH, Some(b"mtls.x"), || true),
+            Err(ProofError::Malformed)
+        );
+        // An HMAC proof cannot be checked without the secret.
+        let (signer, _) = pair();
+        let hmac = signer.proof(PATH).unwrap();
+        assert_eq!(
+            v.verify(PATH, Some(hmac.as_bytes()), || true),
+            Err(ProofError::NoSecret)
+        );
+        // A verifier with a secret and no TLS takes no certificate proofs.
+        let (_, with_secret) = pair();
+        assert_eq!(
+            with_secret.verify(PATH, Some(proof), || true),
+            Err(ProofError::Malformed)
+        );
+        // Both: either proof.
+        let both =
+            NodeVerifier::new(ClusterSecret::from_bytes(&[7u8; 32])).accepting_node_certificates();
+        assert_eq!(
+            both.verify(PATH, Some(proof), || true),
+            Ok(Some(CallerNode(3)))
+        );
+        assert_eq!(
+            both.verify(PATH, Some(hmac.as_bytes()), || false),
+            Ok(Some(CallerNode(2)))
+        );
+        // A node with TLS and no secret signs with the certificate form.
+        let tlsless = NodeCredentials::with_tls(4, None, None);
+        assert_eq!(tlsless.proof(PATH), None);
     }
 
     #[test]

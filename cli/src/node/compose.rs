@@ -153,7 +153,20 @@ impl Node {
         let edge = config.edge;
         let tls = config.tls.as_ref().map(|t| t.server.clone());
         let nodes = Arc::new(match &config.cluster_secret {
+            // Over TLS a node certificate is an accepted proof too.
+            Some(secret) if tls.is_some() => {
+                NodeVerifier::new(secret.clone()).accepting_node_certificates()
+            }
             Some(secret) => NodeVerifier::new(secret.clone()),
+            None if tls.is_some() => {
+                span.in_scope(|| {
+                    info!(
+                        "no cluster secret: node-to-node calls are proven by node certificates \
+                         over mutual TLS"
+                    )
+                });
+                NodeVerifier::node_certificates()
+            }
             None => {
                 span.in_scope(|| {
                     tracing::warn!(

@@ -64,9 +64,10 @@ pub struct NodeArgs {
     /// Every client call must name a user (`--user` and a password) whose
     /// password matches; calls without one, or with a wrong one, are refused
     /// with UNAUTHENTICATED, and ACLs decide what each user may do (no ACL:
-    /// nothing). Needs --cluster-secret-file. Without it the cluster is
+    /// nothing). Needs --cluster-secret-file or node certificates (TLS),
+    /// so node-only calls cannot be forged. Without it the cluster is
     /// open: passwords given are still checked, ACLs are not enforced.
-    #[arg(long, env = "RIVULET_REQUIRE_AUTH", requires = "cluster_secret_file")]
+    #[arg(long, env = "RIVULET_REQUIRE_AUTH")]
     require_auth: bool,
     /// Principals that may do everything, whatever the ACLs:
     /// `User:admin[,User:ops]`.
@@ -222,8 +223,8 @@ fn security_config(args: &NodeArgs) -> Result<rivulet_metadata::security::Securi
     })
 }
 
-pub async fn run(args: NodeArgs, tls: &crate::tls::TlsArgs) -> Result<()> {
-    let tls = crate::tls::node(tls)?;
+pub async fn run(args: NodeArgs, tls_args: &crate::tls::TlsArgs) -> Result<()> {
+    let tls = crate::tls::node(tls_args)?;
     let process_started = std::time::Instant::now();
     let voters = parse_voters(&args.voters)?;
     let advertise = match &args.advertise {
@@ -284,6 +285,29 @@ pub async fn run(args: NodeArgs, tls: &crate::tls::TlsArgs) -> Result<()> {
         }
     }
     let security = security_config(&args)?;
+    if args.cluster_secret_file.is_none() {
+        match &tls_args.tls_cert {
+            // Without a secret, the node certificate is what proves a node.
+            Some(cert) if tls.is_some() => {
+                if !rivulet_proto::node_auth::is_node_certificate_file(cert)
+                    .map_err(anyhow::Error::msg)?
+                {
+                    bail!(
+                        "--tls-cert {} is not a node certificate (valid for {}); without \
+                         --cluster-secret-file nodes prove themselves with one (`rivulet cert` \
+                         makes it), or give every node --cluster-secret-file",
+                        cert.display(),
+                        rivulet_proto::node_auth::NODE_CERT_NAME
+                    );
+                }
+            }
+            _ if args.require_auth => bail!(
+                "--require-auth needs --cluster-secret-file or TLS with node certificates: \
+                 otherwise node-only calls could be forged"
+            ),
+            _ => {}
+        }
+    }
     let cluster_secret = args
         .cluster_secret_file
         .as_deref()

@@ -184,6 +184,50 @@ async fn a_node_without_a_secret_warns_and_a_bad_secret_file_stops_it() {
             "{err}"
         );
 
+        // --require-auth without a secret or node certificates: refused.
+        let out = tokio::process::Command::new(bin)
+            .args(["node", "--id", "1", "--listen", "127.0.0.1:1", "--voters"])
+            .arg("1@127.0.0.1:1")
+            .arg("--data-dir")
+            .arg(dir.path().join("d2"))
+            .arg("--require-auth")
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--require-auth needs --cluster-secret-file"),
+            "{err}"
+        );
+
+        // TLS without a secret needs a node certificate: the client one is not.
+        let certs = dir.path().join("tls");
+        let made = tokio::process::Command::new(bin)
+            .args(["cert", "--out-dir"])
+            .arg(&certs)
+            .output()
+            .await
+            .unwrap();
+        assert!(made.status.success());
+        let out = tokio::process::Command::new(bin)
+            .args(["node", "--id", "1", "--listen", "127.0.0.1:1", "--voters"])
+            .arg("1@127.0.0.1:1")
+            .arg("--data-dir")
+            .arg(dir.path().join("d3"))
+            .arg("--tls-ca")
+            .arg(certs.join("ca.pem"))
+            .arg("--tls-cert")
+            .arg(certs.join("client.pem"))
+            .arg("--tls-key")
+            .arg(certs.join("client.key"))
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is not a node certificate"), "{err}");
+
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

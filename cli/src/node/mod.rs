@@ -286,22 +286,24 @@ pub async fn run(args: NodeArgs, tls_args: &crate::tls::TlsArgs) -> Result<()> {
     }
     let security = security_config(&args)?;
     if args.cluster_secret_file.is_none() {
-        match &tls_args.tls_cert {
-            // Without a secret, the node certificate is what proves a node.
-            Some(cert) if tls.is_some() => {
-                if !rivulet_proto::node_auth::is_node_certificate_file(cert)
-                    .map_err(anyhow::Error::msg)?
-                {
-                    bail!(
-                        "--tls-cert {} is not a node certificate (valid for {}); without \
-                         --cluster-secret-file nodes prove themselves with one (`rivulet cert` \
-                         makes it), or give every node --cluster-secret-file",
-                        cert.display(),
-                        rivulet_proto::node_auth::NODE_CERT_NAME
-                    );
-                }
-            }
-            _ if args.require_auth => bail!(
+        // Without a secret, the node certificate is what proves a node.
+        let node_cert = match &tls_args.tls_cert {
+            Some(cert) if tls.is_some() => Some((
+                cert,
+                rivulet_proto::node_auth::is_node_certificate_file(cert)
+                    .map_err(anyhow::Error::msg)?,
+            )),
+            _ => None,
+        };
+        match node_cert {
+            Some((cert, false)) => bail!(
+                "--tls-cert {} is not a node certificate (valid for {}); without \
+                 --cluster-secret-file nodes prove themselves with one (`rivulet cert` \
+                 makes it), or give every node --cluster-secret-file",
+                cert.display(),
+                rivulet_proto::node_auth::NODE_CERT_NAME
+            ),
+            None if args.require_auth => bail!(
                 "--require-auth needs --cluster-secret-file or TLS with node certificates: \
                  otherwise node-only calls could be forged"
             ),

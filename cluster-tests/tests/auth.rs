@@ -61,6 +61,13 @@ fn refused_as(c: &Cluster, user: Option<(&str, &str)>, args: &[&str], needle: &s
     );
 }
 
+/// `rivulet acl create --principal User:alice <rest>` as the super user.
+fn alice_acl(c: &Cluster, rest: &[&str]) {
+    let mut args = vec!["acl", "create", "--principal", "User:alice"];
+    args.extend_from_slice(rest);
+    ok_as(c, cluster_tests::ADMIN, &args);
+}
+
 fn produce_as(c: &Cluster, user: (&str, &str), topic: &str, lines: &str) -> Output {
     rivulet_as_with_stdin(c, Some(user), &["produce", topic], lines)
 }
@@ -170,20 +177,9 @@ async fn users_need_the_right_password_and_acls_grant_exactly_their_operation() 
         );
 
         // WRITE allows producing (and describing), not reading or deleting.
-        ok_as(
+        alice_acl(
             &c,
-            admin,
-            &[
-                "acl",
-                "create",
-                "--principal",
-                "User:alice",
-                "--allow",
-                "--operation",
-                "write",
-                "--topic",
-                "orders",
-            ],
+            &["--allow", "--operation", "write", "--topic", "orders"],
         );
         let out = produce_as(&c, ALICE, "orders", "d\ne\n");
         assert!(out.status.success(), "{}", text(&out));
@@ -202,14 +198,9 @@ async fn users_need_the_right_password_and_acls_grant_exactly_their_operation() 
         );
 
         // A prefixed READ: every topic starting with "ord".
-        ok_as(
+        alice_acl(
             &c,
-            admin,
             &[
-                "acl",
-                "create",
-                "--principal",
-                "User:alice",
                 "--allow",
                 "--operation",
                 "read",
@@ -224,21 +215,7 @@ async fn users_need_the_right_password_and_acls_grant_exactly_their_operation() 
         assert_eq!(lines, ["a", "b", "c", "d", "e"]);
 
         // Deny beats allow.
-        ok_as(
-            &c,
-            admin,
-            &[
-                "acl",
-                "create",
-                "--principal",
-                "User:alice",
-                "--deny",
-                "--operation",
-                "read",
-                "--topic",
-                "orders",
-            ],
-        );
+        alice_acl(&c, &["--deny", "--operation", "read", "--topic", "orders"]);
         refused_as(
             &c,
             Some(ALICE),
@@ -270,29 +247,32 @@ async fn users_need_the_right_password_and_acls_grant_exactly_their_operation() 
 
         // An ACL for another host does not apply; one for the client's does
         // (the harness's clients connect from 127.0.0.1, over TLS).
-        let alice_acl = |op: &str, topic: &str, host: &str| {
-            ok_as(
-                &c,
-                admin,
-                &[
-                    "acl",
-                    "create",
-                    "--principal",
-                    "User:alice",
-                    "--allow",
-                    "--operation",
-                    op,
-                    "--topic",
-                    topic,
-                    "--host",
-                    host,
-                ],
-            );
-        };
         ok_as(&c, admin, &["topic", "create", "hosted"]);
-        alice_acl("describe", "hosted", "10.9.9.9");
+        alice_acl(
+            &c,
+            &[
+                "--allow",
+                "--operation",
+                "describe",
+                "--topic",
+                "hosted",
+                "--host",
+                "10.9.9.9",
+            ],
+        );
         assert!(!ok_as(&c, ALICE, &["topic", "list"]).contains("hosted"));
-        alice_acl("describe", "hosted", "127.0.0.1");
+        alice_acl(
+            &c,
+            &[
+                "--allow",
+                "--operation",
+                "describe",
+                "--topic",
+                "hosted",
+                "--host",
+                "127.0.0.1",
+            ],
+        );
         assert!(ok_as(&c, ALICE, &["topic", "list"]).contains("hosted"));
 
         // Groups: DESCRIBE on the group is needed to find its coordinator.
@@ -310,21 +290,7 @@ async fn users_need_the_right_password_and_acls_grant_exactly_their_operation() 
             "{}",
             r.error_message
         );
-        ok_as(
-            &c,
-            admin,
-            &[
-                "acl",
-                "create",
-                "--principal",
-                "User:alice",
-                "--allow",
-                "--operation",
-                "read",
-                "--group",
-                "g1",
-            ],
-        );
+        alice_acl(&c, &["--allow", "--operation", "read", "--group", "g1"]);
         // The offsets topic is made on first use: retry while it is.
         let found = cluster_tests::wait_until("a coordinator for g1", SETTLE, || {
             let mut groups = groups.clone();

@@ -37,6 +37,42 @@ pub fn channel(
     Ok(tls::endpoint(addr, connect_timeout, tls)?.connect_lazy())
 }
 
+/// What a [`StampedChannel`] adds to every call before it leaves: a node's
+/// proof, a user's credentials.
+pub trait Stamp: Clone {
+    /// Adds this stamp's headers to `req`.
+    fn stamp(&self, req: &mut tonic::codegen::http::Request<tonic::body::Body>);
+}
+
+/// A channel that stamps every call made through it: the one wrapper
+/// behind [`node_auth::NodeChannel`] and [`user_auth::UserChannel`].
+#[derive(Debug, Clone)]
+pub struct StampedChannel<S> {
+    inner: tonic::transport::Channel,
+    stamp: S,
+}
+
+type ChannelService = tonic::transport::Channel;
+type Req = tonic::codegen::http::Request<tonic::body::Body>;
+
+impl<S: Stamp> tower_service::Service<Req> for StampedChannel<S> {
+    type Response = <ChannelService as tower_service::Service<Req>>::Response;
+    type Error = <ChannelService as tower_service::Service<Req>>::Error;
+    type Future = <ChannelService as tower_service::Service<Req>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        self.stamp.stamp(&mut req);
+        self.inner.call(req)
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every Rivulet service, for gRPC server
 /// reflection (`grpcurl -plaintext host:port list` works without .proto files).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("rivulet_descriptor");

@@ -648,37 +648,21 @@ impl NodeVerifier {
 
 /// Signs every call made through it: the channel one node uses to call
 /// another.
-#[derive(Debug, Clone)]
-pub struct NodeChannel {
-    inner: tonic::transport::Channel,
-    signer: NodeCredentials,
+pub type NodeChannel = crate::StampedChannel<NodeCredentials>;
+
+impl crate::Stamp for NodeCredentials {
+    fn stamp(&self, req: &mut http::Request<tonic::body::Body>) {
+        self.sign(req);
+    }
 }
 
 impl NodeChannel {
     /// Signs the calls made through `inner` with `signer`.
     pub fn new(inner: tonic::transport::Channel, signer: NodeCredentials) -> Self {
-        Self { inner, signer }
-    }
-}
-
-impl tower_service::Service<http::Request<tonic::body::Body>> for NodeChannel {
-    type Response = <tonic::transport::Channel as tower_service::Service<
-        http::Request<tonic::body::Body>,
-    >>::Response;
-    type Error = <tonic::transport::Channel as tower_service::Service<
-        http::Request<tonic::body::Body>,
-    >>::Error;
-    type Future = <tonic::transport::Channel as tower_service::Service<
-        http::Request<tonic::body::Body>,
-    >>::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
-        self.signer.sign(&mut req);
-        self.inner.call(req)
+        Self {
+            inner,
+            stamp: signer,
+        }
     }
 }
 

@@ -4,7 +4,6 @@
 //! against the user's SCRAM credential (`rivulet_metadata::authn`).
 
 use std::fmt;
-use std::task::{Context, Poll};
 
 use base64::Engine as _;
 use tonic::codegen::http;
@@ -66,43 +65,28 @@ impl UserCredentials {
     }
 }
 
-/// A channel that adds a user's credentials (if any) to every call.
+/// The `authorization` header a [`UserChannel`] adds (none: anonymous).
 #[derive(Debug, Clone)]
-pub struct UserChannel {
-    inner: tonic::transport::Channel,
-    header: Option<http::HeaderValue>,
+pub struct UserHeader(Option<http::HeaderValue>);
+
+impl crate::Stamp for UserHeader {
+    fn stamp(&self, req: &mut http::Request<tonic::body::Body>) {
+        if let Some(h) = &self.0 {
+            req.headers_mut().insert(AUTHORIZATION, h.clone());
+        }
+    }
 }
+
+/// A channel that adds a user's credentials (if any) to every call.
+pub type UserChannel = crate::StampedChannel<UserHeader>;
 
 impl UserChannel {
     /// Calls over `inner`, as `user` if given.
     pub fn new(inner: tonic::transport::Channel, user: Option<&UserCredentials>) -> Self {
         Self {
             inner,
-            header: user.map(UserCredentials::header),
+            stamp: UserHeader(user.map(UserCredentials::header)),
         }
-    }
-}
-
-impl tower_service::Service<http::Request<tonic::body::Body>> for UserChannel {
-    type Response = <tonic::transport::Channel as tower_service::Service<
-        http::Request<tonic::body::Body>,
-    >>::Response;
-    type Error = <tonic::transport::Channel as tower_service::Service<
-        http::Request<tonic::body::Body>,
-    >>::Error;
-    type Future = <tonic::transport::Channel as tower_service::Service<
-        http::Request<tonic::body::Body>,
-    >>::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
-        if let Some(h) = &self.header {
-            req.headers_mut().insert(AUTHORIZATION, h.clone());
-        }
-        self.inner.call(req)
     }
 }
 

@@ -39,3 +39,38 @@ async fn the_grpc_contract_holds_for_a_python_grpcio_client() {
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
     c.assert_no_unexpected_errors(&[]);
 }
+
+/// Users and ACLs through Python grpcio over TLS, a user's SCRAM
+/// credentials derived with Python's hashlib (`python/auth_contract.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_acls_hold_for_a_python_grpcio_client() {
+    let Some(python) = std::env::var_os("RIVULET_PYTHON") else {
+        eprintln!("SKIPPED: RIVULET_PYTHON is not set (./scripts/test sets it up)");
+        return;
+    };
+    let c = Cluster::start_secured(3).await;
+    c.wait_unfenced(&c.ids(), Duration::from_secs(20)).await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("python/auth_contract.py");
+    let protos = root.join("../proto/proto");
+    let bootstrap = cli::bootstrap(&c);
+    let ca = c.tls_dir().join("ca.pem");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .arg(protos)
+            .arg(bootstrap)
+            .arg(ca)
+            .args([cluster_tests::ADMIN.0, cluster_tests::ADMIN.1])
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}{stderr}");
+    assert!(out.status.success(), "the Python grpcio checks failed");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    c.assert_no_unexpected_errors(&[]);
+}

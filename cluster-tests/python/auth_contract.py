@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import os
 import sys
+import time
 import traceback
 
 import grpc
@@ -127,7 +128,11 @@ def main():
         assert len(r.deleted) == 1, r
         r = controller.DeleteUser(ctl.DeleteUserRequest(name="pyuser"), metadata=as_admin, timeout=10)
         assert r.error_code == 0, r
-        assert code_of(lambda: broker.Metadata(b.MetadataRequest(), metadata=me, timeout=5)) == grpc.StatusCode.UNAUTHENTICATED
+        # Each node drops the user once it applies the deletion (ms later).
+        deadline = time.monotonic() + 5
+        while code_of(lambda: broker.Metadata(b.MetadataRequest(), metadata=me, timeout=5)) != grpc.StatusCode.UNAUTHENTICATED:
+            assert time.monotonic() < deadline, "the deleted user still works after 5 s"
+            time.sleep(0.05)
         r = controller.DeleteUser(ctl.DeleteUserRequest(name="pyuser"), metadata=as_admin, timeout=10)
         assert r.error_code == common.RESOURCE_NOT_FOUND, r
 

@@ -313,8 +313,14 @@ async fn users_need_the_right_password_and_acls_grant_exactly_their_operation() 
             .into_inner();
         assert_eq!(r.error_code, ErrorCode::GroupAuthorizationFailed as i32);
 
-        // A deleted user's password stops working at once.
+        // A deleted user's password stops working as soon as the node has
+        // applied the deletion (milliseconds after the controller did).
         ok_as(&c, admin, &["user", "delete", ALICE.0]);
+        cluster_tests::wait_until("the deleted user to be refused", SETTLE, || async {
+            let out = rivulet_as(&c, Some(ALICE), &["topic", "list"]);
+            (!out.status.success()).then_some(())
+        })
+        .await;
         refused_as(
             &c,
             Some(ALICE),

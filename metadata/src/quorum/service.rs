@@ -174,6 +174,29 @@ macro_rules! forward_or_handle {
     };
 }
 
+/// [`forward_or_handle!`] for the admin writes, which a client may read back
+/// from the node it wrote through: a forwarded write is answered only once
+/// this node has applied it too (read-your-writes, as KIP-631 gives the
+/// topics a client creates), so `user create` then a call as that user, or
+/// `acl create` then the call it allows, work against the same node.
+macro_rules! forward_admin_or_handle {
+    ($self:ident, $req:ident, $method:ident) => {
+        if let Some(mut client) = $self.forward_target(&$req)? {
+            let mut fwd = Request::new($req.into_inner());
+            fwd.metadata_mut()
+                .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+            let answer = client.$method(fwd).await;
+            if answer.is_ok() {
+                $self
+                    .quorum
+                    .catch_up_with_controller(CATCH_UP_TIMEOUT)
+                    .await;
+            }
+            return answer;
+        }
+    };
+}
+
 type HeartbeatStream = Pin<Box<dyn Stream<Item = Result<HeartbeatResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -419,7 +442,7 @@ impl Controller for ControllerRpc {
         request: Request<RemoveLearnerRequest>,
     ) -> Result<Response<RemoveLearnerResponse>, Status> {
         self.on_cluster(&request, Operation::Alter)?;
-        forward_or_handle!(self, request, remove_learner);
+        forward_admin_or_handle!(self, request, remove_learner);
         let id = request.into_inner().node_id;
         let refuse = |code: ErrorCode, message: String| {
             Ok(Response::new(RemoveLearnerResponse {
@@ -484,7 +507,7 @@ impl Controller for ControllerRpc {
         ) {
             self.on_topic(&request, Operation::Create, &request.get_ref().name)?;
         }
-        forward_or_handle!(self, request, create_topic);
+        forward_admin_or_handle!(self, request, create_topic);
         let r = request.into_inner();
         let configs = pairs(&r.configs);
         let name = r.name.clone();
@@ -515,7 +538,7 @@ impl Controller for ControllerRpc {
         request: Request<DeleteTopicRequest>,
     ) -> Result<Response<DeleteTopicResponse>, Status> {
         self.on_topic(&request, Operation::Delete, &request.get_ref().name)?;
-        forward_or_handle!(self, request, delete_topic);
+        forward_admin_or_handle!(self, request, delete_topic);
         let r = request.into_inner();
         let res = self
             .quorum
@@ -533,7 +556,7 @@ impl Controller for ControllerRpc {
         request: Request<AlterTopicConfigRequest>,
     ) -> Result<Response<AlterTopicConfigResponse>, Status> {
         self.on_topic(&request, Operation::AlterConfigs, &request.get_ref().name)?;
-        forward_or_handle!(self, request, alter_topic_config);
+        forward_admin_or_handle!(self, request, alter_topic_config);
         let r = request.into_inner();
         let configs = pairs(&r.configs);
         let res = self
@@ -559,7 +582,7 @@ impl Controller for ControllerRpc {
         request: Request<ElectLeadersRequest>,
     ) -> Result<Response<ElectLeadersResponse>, Status> {
         self.on_cluster(&request, Operation::Alter)?;
-        forward_or_handle!(self, request, elect_leaders);
+        forward_admin_or_handle!(self, request, elect_leaders);
         let r = request.into_inner();
         let res = match (r.topic.is_empty(), r.partition) {
             (true, _) => self
@@ -694,7 +717,7 @@ impl Controller for ControllerRpc {
         request: Request<pb::UpsertUserRequest>,
     ) -> Result<Response<pb::UpsertUserResponse>, Status> {
         self.on_cluster(&request, Operation::Alter)?;
-        forward_or_handle!(self, request, upsert_user);
+        forward_admin_or_handle!(self, request, upsert_user);
         let r = request.into_inner();
         let credentials = r
             .credentials
@@ -724,7 +747,7 @@ impl Controller for ControllerRpc {
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         self.on_cluster(&request, Operation::Alter)?;
-        forward_or_handle!(self, request, delete_user);
+        forward_admin_or_handle!(self, request, delete_user);
         let r = request.into_inner();
         let res = self
             .quorum
@@ -766,7 +789,7 @@ impl Controller for ControllerRpc {
         request: Request<pb::CreateAclsRequest>,
     ) -> Result<Response<pb::CreateAclsResponse>, Status> {
         self.on_cluster(&request, Operation::Alter)?;
-        forward_or_handle!(self, request, create_acls);
+        forward_admin_or_handle!(self, request, create_acls);
         let r = request.into_inner();
         let acls = r
             .acls
@@ -794,7 +817,7 @@ impl Controller for ControllerRpc {
         request: Request<pb::DeleteAclsRequest>,
     ) -> Result<Response<pb::DeleteAclsResponse>, Status> {
         self.on_cluster(&request, Operation::Alter)?;
-        forward_or_handle!(self, request, delete_acls);
+        forward_admin_or_handle!(self, request, delete_acls);
         let r = request.into_inner();
         let filter = crate::convert::acl_filter_from_proto(&r.filter.unwrap_or_default())
             .map_err(Status::invalid_argument)?;

@@ -60,6 +60,14 @@ pub trait ControlPlane: Send + Sync + Debug + 'static {
 
     /// Asks the active controller to create a topic.
     fn create_topic(&self, request: NewTopic) -> BoxFuture<'_, Result<(), ControlError>>;
+
+    /// Asks the active controller for a block of producer ids for this
+    /// broker at `broker_epoch` (KIP-730): `(first_id, count)`.
+    fn allocate_producer_ids(
+        &self,
+        broker_id: u64,
+        broker_epoch: u64,
+    ) -> BoxFuture<'_, Result<(u64, u64), ControlError>>;
 }
 
 /// A boxed future borrowing the control plane.

@@ -16,10 +16,11 @@ use rivulet_proto::v1::list_offsets_partition::Spec;
 use rivulet_proto::v1::produce_partition::Data;
 use rivulet_proto::v1::replication_server::{Replication, ReplicationServer};
 use rivulet_proto::v1::{
-    Acks, DivergingEpoch, FetchPartitionResponse, FetchRequest, FetchResponse, LeaderHint,
-    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, OffsetSpec, ProducePartitionResponse, ProduceRequest, ProduceResponse,
-    RecordList, ReplicaFetchPartitionResponse, ReplicaFetchRequest, ReplicaFetchResponse,
+    Acks, DivergingEpoch, ErrorCode, FetchPartitionResponse, FetchRequest, FetchResponse,
+    InitProducerIdRequest, InitProducerIdResponse, LeaderHint, ListOffsetsPartitionResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetSpec,
+    ProducePartitionResponse, ProduceRequest, ProduceResponse, RecordList,
+    ReplicaFetchPartitionResponse, ReplicaFetchRequest, ReplicaFetchResponse,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
@@ -29,7 +30,7 @@ use rivulet_metadata::security::Access;
 use crate::api::{self, ApiError, BrokerApi, OffsetQuery};
 use crate::budget::{Budgeted, ByteBudget, Held};
 use crate::control::ReadyGate;
-use crate::log::batch::{build_batch, RecordInput};
+use crate::log::batch::RecordInput;
 use crate::replica::partition::now_ms;
 use crate::replica::{PartitionError, ReplicaManager};
 
@@ -103,8 +104,37 @@ fn status(e: ApiError) -> Status {
     }
 }
 
+/// The producer fields of a `records` entry: all three or none.
+fn producer_stamp(
+    pid: Option<i64>,
+    epoch: Option<i32>,
+    seq: Option<i32>,
+) -> Result<Option<rivulet_common::batch::ProducerStamp>, PartitionError> {
+    match (pid, epoch, seq) {
+        (None, None, None) => Ok(None),
+        (Some(producer_id), Some(epoch), Some(base_sequence))
+            if producer_id >= 0
+                && base_sequence >= 0
+                && (0..=i32::from(i16::MAX)).contains(&epoch) =>
+        {
+            Ok(Some(rivulet_common::batch::ProducerStamp {
+                producer_id,
+                producer_epoch: epoch as i16,
+                base_sequence,
+            }))
+        }
+        _ => Err(PartitionError::InvalidRequest(
+            "producer_id, producer_epoch and base_sequence go together, and none may be negative"
+                .into(),
+        )),
+    }
+}
+
 /// Encodes convenience records into one batch; timestamp 0 means now.
-fn encode_records(list: RecordList) -> Result<Vec<u8>, PartitionError> {
+fn encode_records(
+    list: RecordList,
+    producer: Option<rivulet_common::batch::ProducerStamp>,
+) -> Result<Vec<u8>, PartitionError> {
     if list.records.is_empty() {
         return Err(PartitionError::InvalidRequest(
             "no records to produce".into(),
@@ -125,7 +155,13 @@ fn encode_records(list: RecordList) -> Result<Vec<u8>, PartitionError> {
             },
         })
         .collect();
-    Ok(build_batch(&inputs)?.to_vec())
+    rivulet_common::batch::build_producer_batch(
+        &inputs,
+        rivulet_common::batch::Compression::None,
+        producer,
+    )
+    .map(|b| b.to_vec())
+    .map_err(|e| PartitionError::InvalidRequest(e.to_string()))
 }
 
 /// The effective acks level: unspecified means all.
@@ -162,7 +198,10 @@ impl Broker for BrokerRpc {
                 ..Default::default()
             });
             let batch = match pp.data {
-                Some(Data::Records(list)) => encode_records(list),
+                Some(Data::Records(list)) => {
+                    producer_stamp(pp.producer_id, pp.producer_epoch, pp.base_sequence)
+                        .and_then(|stamp| encode_records(list, stamp))
+                }
                 Some(Data::RecordBatch(b)) if !b.is_empty() => Ok(b.into()),
                 _ => Err(PartitionError::InvalidRequest(
                     "no records: give records or a record batch".into(),
@@ -195,6 +234,51 @@ impl Broker for BrokerRpc {
             }
         }
         Ok(Response::new(ProduceResponse { partitions: out }))
+    }
+
+    async fn init_producer_id(
+        &self,
+        request: Request<InitProducerIdRequest>,
+    ) -> Result<Response<InitProducerIdResponse>, Status> {
+        let access = Access::of(&request);
+        let r = request.into_inner();
+        let current = match (r.producer_id, r.producer_epoch) {
+            (Some(id), Some(epoch)) => Some((id, epoch)),
+            (None, None) => None,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "producer_id and producer_epoch go together",
+                ))
+            }
+        };
+        let answer = self
+            .api
+            .init_producer_id(&access, &r.transactional_id, current)
+            .await;
+        Ok(Response::new(match answer {
+            Ok(p) => InitProducerIdResponse {
+                error_code: ErrorCode::None.into(),
+                error_message: String::new(),
+                producer_id: p.producer_id,
+                producer_epoch: i32::from(p.epoch),
+            },
+            Err(e) => InitProducerIdResponse {
+                error_code: match e {
+                    api::InitProducerIdError::TransactionsNotSupported => {
+                        ErrorCode::TransactionsNotSupported
+                    }
+                    api::InitProducerIdError::NotAuthorized { .. } => {
+                        ErrorCode::ClusterAuthorizationFailed
+                    }
+                    api::InitProducerIdError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
+                    api::InitProducerIdError::Unavailable(_) => ErrorCode::CoordinatorNotAvailable,
+                }
+                .into(),
+                error_message: e.to_string(),
+                producer_id: -1,
+                producer_epoch: -1,
+            },
+        }))
     }
 
     async fn fetch(

@@ -205,4 +205,23 @@ impl ControlPlane for FakeControl {
         });
         Box::pin(async move { result })
     }
+
+    fn allocate_producer_ids(
+        &self,
+        broker_id: u64,
+        broker_epoch: u64,
+    ) -> BoxFuture<'_, Result<(u64, u64), ControlError>> {
+        let result = self.update(|b| {
+            b.decide(|img| {
+                rivulet_metadata::allocate_producer_ids(
+                    img,
+                    rivulet_metadata::BrokerId(broker_id),
+                    broker_epoch,
+                )
+            })
+            .map(|block| (block.first_id, block.count))
+            .map_err(refusal)
+        });
+        Box::pin(async move { result })
+    }
 }

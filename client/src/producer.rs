@@ -13,8 +13,20 @@
 //!  completion: one shared result per batch; each record's future reads it
 //! ```
 //!
-//! Retries can write a batch twice when a response is lost after the leader
-//! appended it (no idempotent producer yet): delivery is at least once.
+//! Idempotence (on by default with acks=all, as in Kafka 3.0+; KIP-98,
+//! KIP-360): the producer gets a producer id and epoch from the cluster
+//! (InitProducerId) and numbers each partition's records from 0. A batch is
+//! numbered when it is first sent and resent byte for byte, so a leader
+//! that already has it (the answer was lost, or the leader changed after
+//! replicating it) answers with the original offsets instead of writing it
+//! twice: retries no longer duplicate. A batch that fails for good leaves
+//! a hole in its partition's sequence; the producer then bumps its epoch
+//! (KIP-360) and every partition starts again at sequence 0, so later
+//! records are not refused. OUT_OF_ORDER_SEQUENCE_NUMBER and
+//! INVALID_PRODUCER_EPOCH fail the batch's records with that error; the
+//! producer never reorders records to get past them. Without idempotence
+//! (acks other than all, or turned off) a retry after a lost answer may
+//! store a batch twice: delivery is at least once.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -33,7 +45,9 @@ use tracing::debug;
 
 use crate::cluster::{ClientConfig, Cluster};
 use crate::error::{Error, Result};
-use crate::records::{encode_batch, partition_for_key, Compression, ProducerRecord};
+use crate::records::{encode_producer_batch, partition_for_key, Compression, ProducerRecord};
+use rivulet_common::batch::{add_sequence, ProducerStamp};
+use rivulet_proto::v1::InitProducerIdRequest;
 
 /// Producer settings.
 #[derive(Debug, Clone)]
@@ -59,6 +73,11 @@ pub struct ProducerConfig {
     pub retry_backoff_max: Duration,
     /// Where records with neither key nor partition go.
     pub partitioner: Partitioner,
+    /// Idempotent production (Kafka's `enable.idempotence`): `None` turns
+    /// it on with acks=all and off otherwise; `Some(true)` with acks other
+    /// than all is refused (the leader alone cannot keep the sequence across
+    /// a failover); `Some(false)` turns it off.
+    pub idempotence: Option<bool>,
 }
 
 /// Where records with neither key nor partition go. Both stick to one
@@ -111,6 +130,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(50),
             retry_backoff_max: Duration::from_secs(1),
             partitioner: Partitioner::default(),
+            idempotence: None,
         }
     }
 }
@@ -217,6 +237,8 @@ struct Batch {
     bytes: usize,
     created: Instant,
     encoded: Option<Bytes>,
+    /// The producer id, epoch and base sequence it was encoded with.
+    stamp: Option<ProducerStamp>,
     attempts: u32,
 }
 
@@ -228,6 +250,7 @@ impl Batch {
             bytes: 0,
             created: Instant::now(),
             encoded: None,
+            stamp: None,
             attempts: 0,
         }
     }
@@ -257,6 +280,12 @@ struct Accumulator {
     queues: HashMap<Key, Queue>,
     sticky: HashMap<String, Sticky>,
     spin: u32,
+    /// With idempotence: the producer id and epoch, and per partition the
+    /// epoch its sequence belongs to and the next sequence.
+    producer: Option<(i64, i16)>,
+    sequences: HashMap<Key, (i16, i32)>,
+    /// A stamped batch failed for good: bump the epoch before stamping more.
+    bump_epoch: bool,
 }
 
 /// The sticky partition of a topic, and the bytes that went to it.
@@ -343,14 +372,29 @@ impl Producer {
                 "batch_size and buffer_records must be positive".into(),
             ));
         }
+        let idempotent = match (config.idempotence, config.acks) {
+            (Some(true), a) if a != Acks::All => {
+                return Err(Error::Invalid(
+                    "idempotence needs acks=all (give acks all, or turn idempotence off)".into(),
+                ))
+            }
+            (Some(on), _) => on,
+            (None, a) => a == Acks::All,
+        };
         let cluster = Cluster::new(client)?;
         cluster.refresh(&[]).await?;
+        let producer = if idempotent {
+            Some(init_producer_id(&cluster, None).await?)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             cluster,
             space: Semaphore::new(config.buffer_records.min(Semaphore::MAX_PERMITS)),
             config,
             acc: Mutex::new(Accumulator {
                 spin: std::process::id(),
+                producer,
                 ..Accumulator::default()
             }),
             wake: Notify::new(),
@@ -358,6 +402,15 @@ impl Producer {
         let (control, rx) = mpsc::channel(16);
         tokio::spawn(Sender::new(Arc::clone(&shared)).run(rx));
         Ok(Self { shared, control })
+    }
+
+    /// The producer id and epoch in use, with idempotence.
+    pub fn producer_id(&self) -> Option<(i64, i16)> {
+        self.shared
+            .acc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .producer
     }
 
     /// The partition count of `topic` (fresh from the cluster);
@@ -665,13 +718,15 @@ impl Sender {
             self.release(&batch);
             batch.finish(&Err(e));
         }
+        self.bump_epoch_if_needed().await;
         for (addr, mut batches) in by_leader {
             // Encode outside the accumulator lock.
             batches.retain_mut(|(key, b)| {
                 if b.encoded.is_some() {
                     return true;
                 }
-                match encode_batch(&b.records, config.compression) {
+                b.stamp = self.next_stamp(key, b.records.len());
+                match encode_producer_batch(&b.records, config.compression, b.stamp) {
                     Ok(bytes) => {
                         b.encoded = Some(bytes);
                         true
@@ -683,6 +738,8 @@ impl Sender {
                         if let Some(q) = acc.queues.get_mut(key) {
                             q.in_flight = false;
                         }
+                        // Its sequence numbers were taken and never sent.
+                        acc.bump_epoch |= b.stamp.is_some();
                         false
                     }
                 }
@@ -698,6 +755,64 @@ impl Sender {
                 config.request_timeout,
                 batches,
             ));
+        }
+    }
+
+    /// The producer stamp for a batch of `n` records to `key`, taking its
+    /// sequence numbers (`None` without idempotence).
+    fn next_stamp(&self, key: &Key, n: usize) -> Option<ProducerStamp> {
+        let mut acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
+        let (producer_id, epoch) = acc.producer?;
+        let seq = acc.sequences.entry(key.clone()).or_insert((epoch, 0));
+        if seq.0 != epoch {
+            // A new epoch starts every partition at sequence 0 (KIP-360).
+            *seq = (epoch, 0);
+        }
+        let base_sequence = seq.1;
+        seq.1 = add_sequence(seq.1, i32::try_from(n).unwrap_or(i32::MAX));
+        Some(ProducerStamp {
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence,
+        })
+    }
+
+    /// After a stamped batch failed for good, its partition's sequence has
+    /// a hole the leader would refuse every later batch for: move to the
+    /// next epoch (KIP-360), where every partition starts at 0. Batches in
+    /// flight keep their old stamp; each partition has at most one, and its
+    /// later batches take the new epoch. Asks the cluster, which gives the
+    /// same id at epoch + 1 (or a new id at the last epoch); if it cannot
+    /// be reached, bumps locally (the leader accepts any newer epoch that
+    /// starts at 0).
+    async fn bump_epoch_if_needed(&self) {
+        let current = {
+            let acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
+            match acc.producer {
+                Some(p) if acc.bump_epoch => p,
+                _ => return,
+            }
+        };
+        let next = match init_producer_id(&self.shared.cluster, Some(current)).await {
+            Ok(p) => Some(p),
+            Err(e) if current.1 < i16::MAX => {
+                debug!(error = %e, "InitProducerId for an epoch bump failed; bumping locally");
+                Some((current.0, current.1 + 1))
+            }
+            Err(e) => {
+                debug!(error = %e, "InitProducerId for a new producer id failed; will retry");
+                None
+            }
+        };
+        if let Some(next) = next {
+            debug!(
+                producer_id = next.0,
+                epoch = next.1,
+                "bumped the producer epoch"
+            );
+            let mut acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
+            acc.producer = Some(next);
+            acc.bump_epoch = false;
         }
     }
 
@@ -739,6 +854,13 @@ impl Sender {
                 q.retry_at = None;
             }
             self.release(&batch);
+            if result.is_err() && batch.stamp.is_some() {
+                self.shared
+                    .acc
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .bump_epoch = true;
+            }
             let result = match result {
                 Err(e) if e.is_retriable() => Err(Error::Timeout(
                     config.delivery_timeout,
@@ -749,6 +871,34 @@ impl Sender {
             batch.finish(&result);
         }
     }
+}
+
+/// InitProducerId on any node: a new producer id, or with `current` the
+/// same id at the next epoch.
+async fn init_producer_id(cluster: &Cluster, current: Option<(i64, i16)>) -> Result<(i64, i16)> {
+    let r = cluster
+        .on_any_node(|addr| async move {
+            let mut client = cluster
+                .broker(&addr)
+                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+            let mut req = tonic::Request::new(InitProducerIdRequest {
+                transactional_id: String::new(),
+                producer_id: current.map(|c| c.0),
+                producer_epoch: current.map(|c| i32::from(c.1)),
+            });
+            req.set_timeout(Duration::from_secs(15));
+            client
+                .init_producer_id(req)
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await?;
+    if r.error_code != ErrorCode::None as i32 {
+        return Err(Error::broker(r.error_code, r.error_message));
+    }
+    let epoch = i16::try_from(r.producer_epoch)
+        .map_err(|_| Error::Rpc(format!("producer epoch {} out of range", r.producer_epoch)))?;
+    Ok((r.producer_id, epoch))
 }
 
 /// One Produce RPC carrying batches of several partitions to one leader.
@@ -768,6 +918,7 @@ async fn send_request(
                 topic: topic.clone(),
                 partition: *partition,
                 data: Some(Data::RecordBatch(b.encoded.clone().unwrap_or_default())),
+                ..ProducePartition::default()
             })
             .collect(),
     };

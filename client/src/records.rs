@@ -105,7 +105,18 @@ impl BatchRecord for ProducerRecord {
 
 /// Encodes records (offsets from 0) into one v2 batch.
 pub fn encode_batch(records: &[ProducerRecord], compression: Compression) -> Result<Bytes> {
-    rivulet_common::batch::build_batch(records, compression).map_err(|e| match e {
+    encode_producer_batch(records, compression, None)
+}
+
+/// [`encode_batch`] for an idempotent producer: the header carries its id,
+/// epoch and the batch's base sequence.
+pub fn encode_producer_batch(
+    records: &[ProducerRecord],
+    compression: Compression,
+    producer: Option<rivulet_common::batch::ProducerStamp>,
+) -> Result<Bytes> {
+    rivulet_common::batch::build_producer_batch(records, compression, producer).map_err(|e| match e
+    {
         BatchError::Empty => Error::Invalid(e.to_string()),
         other => Error::Codec(other.to_string()),
     })

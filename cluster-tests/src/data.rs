@@ -253,6 +253,7 @@ pub(crate) fn produce_request(
             topic: topic.into(),
             partition: p,
             data: Some(Data::RecordBatch(batch)),
+            ..ProducePartition::default()
         }],
     }
 }

@@ -173,6 +173,7 @@ async fn requests_over_the_inflight_budget_wait_or_are_refused_never_deadlock() 
                     topic: "big".into(),
                     partition: 0,
                     data: Some(Data::RecordBatch(batch.clone())),
+                    ..ProducePartition::default()
                 })
                 .collect(),
         };

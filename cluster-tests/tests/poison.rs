@@ -62,6 +62,7 @@ fn entry(topic: &str, batch: Vec<u8>) -> ProducePartition {
         topic: topic.into(),
         partition: 0,
         data: Some(Data::RecordBatch(batch.into())),
+        ..ProducePartition::default()
     }
 }
 

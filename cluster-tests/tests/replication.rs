@@ -641,6 +641,7 @@ async fn entries_of_one_request_for_one_partition_are_appended_in_request_order(
                     ..Record::default()
                 }],
             })),
+            ..ProducePartition::default()
         };
         let mut client = c.broker_client(leader, Duration::from_secs(10));
         let mut expected = Vec::new();

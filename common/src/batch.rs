@@ -65,7 +65,15 @@ pub const FIRST_TIMESTAMP_AT: usize = 27;
 /// See [`LEADER_EPOCH_AT`].
 pub const MAX_TIMESTAMP_AT: usize = 35;
 /// See [`LEADER_EPOCH_AT`].
+pub const PRODUCER_ID_AT: usize = 43;
+/// See [`LEADER_EPOCH_AT`].
+pub const PRODUCER_EPOCH_AT: usize = 51;
+/// See [`LEADER_EPOCH_AT`].
+pub const BASE_SEQUENCE_AT: usize = 53;
+/// See [`LEADER_EPOCH_AT`].
 pub const RECORD_COUNT_AT: usize = 57;
+/// A batch without a producer (not idempotent).
+pub const NO_PRODUCER_ID: i64 = -1;
 
 /// The big-endian `i64` at `at`.
 pub fn be_i64(b: &[u8], at: usize) -> i64 {
@@ -112,6 +120,12 @@ pub struct BatchHeader {
     pub first_timestamp: i64,
     /// Largest record timestamp in the batch (ms).
     pub max_timestamp: i64,
+    /// The idempotent producer's id, or [`NO_PRODUCER_ID`].
+    pub producer_id: i64,
+    /// The producer's epoch (`-1` without a producer).
+    pub producer_epoch: i16,
+    /// The sequence number of the first record (`-1` without a producer).
+    pub base_sequence: i32,
     /// Number of records.
     pub record_count: i32,
 }
@@ -138,6 +152,9 @@ impl BatchHeader {
             last_offset_delta: be_i32(b, LAST_OFFSET_DELTA_AT),
             first_timestamp: be_i64(b, FIRST_TIMESTAMP_AT),
             max_timestamp: be_i64(b, MAX_TIMESTAMP_AT),
+            producer_id: be_i64(b, PRODUCER_ID_AT),
+            producer_epoch: i16::from_be_bytes([b[PRODUCER_EPOCH_AT], b[PRODUCER_EPOCH_AT + 1]]),
+            base_sequence: be_i32(b, BASE_SEQUENCE_AT),
             record_count: be_i32(b, RECORD_COUNT_AT),
         })
     }
@@ -152,10 +169,43 @@ impl BatchHeader {
         self.last_offset() + 1
     }
 
+    /// Whether an idempotent producer wrote the batch.
+    pub fn has_producer(&self) -> bool {
+        self.producer_id >= 0
+    }
+
+    /// The sequence number of the last record: the base sequence plus the
+    /// last offset delta, wrapping past `i32::MAX` to 0 as Kafka's does.
+    pub fn last_sequence(&self) -> i32 {
+        add_sequence(self.base_sequence, self.last_offset_delta.max(0))
+    }
+
     /// The compression codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
     pub fn compression_codec(&self) -> i16 {
         self.attributes & 0x7
     }
+}
+
+/// `seq + n`, wrapping past `i32::MAX` to 0 (Kafka's sequence arithmetic).
+pub fn add_sequence(seq: i32, n: i32) -> i32 {
+    let sum = i64::from(seq) + i64::from(n);
+    if sum > i64::from(i32::MAX) {
+        (sum - i64::from(i32::MAX) - 1) as i32
+    } else {
+        sum as i32
+    }
+}
+
+/// The idempotent producer a batch is built for (KIP-98): its id, epoch and
+/// the sequence number of the batch's first record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStamp {
+    /// The producer id.
+    pub producer_id: i64,
+    /// The producer epoch.
+    pub producer_epoch: i16,
+    /// The sequence of the first record.
+    pub base_sequence: i32,
 }
 
 /// Checks one whole batch (`b` is exactly the batch): the header fields, the
@@ -302,6 +352,17 @@ pub fn build_batch<R: BatchRecord>(
     records: &[R],
     compression: Compression,
 ) -> Result<Bytes, BatchError> {
+    build_producer_batch(records, compression, None)
+}
+
+/// [`build_batch`] for an idempotent producer: the header carries `producer`'s
+/// id, epoch and base sequence (inside the CRC, so a resent batch is the same
+/// bytes and the leader can recognise it).
+pub fn build_producer_batch<R: BatchRecord>(
+    records: &[R],
+    compression: Compression,
+    producer: Option<ProducerStamp>,
+) -> Result<Bytes, BatchError> {
     if records.is_empty() {
         return Err(BatchError::Empty);
     }
@@ -323,14 +384,17 @@ pub fn build_batch<R: BatchRecord>(
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id: producer.map_or(NO_PRODUCER_ID, |p| p.producer_id),
+                producer_epoch: producer.map_or(-1, |p| p.producer_epoch),
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
                 // The encoder groups records whose offset - sequence is
-                // constant; this keeps one batch and yields base sequence -1
-                // (none).
-                sequence: i as i32 - 1,
+                // constant; without a producer this keeps one batch and
+                // yields base sequence -1 (none).
+                sequence: match producer {
+                    Some(p) => add_sequence(p.base_sequence, i as i32),
+                    None => i as i32 - 1,
+                },
                 timestamp: r.timestamp_ms().unwrap_or(now),
                 key: r.key().cloned(),
                 value: r.value().cloned(),

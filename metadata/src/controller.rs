@@ -1252,3 +1252,56 @@ pub fn delete_acls(
         response: gone,
     })
 }
+
+/// Producer ids per block (Kafka's, KIP-730): a broker asks again only
+/// after handing out this many.
+pub const PRODUCER_ID_BLOCK_SIZE: u64 = 1_000;
+
+/// A block of producer ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdBlock {
+    /// The first id.
+    pub first_id: u64,
+    /// How many.
+    pub count: u64,
+}
+
+/// Gives broker `broker` (at `broker_epoch`) the next block of producer ids
+/// (KIP-730's AllocateProducerIds). Ids stay below `i64::MAX`: Kafka's batch
+/// header holds them as a signed 64-bit number, `-1` meaning none.
+pub fn allocate_producer_ids(
+    image: &MetadataImage,
+    broker: BrokerId,
+    broker_epoch: u64,
+) -> Result<ControllerResult<ProducerIdBlock>, ControllerError> {
+    match image.broker(broker) {
+        Some(b) if b.broker_epoch == broker_epoch => {}
+        Some(b) => {
+            return Err(ControllerError::StaleBrokerEpoch {
+                broker,
+                request_epoch: broker_epoch,
+                current_epoch: b.broker_epoch,
+            })
+        }
+        None => return Err(ControllerError::BrokerNotAvailable { broker }),
+    }
+    let first_id = image.next_producer_id();
+    if first_id + PRODUCER_ID_BLOCK_SIZE > i64::MAX as u64 {
+        return Err(ControllerError::InvalidRequest(
+            "producer ids are exhausted".into(),
+        ));
+    }
+    let block = ProducerIdBlock {
+        first_id,
+        count: PRODUCER_ID_BLOCK_SIZE,
+    };
+    Ok(ControllerResult {
+        records: vec![Record::AllocateProducerIds {
+            broker_id: broker,
+            broker_epoch,
+            first_id,
+            count: block.count,
+        }],
+        response: block,
+    })
+}

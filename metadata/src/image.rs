@@ -69,6 +69,10 @@ pub struct MetadataImage {
     /// Every ACL.
     #[serde(default)]
     acls: BTreeSet<Acl>,
+    /// The first producer id no broker has been given yet (KIP-730): each
+    /// block handed out starts here, so ids never repeat.
+    #[serde(default)]
+    next_producer_id: u64,
 }
 
 /// What the image knows about one broker.
@@ -220,6 +224,14 @@ impl ApplyOutcome {
 /// Why a record was skipped; for logs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SkipReason {
+    /// A producer id block that does not start at the next free id.
+    #[error("producer id block from {first_id}: the next free id is {next_free}")]
+    ProducerIdBlock {
+        /// Where the record's block starts.
+        first_id: u64,
+        /// The image's next free id.
+        next_free: u64,
+    },
     /// The record names a broker that never registered.
     #[error("broker {broker} is not registered")]
     UnknownBroker {
@@ -359,6 +371,7 @@ impl MetadataImage {
             topics: BTreeMap::new(),
             users: BTreeMap::new(),
             acls: BTreeSet::new(),
+            next_producer_id: 0,
         }
     }
 
@@ -393,6 +406,11 @@ impl MetadataImage {
     /// The epoch the next broker registration will get.
     pub fn next_broker_epoch(&self) -> u64 {
         self.next_broker_epoch
+    }
+
+    /// The first producer id not yet given to any broker.
+    pub fn next_producer_id(&self) -> u64 {
+        self.next_producer_id
     }
 
     /// Every registered broker, by id.
@@ -676,6 +694,35 @@ impl MetadataImage {
                 for a in acls {
                     self.acls.remove(a);
                 }
+                Ok(())
+            }
+            Record::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+                first_id,
+                count,
+            } => {
+                let registration = self
+                    .brokers
+                    .get(broker_id)
+                    .ok_or(SkipReason::UnknownBroker { broker: *broker_id })?;
+                if registration.broker_epoch != *broker_epoch {
+                    return Err(SkipReason::BrokerEpochMismatch {
+                        broker: *broker_id,
+                        record_epoch: *broker_epoch,
+                        current_epoch: registration.broker_epoch,
+                    });
+                }
+                // A block that does not start at the next free id could
+                // overlap one already given out.
+                let end = first_id
+                    .checked_add(*count)
+                    .filter(|_| *first_id == self.next_producer_id && *count > 0)
+                    .ok_or(SkipReason::ProducerIdBlock {
+                        first_id: *first_id,
+                        next_free: self.next_producer_id,
+                    })?;
+                self.next_producer_id = end;
                 Ok(())
             }
         }

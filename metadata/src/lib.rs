@@ -48,11 +48,12 @@ pub mod security;
 
 pub use config::{CleanupPolicy, ConfigError, TopicConfig};
 pub use controller::{
-    alter_partition, alter_topic_config, create_topic, delete_topic, elect_leader,
-    elect_preferred_leaders, fence_broker, register_broker, unfence_broker, AlterPartitionRequest,
-    AlterTopicConfigResponse, BrokerRegistrationRequest, ControllerResult, CreateTopicResponse,
-    DeleteTopicResponse, ElectLeaderResponse, ElectLeadersResponse, FenceBrokerResponse,
-    RegisterBrokerResponse, UnfenceBrokerResponse, MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LENGTH,
+    allocate_producer_ids, alter_partition, alter_topic_config, create_topic, delete_topic,
+    elect_leader, elect_preferred_leaders, fence_broker, register_broker, unfence_broker,
+    AlterPartitionRequest, AlterTopicConfigResponse, BrokerRegistrationRequest, ControllerResult,
+    CreateTopicResponse, DeleteTopicResponse, ElectLeaderResponse, ElectLeadersResponse,
+    FenceBrokerResponse, ProducerIdBlock, RegisterBrokerResponse, UnfenceBrokerResponse,
+    MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_LENGTH, PRODUCER_ID_BLOCK_SIZE,
 };
 pub use error::{ControllerError, ErrorKind, IsrProblem, PreferredLeaderProblem, TopicNameProblem};
 pub use ids::{BrokerId, TopicId, TopicIdParseError, TopicPartition};

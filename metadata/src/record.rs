@@ -147,6 +147,20 @@ pub enum Record {
         /// The ACLs.
         acls: Vec<Acl>,
     },
+    /// A block of producer ids handed to a broker (KIP-730): ids
+    /// `[first_id, first_id + count)` are its own to give to idempotent
+    /// producers, and no other broker, now or after any restart, gets them.
+    AllocateProducerIds {
+        /// The broker the block is for.
+        broker_id: BrokerId,
+        /// Its incarnation when it asked (the record is skipped for another).
+        broker_epoch: u64,
+        /// The first id of the block: always the image's
+        /// [`next_producer_id`](crate::MetadataImage::next_producer_id).
+        first_id: u64,
+        /// How many ids.
+        count: u64,
+    },
 }
 
 impl Record {
@@ -164,6 +178,7 @@ impl Record {
             Record::DeleteUser { .. } => "DeleteUser",
             Record::CreateAcls { .. } => "CreateAcls",
             Record::DeleteAcls { .. } => "DeleteAcls",
+            Record::AllocateProducerIds { .. } => "AllocateProducerIds",
         }
     }
 }
@@ -221,6 +236,12 @@ mod tests {
                     retention_ms: None,
                     ..TopicConfig::default()
                 },
+            },
+            Record::AllocateProducerIds {
+                broker_id: BrokerId(2),
+                broker_epoch: 5,
+                first_id: 1000,
+                count: 1000,
             },
         ]
     }

@@ -104,6 +104,7 @@ pub fn is_node_only(path: &str) -> bool {
             "/rivulet.v1.Controller/RegisterBroker"
                 | "/rivulet.v1.Controller/Heartbeat"
                 | "/rivulet.v1.Controller/AlterPartition"
+                | "/rivulet.v1.Controller/AllocateProducerIds"
                 | "/rivulet.v1.Controller/AddLearner"
         )
 }
@@ -1013,6 +1014,7 @@ mod tests {
             "/rivulet.v1.Controller/RegisterBroker",
             "/rivulet.v1.Controller/Heartbeat",
             "/rivulet.v1.Controller/AlterPartition",
+            "/rivulet.v1.Controller/AllocateProducerIds",
             "/rivulet.v1.Controller/AddLearner",
         ] {
             assert!(is_node_only(p), "{p}");

@@ -17,6 +17,7 @@ mod list_offsets;
 mod long_poll;
 mod metadata;
 mod produce;
+mod producer_id;
 mod replica_fetch;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use metadata::MetadataView;
 pub use produce::{
     check_entry_count, Acks, DelayedProduce, ProduceEntry, ProduceRequest, ProduceResult,
 };
+pub use producer_id::{InitProducerIdError, ProducerIdAndEpoch, ProducerIdBlock};
 pub use replica_fetch::{ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResult};
 
 use rivulet_metadata::image::MetadataImage;

@@ -18,6 +18,7 @@ pub(crate) fn small_config() -> LogConfig {
         index_interval_bytes: 256,
         max_batch_bytes: 64 * 1024,
         flush: FlushPolicy::Never,
+        ..LogConfig::default()
     }
 }
 
@@ -283,6 +284,86 @@ fn replicas_copy_leader_batches(make: Factory) {
     ));
 }
 
+/// One idempotent producer's batch of `n` records from `seq`.
+pub(crate) fn producer_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
+    rivulet_common::batch::build_producer_batch(
+        &records(&format!("p{pid}-e{epoch}-s{seq}"), n, 1_000),
+        batch::Compression::None,
+        Some(rivulet_common::batch::ProducerStamp {
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+        }),
+    )
+    .unwrap()
+    .to_vec()
+}
+
+fn idempotent_batches_are_written_once(make: Factory) {
+    let log = make(small_config());
+    let leader = AppendOrigin::Leader { epoch: 1 };
+    let first = log.append(&mut producer_batch(9, 0, 0, 4), leader).unwrap();
+    let second = log.append(&mut producer_batch(9, 0, 4, 2), leader).unwrap();
+    assert_eq!((first.base_offset, second.base_offset), (0, 4));
+    assert!(!first.duplicate && !second.duplicate);
+    // Resent: the original offsets, nothing written.
+    let again = log.append(&mut producer_batch(9, 0, 0, 4), leader).unwrap();
+    assert!(again.duplicate);
+    assert_eq!((again.base_offset, again.last_offset), (0, 3));
+    assert_eq!(log.offsets().log_end_offset, 6);
+    // A gap, a fenced epoch and a new epoch not at 0 are refused; nothing
+    // is written.
+    for (b, code) in [
+        (producer_batch(9, 0, 7, 1), "out of order"),
+        (producer_batch(9, 1, 3, 1), "out of order"),
+    ] {
+        let e = log.append(&mut b.clone(), leader).unwrap_err();
+        assert!(e.to_string().contains(code), "{e}");
+    }
+    log.append(&mut producer_batch(9, 1, 0, 1), leader).unwrap();
+    let e = log
+        .append(&mut producer_batch(9, 0, 6, 1), leader)
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        LogError::Producer(super::producers::ProducerError::InvalidEpoch { .. })
+    ));
+    assert_eq!(log.offsets().log_end_offset, 7);
+    // A follower copying the log learns the same state: the duplicate is
+    // recognised there too (a new leader after failover).
+    let follower = make(small_config());
+    let mut all = log.read(0, 1 << 20, ReadBound::LogEnd).unwrap().to_vec();
+    follower.append(&mut all, AppendOrigin::Replica).unwrap();
+    let dup = follower
+        .append(
+            &mut producer_batch(9, 1, 0, 1),
+            AppendOrigin::Leader { epoch: 2 },
+        )
+        .unwrap();
+    assert!(dup.duplicate);
+    assert_eq!(dup.base_offset, 6);
+    // Truncating the batch away forgets it: sent again, it is written.
+    follower.truncate_to(6).unwrap();
+    let rewritten = follower
+        .append(
+            &mut producer_batch(9, 1, 0, 1),
+            AppendOrigin::Leader { epoch: 2 },
+        )
+        .unwrap();
+    assert!(!rewritten.duplicate);
+    // ...while the batches before the cut are still duplicates.
+    assert!(
+        follower
+            .append(
+                &mut producer_batch(9, 0, 4, 2),
+                AppendOrigin::Leader { epoch: 2 }
+            )
+            .is_err(),
+        "epoch 0 is fenced by epoch 1"
+    );
+    assert_eq!(follower.producer_stats().0, 1);
+}
+
 fn bad_input_is_refused_and_changes_nothing(make: Factory) {
     let mut config = small_config();
     config.max_batch_bytes = 2000;
@@ -411,6 +492,7 @@ conformance_suite!(
     a_new_leader_epoch_starts_at_the_log_end_before_any_append,
     truncating_at_the_end_drops_an_epoch_that_wrote_nothing,
     replicas_copy_leader_batches,
+    idempotent_batches_are_written_once,
     bad_input_is_refused_and_changes_nothing,
     retention_deletes_old_committed_data_only,
 );

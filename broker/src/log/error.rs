@@ -82,6 +82,10 @@ pub enum LogError {
     /// told apart from new storage.
     #[error("unknown log directory identity: {0}")]
     UnknownDirectory(String),
+    /// An idempotent producer's batch breaks its sequence or epoch rules
+    /// (nothing was written).
+    #[error(transparent)]
+    Producer(#[from] super::producers::ProducerError),
     /// The file system failed; the log may be unusable until restarted.
     #[error("cannot {op} {}: {error}", .path.display())]
     Io {

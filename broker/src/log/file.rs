@@ -29,6 +29,7 @@ use tracing::{debug, warn};
 use super::batch::{self, AppendOrigin};
 use super::checkpoint;
 use super::epoch::LeaderEpochCache;
+use super::producers::{self, ProducerStates};
 use super::segment::LogSegment;
 use super::{
     now_ms, AppendInfo, FlushPolicy, LogConfig, LogError, LogOffsets, PartitionLog, ReadBound,
@@ -54,6 +55,70 @@ struct Inner {
     /// opening a non-empty one): age-based rolling counts from here, not from
     /// record timestamps, which clients choose and may set far in the past.
     active_since_ms: Option<i64>,
+    /// Idempotent producers of the batches in the log.
+    producers: ProducerStates,
+}
+
+impl Inner {
+    /// Calls `each` with the header of every batch whose base offset is at
+    /// or after `from`, in offset order (reads 61 bytes per batch).
+    fn for_each_header(
+        &self,
+        from: u64,
+        mut each: impl FnMut(&batch::BatchHeader),
+    ) -> Result<(), LogError> {
+        use std::os::unix::fs::FileExt;
+        let first = self
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(0, |(b, _)| *b);
+        let mut buf = [0u8; batch::HEADER_LEN];
+        for seg in self.segments.range(first..).map(|(_, s)| s) {
+            let mut pos = match seg.find(from)? {
+                Some((pos, _)) if seg.base_offset() <= from => pos,
+                Some(_) => 0,
+                None => continue,
+            };
+            while pos + batch::HEADER_LEN as u64 <= seg.size() {
+                seg.file()
+                    .read_exact_at(&mut buf, pos)
+                    .map_err(LogError::io("read segment", seg.path()))?;
+                let Ok(h) = batch::BatchHeader::parse(&buf) else {
+                    break;
+                };
+                if h.base_offset >= from {
+                    each(&h);
+                }
+                pos += h.size as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// The producer state of the log as it is now: the newest snapshot not
+    /// past the log end, plus every batch after it. Snapshots past the end
+    /// (their batches were cut) are deleted.
+    fn load_producers(&self, dir: &Path) -> Result<ProducerStates, LogError> {
+        let leo = self.log_end_offset();
+        let first_base = *self.segments.keys().next().unwrap_or(&0);
+        producers::remove_snapshots(dir, |o| o > leo)?;
+        let mut loaded = None;
+        for o in producers::snapshot_offsets(dir)?.into_iter().rev() {
+            if let Some(s) = ProducerStates::read_snapshot(&producers::snapshot_path(dir, o))? {
+                loaded = Some((o, s));
+                break;
+            }
+            warn!(dir = %dir.display(), offset = o, "ignoring an unreadable producer snapshot");
+        }
+        let (from, mut states) = match loaded {
+            Some((o, s)) => (o.max(first_base), s),
+            None => (first_base, ProducerStates::new()),
+        };
+        self.for_each_header(from, |h| states.record(h))?;
+        states.mark_clean();
+        Ok(states)
+    }
 }
 
 impl Inner {
@@ -267,6 +332,7 @@ impl FileLog {
             high_watermark: 0,
             epochs: LeaderEpochCache::default(),
             active_since_ms: None,
+            producers: ProducerStates::new(),
         };
         let leo = inner.log_end_offset();
         let first_base = *inner.segments.keys().next().unwrap_or(&0);
@@ -316,6 +382,8 @@ impl FileLog {
         if inner.epochs.entries() != latest_before.as_slice() {
             write_epochs(&dir, &inner.epochs)?;
         }
+
+        inner.producers = inner.load_producers(&dir)?;
 
         let saved_hw = checkpoint::read_u64(&dir.join(HW_CHECKPOINT))?;
         inner.high_watermark = saved_hw.unwrap_or(0).clamp(inner.log_start_offset, leo);
@@ -410,6 +478,10 @@ impl FileLog {
             return Ok(());
         }
         inner.active_mut().seal()?;
+        // The producers of every batch below the new segment: recovery
+        // replays only the headers after it.
+        inner.producers.write_snapshot(&self.dir, leo)?;
+        inner.producers.mark_clean();
         let seg = LogSegment::create(&self.dir, leo, self.config.index_interval_bytes)?;
         checkpoint::sync_dir(&self.dir)?;
         debug!(dir = %self.dir.display(), base_offset = leo, "rolled segment");
@@ -489,6 +561,18 @@ impl PartitionLog for FileLog {
                 inner.epochs.latest_epoch(),
                 self.config.max_batch_bytes,
             )?;
+            if matches!(origin, AppendOrigin::Leader { .. }) {
+                if let Some(dup) = producers::check_leader_append(&inner.producers, &metas)? {
+                    // Nothing to write; the original must be as durable as
+                    // a new append would be before it is answered.
+                    let generation = self.lock_sync().generation;
+                    drop(inner);
+                    if self.config.flush == FlushPolicy::Always {
+                        self.sync_to(dup.last_offset + 1, generation)?;
+                    }
+                    return Ok(producers::duplicate_info(&dup));
+                }
+            }
             let (first, last) = match (metas.first(), metas.last()) {
                 (Some(f), Some(l)) => (f.header, l.header),
                 _ => return Err(LogError::corrupt(0, "empty append")),
@@ -506,6 +590,7 @@ impl PartitionLog for FileLog {
             }
             let mut epochs_changed = false;
             for m in &metas {
+                inner.producers.record(&m.header);
                 if m.header.leader_epoch >= 0 {
                     epochs_changed |= inner
                         .epochs
@@ -524,6 +609,7 @@ impl PartitionLog for FileLog {
                     .max()
                     .unwrap_or(-1),
                 size_bytes: batches.len(),
+                duplicate: false,
             };
             (info, self.lock_sync().generation)
         };
@@ -627,6 +713,7 @@ impl PartitionLog for FileLog {
         if inner.epochs.truncate_from_end(leo) {
             write_epochs(&self.dir, &inner.epochs)?;
         }
+        inner.producers = inner.load_producers(&self.dir)?;
         self.bump_generation(leo);
         debug!(dir = %self.dir.display(), requested = offset, leo, "truncated log");
         Ok(())
@@ -660,6 +747,8 @@ impl PartitionLog for FileLog {
         inner.high_watermark = offset;
         inner.epochs.clear();
         write_epochs(&self.dir, &inner.epochs)?;
+        producers::remove_snapshots(&self.dir, |_| true)?;
+        inner.producers = ProducerStates::new();
         checkpoint::write_u64(&self.dir.join(LOG_START_CHECKPOINT), offset)?;
         checkpoint::write_u64(&self.dir.join(HW_CHECKPOINT), offset)?;
         self.bump_generation(offset);
@@ -692,6 +781,12 @@ impl PartitionLog for FileLog {
         now_ms: i64,
     ) -> Result<RetentionOutcome, LogError> {
         let mut inner = self.write_inner();
+        let expired = inner
+            .producers
+            .expire(now_ms, self.config.producer_id_expiration_ms);
+        if expired > 0 {
+            debug!(dir = %self.dir.display(), expired, "forgot idle producers");
+        }
         let hw = inner.high_watermark;
         let mut total: u64 = inner.segments.values().map(LogSegment::size).sum();
         let mut doomed = Vec::new();
@@ -731,6 +826,15 @@ impl PartitionLog for FileLog {
         outcome.log_start_offset = inner.log_start_offset;
         checkpoint::write_u64(&self.dir.join(LOG_START_CHECKPOINT), inner.log_start_offset)?;
         let start = inner.log_start_offset;
+        // Snapshots below the newest one at or before the log start describe
+        // nothing a recovery would replay.
+        if let Some(keep) = producers::snapshot_offsets(&self.dir)?
+            .into_iter()
+            .filter(|o| *o <= start)
+            .max()
+        {
+            producers::remove_snapshots(&self.dir, |o| o < keep)?;
+        }
         if inner.epochs.truncate_from_start(start) {
             write_epochs(&self.dir, &inner.epochs)?;
         }
@@ -753,6 +857,22 @@ impl PartitionLog for FileLog {
             write_epochs(&self.dir, &inner.epochs)?;
         }
         Ok(())
+    }
+
+    fn snapshot_producers(&self) -> Result<(), LogError> {
+        let mut inner = self.write_inner();
+        if !inner.producers.is_dirty() {
+            return Ok(());
+        }
+        let leo = inner.log_end_offset();
+        inner.producers.write_snapshot(&self.dir, leo)?;
+        inner.producers.mark_clean();
+        Ok(())
+    }
+
+    fn producer_stats(&self) -> (usize, usize) {
+        let inner = self.read_inner();
+        (inner.producers.len(), inner.producers.approx_memory_bytes())
     }
 
     fn latest_epoch(&self) -> Option<u32> {

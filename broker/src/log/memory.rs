@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::batch::{self, AppendOrigin, BatchHeader};
 use super::epoch::LeaderEpochCache;
+use super::producers::{self, ProducerStates};
 use super::{
     AppendInfo, LogConfig, LogError, LogOffsets, PartitionLog, ReadBound, RetentionOutcome,
     RetentionPolicy,
@@ -33,6 +34,8 @@ struct Inner {
     high_watermark: u64,
     /// Epoch → first offset.
     epochs: LeaderEpochCache,
+    /// Idempotent producers, from the batches held.
+    producers: ProducerStates,
 }
 
 impl Inner {
@@ -40,6 +43,15 @@ impl Inner {
         self.batches
             .last()
             .map_or(self.empty_end_offset, |b| b.header.next_offset())
+    }
+
+    /// The producer state again from the batches held (after a truncation).
+    fn rebuild_producers(&mut self) {
+        let mut states = ProducerStates::new();
+        for b in &self.batches {
+            states.record(&b.header);
+        }
+        self.producers = states;
     }
 }
 
@@ -77,14 +89,21 @@ impl PartitionLog for MemoryLog {
             inner.epochs.latest_epoch(),
             self.config.max_batch_bytes,
         )?;
+        if matches!(origin, AppendOrigin::Leader { .. }) {
+            if let Some(dup) = producers::check_leader_append(&inner.producers, &metas)? {
+                return Ok(producers::duplicate_info(&dup));
+            }
+        }
         let mut info = AppendInfo {
             base_offset: leo,
             last_offset: leo,
             max_timestamp: -1,
             size_bytes: batches.len(),
+            duplicate: false,
         };
         for m in &metas {
             let h = m.header;
+            inner.producers.record(&h);
             if h.leader_epoch >= 0 {
                 inner.epochs.assign(h.leader_epoch as u32, h.base_offset);
             }
@@ -173,6 +192,7 @@ impl PartitionLog for MemoryLog {
         inner.log_start_offset = inner.log_start_offset.min(leo);
         inner.high_watermark = inner.high_watermark.min(leo);
         inner.epochs.truncate_from_end(leo);
+        inner.rebuild_producers();
         Ok(())
     }
 
@@ -216,6 +236,9 @@ impl PartitionLog for MemoryLog {
         now_ms: i64,
     ) -> Result<RetentionOutcome, LogError> {
         let mut inner = self.lock();
+        inner
+            .producers
+            .expire(now_ms, self.config.producer_id_expiration_ms);
         let hw = inner.high_watermark;
         let mut total: u64 = inner.batches.iter().map(|b| b.bytes.len() as u64).sum();
         let mut outcome = RetentionOutcome::default();
@@ -261,6 +284,15 @@ impl PartitionLog for MemoryLog {
 
     fn latest_epoch(&self) -> Option<u32> {
         self.lock().epochs.latest_epoch()
+    }
+
+    fn snapshot_producers(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    fn producer_stats(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.producers.len(), inner.producers.approx_memory_bytes())
     }
 
     fn end_offset_for_epoch(&self, epoch: u32) -> Option<(u32, u64)> {

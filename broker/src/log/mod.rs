@@ -35,6 +35,7 @@ mod error;
 mod file;
 mod index;
 mod memory;
+pub mod producers;
 pub mod records;
 mod reserve;
 mod segment;
@@ -53,6 +54,7 @@ pub use directory::{open_log_directory, LogDirectory, DIRECTORY_ID_FILE};
 pub use error::LogError;
 pub use file::{Clock, FileLog, FileLogStats};
 pub use memory::MemoryLog;
+pub use producers::{ProducerError, ProducerStates};
 pub use reserve::{is_disk_full, DiskReserve, RESERVED_BYTES, RESERVE_FILE};
 
 /// When appended bytes are fsynced.
@@ -101,6 +103,9 @@ pub struct LogConfig {
     pub max_batch_bytes: usize,
     /// When appends are fsynced.
     pub flush: FlushPolicy,
+    /// Forget an idempotent producer that wrote nothing for this long
+    /// (Kafka's `producer.id.expiration.ms`, KIP-854).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -111,6 +116,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_batch_bytes: 1_048_588,
             flush: FlushPolicy::Always,
+            producer_id_expiration_ms: producers::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         }
     }
 }
@@ -171,8 +177,11 @@ pub struct AppendInfo {
     pub last_offset: u64,
     /// Largest record timestamp appended.
     pub max_timestamp: i64,
-    /// Bytes appended.
+    /// Bytes appended (0 for a duplicate).
     pub size_bytes: usize,
+    /// The batch was an idempotent producer's resend of one already in the
+    /// log: nothing was written, the offsets are the original's.
+    pub duplicate: bool,
 }
 
 /// The log's offsets at one moment.
@@ -248,6 +257,14 @@ pub trait PartitionLog: Send + Sync + std::fmt::Debug {
 
     /// The newest leader epoch stamped in the log.
     fn latest_epoch(&self) -> Option<u32>;
+
+    /// Writes a snapshot of the idempotent producers' state at the log end
+    /// if it changed since the last one (clean shutdown).
+    fn snapshot_producers(&self) -> Result<(), LogError>;
+
+    /// How many idempotent producers the log remembers, and about how many
+    /// bytes of memory that takes.
+    fn producer_stats(&self) -> (usize, usize);
 
     /// For a follower's last fetched `epoch`: the largest epoch `<= epoch` here
     /// and the offset where it ends (KIP-101). `None` if `epoch` predates the log.

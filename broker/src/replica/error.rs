@@ -2,7 +2,7 @@
 
 use rivulet_proto::v1::ErrorCode;
 
-use crate::log::LogError;
+use crate::log::{LogError, ProducerError};
 
 /// A per-partition failure. Each maps to one stable [`ErrorCode`].
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +128,11 @@ impl PartitionError {
                 | LogError::UnknownDirectory(_) => ErrorCode::UnknownServerError,
                 LogError::TruncatedBeforeDurable { .. } => ErrorCode::NotLeaderOrFollower,
                 LogError::Io { .. } => ErrorCode::KafkaStorageError,
+                LogError::Producer(p) => match p {
+                    ProducerError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+                    ProducerError::InvalidEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+                    ProducerError::Invalid(_) => ErrorCode::InvalidRecord,
+                },
             },
         }
     }

@@ -148,6 +148,8 @@ pub struct ReplicaManager {
     /// reported as storage failures so leadership moves to a healthy
     /// replica, and retried at every image.
     open_failed: Mutex<BTreeMap<Key, String>>,
+    /// Producer ids this broker may hand out (InitProducerId).
+    pub(crate) producer_ids: crate::api::ProducerIdBlock,
 }
 
 impl ReplicaManager {
@@ -168,6 +170,7 @@ impl ReplicaManager {
             registration,
             partitions: RwLock::default(),
             open_failed: Mutex::default(),
+            producer_ids: crate::api::ProducerIdBlock::default(),
             signals,
             roles_changed: tokio::sync::watch::Sender::new(0),
         })
@@ -656,6 +659,7 @@ impl ReplicaManager {
         blocking("final flush and checkpoint", move || {
             this.flush_all();
             this.checkpoint_all();
+            this.snapshot_producers_all();
         })
         .await;
         info!("data plane stopped; high watermarks checkpointed");
@@ -699,6 +703,14 @@ impl ReplicaManager {
         for p in self.all() {
             if let Err(e) = p.log.checkpoint() {
                 warn!(topic = %p.topic, partition = p.partition, error = %e, "HW checkpoint failed");
+            }
+        }
+    }
+
+    fn snapshot_producers_all(&self) {
+        for p in self.all() {
+            if let Err(e) = p.log.snapshot_producers() {
+                warn!(topic = %p.topic, partition = p.partition, error = %e, "producer snapshot failed");
             }
         }
     }

@@ -147,4 +147,25 @@ impl ControlPlane for QuorumControl {
             refused(answer.error_code, answer.error_message)
         })
     }
+
+    fn allocate_producer_ids(
+        &self,
+        broker_id: u64,
+        broker_epoch: u64,
+    ) -> BoxFuture<'_, Result<(u64, u64), ControlError>> {
+        Box::pin(async move {
+            let req = pb::AllocateProducerIdsRequest {
+                broker_id,
+                broker_epoch,
+            };
+            let answer = self
+                .client()?
+                .allocate_producer_ids(req)
+                .await
+                .map_err(|s| unreachable(&s))?
+                .into_inner();
+            refused(answer.error_code, answer.error_message)?;
+            Ok((answer.first_id, answer.count))
+        })
+    }
 }

@@ -1384,3 +1384,44 @@ fn a_reregistering_broker_never_keeps_leading_its_old_epoch() {
         "{after:?} after {before:?}"
     );
 }
+
+#[test]
+fn producer_id_blocks_never_overlap_and_survive_replay() {
+    let mut image = cluster(3);
+    let epoch = |img: &MetadataImage, id| img.broker(b(id)).unwrap().broker_epoch;
+    let mut blocks = Vec::new();
+    for id in [1, 2, 1, 3] {
+        let e = epoch(&image, id);
+        blocks.push(decide(&mut image, |img| {
+            allocate_producer_ids(img, b(id), e).unwrap()
+        }));
+    }
+    for w in blocks.windows(2) {
+        assert_eq!(w[0].first_id + w[0].count, w[1].first_id, "{blocks:?}");
+    }
+    assert_eq!(blocks[0].first_id, 0);
+    assert_eq!(image.next_producer_id(), 4 * PRODUCER_ID_BLOCK_SIZE);
+    // A stale incarnation or an unknown broker gets nothing.
+    let stale = epoch(&image, 2) - 1;
+    assert_eq!(
+        allocate_producer_ids(&image, b(2), stale)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::StaleBrokerEpoch
+    );
+    assert!(allocate_producer_ids(&image, b(9), 1).is_err());
+    // A record that does not start at the next free id is skipped on
+    // replay: it could overlap a block already given out.
+    let replayed = Record::AllocateProducerIds {
+        broker_id: b(1),
+        broker_epoch: epoch(&image, 1),
+        first_id: 0,
+        count: 1000,
+    };
+    assert!(matches!(image.apply(&replayed), ApplyOutcome::Skipped(_)));
+    assert_eq!(image.next_producer_id(), 4 * PRODUCER_ID_BLOCK_SIZE);
+    // The image's snapshot form keeps the counter.
+    let json = serde_json::to_string(&image).unwrap();
+    let back: MetadataImage = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.next_producer_id(), image.next_producer_id());
+}

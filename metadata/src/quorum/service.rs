@@ -18,12 +18,13 @@ use rivulet_proto::v1 as pb;
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::controller_server::{Controller, ControllerServer};
 use rivulet_proto::v1::{
-    AddLearnerRequest, AddLearnerResponse, AlterPartitionRequest, AlterPartitionResponse,
-    AlterTopicConfigRequest, AlterTopicConfigResponse, ConfigEntry, CreateTopicRequest,
-    CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeTopicsRequest, DescribeTopicsResponse, ElectLeadersRequest,
-    ElectLeadersResponse, ErrorCode, HeartbeatRequest, HeartbeatResponse, RegisterBrokerRequest,
-    RegisterBrokerResponse, RemoveLearnerRequest, RemoveLearnerResponse, VoterInfo,
+    AddLearnerRequest, AddLearnerResponse, AllocateProducerIdsRequest, AllocateProducerIdsResponse,
+    AlterPartitionRequest, AlterPartitionResponse, AlterTopicConfigRequest,
+    AlterTopicConfigResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse,
+    DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest, DescribeClusterResponse,
+    DescribeTopicsRequest, DescribeTopicsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    ErrorCode, HeartbeatRequest, HeartbeatResponse, RegisterBrokerRequest, RegisterBrokerResponse,
+    RemoveLearnerRequest, RemoveLearnerResponse, VoterInfo,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -412,6 +413,36 @@ impl Controller for ControllerRpc {
             error_code: error_code.into(),
             error_message,
             partition,
+        }))
+    }
+
+    async fn allocate_producer_ids(
+        &self,
+        request: Request<AllocateProducerIdsRequest>,
+    ) -> Result<Response<AllocateProducerIdsResponse>, Status> {
+        check_acting_for(&request, request.get_ref().broker_id, "take producer ids")?;
+        forward_or_handle!(self, request, allocate_producer_ids);
+        let r = request.into_inner();
+        let res = self
+            .quorum
+            .propose(|img| {
+                controller::allocate_producer_ids(img, BrokerId(r.broker_id), r.broker_epoch)
+            })
+            .await;
+        let (error_code, error_message, block) = outcome(res)?;
+        if let Some(b) = block {
+            info!(
+                broker = r.broker_id,
+                first_id = b.first_id,
+                count = b.count,
+                "allocated producer ids"
+            );
+        }
+        Ok(Response::new(AllocateProducerIdsResponse {
+            error_code: error_code.into(),
+            error_message,
+            first_id: block.map_or(0, |b| b.first_id),
+            count: block.map_or(0, |b| b.count),
         }))
     }
 

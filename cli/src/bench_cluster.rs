@@ -74,6 +74,10 @@ pub struct ProducerKnobs {
     /// (Kafka's KIP-794: move on after batch-size bytes, evenly).
     #[arg(long, default_value = "until-sent")]
     partitioner: String,
+    /// Turn the idempotent producer off (it is on with acks=all), to
+    /// measure what it costs.
+    #[arg(long)]
+    no_idempotence: bool,
 }
 
 impl ProducerKnobs {
@@ -90,6 +94,7 @@ impl ProducerKnobs {
             batch_size: self.batch_size,
             linger: Duration::from_millis(self.linger_ms.unwrap_or(default_linger_ms)),
             compression,
+            idempotence: self.no_idempotence.then_some(false),
             ..ProducerConfig::default()
         })
     }

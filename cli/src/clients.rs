@@ -59,6 +59,11 @@ pub struct ProduceArgs {
     /// (Kafka's KIP-794: move on after batch-size bytes, evenly).
     #[arg(long, default_value = "until-sent")]
     partitioner: String,
+    /// Turn the idempotent producer off. With acks=all (the default) it is
+    /// on: a batch resent after a lost answer or a leader change is stored
+    /// once (Kafka's enable.idempotence). Other acks levels never use it.
+    #[arg(long)]
+    no_idempotence: bool,
 }
 
 /// Options of `rivulet consume`.
@@ -144,6 +149,7 @@ pub async fn produce(bootstrap: &str, args: ProduceArgs) -> Result<()> {
         compression,
         delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
         partitioner,
+        idempotence: args.no_idempotence.then_some(false),
         ..ProducerConfig::default()
     };
     let producer = Producer::connect(crate::tls::client_config(bootstrap), config)

@@ -767,7 +767,10 @@ impl Tally {
         row("records failed (refused)", self.failed_records.to_string());
         row("records unknown", self.unknown.to_string());
         row("lost (acked, missing or moved)", self.lost.to_string());
-        row("duplicates (retried unknown)", self.duplicates.to_string());
+        row(
+            "duplicates (stored twice; idempotent producers)",
+            self.duplicates.to_string(),
+        );
         row("invariant violations", self.violations.to_string());
         row(
             "longest unavailability",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::cluster::Channel;
 use bytes::Bytes;
-use rivulet_common::batch::{build_batch, Compression, RecordInput};
+use rivulet_common::batch::{Compression, RecordInput};
 use rivulet_proto::v1::broker_client::BrokerClient;
 use rivulet_proto::v1::produce_partition::Data;
 use rivulet_proto::v1::{
@@ -237,6 +237,19 @@ pub(crate) fn produce_request(
     acks: Acks,
     timeout_ms: u32,
 ) -> ProduceRequest {
+    idempotent_produce_request(topic, p, values, acks, timeout_ms, None)
+}
+
+/// [`produce_request`] as an idempotent producer: the batch carries
+/// `producer`'s id, epoch and base sequence.
+pub fn idempotent_produce_request(
+    topic: &str,
+    p: u32,
+    values: &[Vec<u8>],
+    acks: Acks,
+    timeout_ms: u32,
+    producer: Option<rivulet_common::batch::ProducerStamp>,
+) -> ProduceRequest {
     let records: Vec<RecordInput> = values
         .iter()
         .map(|v| RecordInput {
@@ -245,7 +258,8 @@ pub(crate) fn produce_request(
             ..RecordInput::default()
         })
         .collect();
-    let batch = build_batch(&records, Compression::None).expect("test records encode");
+    let batch = rivulet_common::batch::build_producer_batch(&records, Compression::None, producer)
+        .expect("test records encode");
     ProduceRequest {
         acks: acks.into(),
         timeout_ms,

@@ -115,7 +115,8 @@ impl Inner {
             Some((o, s)) => (o.max(first_base), s),
             None => (first_base, ProducerStates::new()),
         };
-        self.for_each_header(from, |h| states.record(h))?;
+        let now = now_ms();
+        self.for_each_header(from, |h| states.record(h, now))?;
         states.mark_clean();
         Ok(states)
     }
@@ -590,7 +591,7 @@ impl PartitionLog for FileLog {
             }
             let mut epochs_changed = false;
             for m in &metas {
-                inner.producers.record(&m.header);
+                inner.producers.record(&m.header, now_ms());
                 if m.header.leader_epoch >= 0 {
                     epochs_changed |= inner
                         .epochs

@@ -48,8 +48,9 @@ impl Inner {
     /// The producer state again from the batches held (after a truncation).
     fn rebuild_producers(&mut self) {
         let mut states = ProducerStates::new();
+        let now = super::now_ms();
         for b in &self.batches {
-            states.record(&b.header);
+            states.record(&b.header, now);
         }
         self.producers = states;
     }
@@ -103,7 +104,7 @@ impl PartitionLog for MemoryLog {
         };
         for m in &metas {
             let h = m.header;
-            inner.producers.record(&h);
+            inner.producers.record(&h, super::now_ms());
             if h.leader_epoch >= 0 {
                 inner.epochs.assign(h.leader_epoch as u32, h.base_offset);
             }

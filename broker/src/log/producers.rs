@@ -108,7 +108,10 @@ pub struct ProducerEntry {
     pub epoch: i16,
     /// Its last batches, oldest first, at most [`BATCHES_PER_PRODUCER`].
     pub batches: VecDeque<ProducerBatch>,
-    /// Newest timestamp seen from it (expiry counts from here).
+    /// When this node last saw a batch of it (wall clock, ms): expiry
+    /// counts from here. Not the batch's timestamp, which the client
+    /// chooses (a producer stamping old create times would be forgotten at
+    /// once and lose its duplicate detection).
     pub last_timestamp_ms: i64,
 }
 
@@ -226,10 +229,11 @@ impl ProducerStates {
         }
     }
 
-    /// Records a batch that is now in the log (`h` with its real offsets):
-    /// a leader after its append, a follower for each batch it copies, a
-    /// recovery for each batch it replays. Not checked: the leader did.
-    pub fn record(&mut self, h: &BatchHeader) {
+    /// Records a batch that is now in the log (`h` with its real offsets),
+    /// seen at `now_ms`: a leader after its append, a follower for each
+    /// batch it copies, a recovery for each batch it replays. Not checked:
+    /// the leader did.
+    pub fn record(&mut self, h: &BatchHeader, now_ms: i64) {
         let Ok(Some((pid, epoch, first))) = producer_fields(h) else {
             return;
         };
@@ -248,7 +252,7 @@ impl ProducerStates {
         let entry = self.producers.entry(pid).or_insert_with(|| ProducerEntry {
             epoch,
             batches: VecDeque::with_capacity(BATCHES_PER_PRODUCER),
-            last_timestamp_ms: batch.timestamp_ms,
+            last_timestamp_ms: now_ms,
         });
         if epoch != entry.epoch {
             // A new epoch starts the batch history again (a replica copies
@@ -260,7 +264,7 @@ impl ProducerStates {
             entry.batches.pop_front();
         }
         entry.batches.push_back(batch);
-        entry.last_timestamp_ms = entry.last_timestamp_ms.max(batch.timestamp_ms);
+        entry.last_timestamp_ms = entry.last_timestamp_ms.max(now_ms);
     }
 
     fn evict_idlest(&mut self) {
@@ -489,7 +493,7 @@ mod tests {
         if v == Verdict::Append {
             let mut h = h;
             h.base_offset = *next;
-            s.record(&h);
+            s.record(&h, h.max_timestamp);
             *next = h.next_offset();
         }
         Ok(v)
@@ -667,7 +671,7 @@ mod tests {
     fn the_producer_count_is_bounded() {
         let mut s = ProducerStates::new();
         for pid in 0..(MAX_PRODUCERS_PER_PARTITION as i64 + 10) {
-            s.record(&header(pid, 0, 0, 1, pid as u64));
+            s.record(&header(pid, 0, 0, 1, pid as u64), pid);
         }
         assert_eq!(s.len(), MAX_PRODUCERS_PER_PARTITION);
         // The idlest (oldest timestamps) went.

@@ -5,7 +5,7 @@
 //! ```text
 //!   producers (K tokio tasks)         readers (one per partition)
 //!   send -> Acked(o) / Failed / Unknown     ListOffsets(LATEST): HW + epoch
-//!   retry a message with a new seq          Fetch from its position: records
+//!   resend the same batch (idempotent)      Fetch from its position: records
 //!        |                                        |
 //!        v                                        v
 //!     Ledger (every send, by value)         ReaderLog (HW samples, what it consumed)
@@ -29,11 +29,13 @@
 //!
 //! # Values
 //!
-//! Every send carries fresh values, unique in the run:
-//! `p<partition>.w<producer>.m<message>.s<seq>.r<i>`. A *message* is what the
-//! producer wants written; each attempt at it is a *send* with a new sequence
-//! number, so a value read back names exactly one send. A message is retried
-//! until one send of it is acknowledged (or the workload stops).
+//! Every message carries fresh values, unique in the run:
+//! `p<partition>.w<producer>.m<message>.s<seq>.r<i>`. The producers are
+//! idempotent (KIP-98: a producer id from InitProducerId, a sequence per
+//! partition): a message is resent as the very same batch until it is
+//! acknowledged (or the workload stops), so the leader must store it once
+//! whatever happened to the earlier attempts' answers. A message is one
+//! *send* in the ledger, whose outcome is the best its attempts learnt.
 //!
 //! # What the check holds a partition to
 //!
@@ -43,8 +45,9 @@
 //! - **offset gaps**: offsets not dense from 0, or the HW not the record count.
 //! - **failed present**: a value of a send that was definitely refused.
 //! - **foreign**: a value nobody sent.
-//! - **same value twice**: one send's value at two offsets (the broker
-//!   duplicated a batch; the producer never resends a value).
+//! - **same value twice**: one message's value at two offsets: the broker
+//!   stored a resent batch twice (its idempotence failed) or duplicated
+//!   one. This is what a duplicate is now, and it fails the run.
 //! - **reordered**: a producer's acknowledged sends not in increasing offset
 //!   order (it sends one at a time, so each ack's offset must exceed the last).
 //! - **torn batch**: only part of a send's batch present, or not contiguous.
@@ -56,10 +59,11 @@
 //!   reached by consuming committed records answered `OFFSET_OUT_OF_RANGE`.
 //!
 //! Reported, not violations:
-//! - **duplicates**: a message with more than one send present. Allowed when
-//!   all but one of them had an unknown outcome (a retried timeout): delivery
-//!   without an idempotent producer is at least once. A duplicate whose other
-//!   copy was refused counts as *failed present* instead.
+//! - **duplicates**: a message with more than one send present (only
+//!   possible for a ledger fed sends of one message with different values,
+//!   as a producer without idempotence does; the workload's producers are
+//!   idempotent, so for them it stays 0 and a second copy is *same value
+//!   twice*).
 //! - **HW lag after failover**: a newer leader epoch answering a lower HW than
 //!   an older epoch did. In Kafka's model (and Rivulet's) a new leader starts
 //!   from its own HW, learned one fetch round behind the old leader's, and
@@ -102,7 +106,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use crate::cluster::Cluster;
-use crate::data::{classify_produce, produce_request, ProduceOutcome, ReadRecord};
+use crate::data::{classify_produce, idempotent_produce_request, ProduceOutcome, ReadRecord};
 
 /// acks=all timeout the producers ask for.
 const PRODUCE_TIMEOUT_MS: u32 = 2_000;

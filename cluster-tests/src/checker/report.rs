@@ -93,9 +93,14 @@ impl CheckReport {
         self.partitions.iter().map(|p| p.lost).sum()
     }
 
-    /// Extra copies of retried messages, over all partitions.
+    /// Records stored twice, over all partitions: extra sends of a message
+    /// present, and values at two offsets (how a duplicate of the
+    /// idempotent workload shows; that one is also a violation).
     pub fn duplicates(&self) -> u64 {
-        self.partitions.iter().map(|p| p.duplicates).sum()
+        self.partitions
+            .iter()
+            .map(|p| p.duplicates + p.same_value_twice)
+            .sum()
     }
 
     /// HW lag after failover, over all partitions: (count, deepest).

@@ -272,9 +272,14 @@ impl Workload {
     }
 }
 
-/// Producer `k`: sends messages of 1..=max_batch records to its partition
-/// with acks=all, one at a time, retrying each with a new sequence number
-/// until it is acknowledged or the workload stops.
+/// Producer `k`: an idempotent producer (KIP-98) sending messages of
+/// 1..=max_batch records to its partition with acks=all, one at a time. A
+/// message is resent as the same batch (same values, producer id, epoch and
+/// sequence) until it is acknowledged or the workload stops, so the leader
+/// must store it once: a second copy shows as one value at two offsets, a
+/// violation. One [`SendRecord`] per message, whose outcome is the best its
+/// attempts learnt (acked, else unknown if any attempt may have written it,
+/// else refused).
 pub(super) async fn produce(
     nodes: Arc<Nodes>,
     cfg: WorkloadConfig,
@@ -290,36 +295,109 @@ pub(super) async fn produce(
     let mut out = Vec::new();
     let mut seq = 0u64;
     let mut message = first_message;
+    let mut producer = None;
+    let mut next_sequence = 0i32;
     'messages: while !stop.load(Ordering::Relaxed) {
         let n = 1 + rng.below(u64::from(cfg.max_batch.max(1)));
+        seq += 1;
+        let values: Vec<String> = (0..n)
+            .map(|i| format!("p{p}.w{k}.m{message}.s{seq}.r{i}"))
+            .collect();
+        let mut outcome = SendOutcome::Failed;
         loop {
-            seq += 1;
-            let values: Vec<String> = (0..n)
-                .map(|i| format!("p{p}.w{k}.m{message}.s{seq}.r{i}"))
-                .collect();
-            let outcome = send(&nodes, &mut cache, &cfg.topic, p, &values).await;
-            out.push(SendRecord {
-                partition: p,
-                producer: k,
-                message,
-                seq,
-                values,
-                outcome,
-                finished: Instant::now(),
-            });
+            let (pid, epoch) = match producer {
+                Some(pe) => pe,
+                None => match init_producer_id(&nodes, None).await {
+                    Some(pe) => {
+                        producer = Some(pe);
+                        next_sequence = 0;
+                        pe
+                    }
+                    None if stop.load(Ordering::Relaxed) => break 'messages,
+                    None => {
+                        tokio::time::sleep(RETRY_BACKOFF).await;
+                        continue;
+                    }
+                },
+            };
+            let stamp = rivulet_common::batch::ProducerStamp {
+                producer_id: pid,
+                producer_epoch: epoch,
+                base_sequence: next_sequence,
+            };
+            let (attempt, code) =
+                send(&nodes, &mut cache, &cfg.topic, p, &values, Some(stamp)).await;
+            outcome = match (outcome, attempt) {
+                (_, SendOutcome::Acked(o)) => SendOutcome::Acked(o),
+                (SendOutcome::Unknown, _) | (_, SendOutcome::Unknown) => SendOutcome::Unknown,
+                _ => SendOutcome::Failed,
+            };
             if matches!(outcome, SendOutcome::Acked(_)) {
-                acked.send_modify(|n| *n += 1);
-                tokio::time::sleep(cfg.send_interval).await;
+                next_sequence += n as i32;
                 break;
             }
+            if code == Some(ErrorCode::OutOfOrderSequenceNumber as i32)
+                || code == Some(ErrorCode::InvalidProducerEpoch as i32)
+            {
+                // The leader lost this producer's sequence (that alone is
+                // no violation; a copy written twice would be): a new epoch
+                // starts again at sequence 0 (KIP-360).
+                producer = init_producer_id(&nodes, Some((pid, epoch))).await;
+                next_sequence = 0;
+            }
             if stop.load(Ordering::Relaxed) {
+                out.push(SendRecord {
+                    partition: p,
+                    producer: k,
+                    message,
+                    seq,
+                    values,
+                    outcome,
+                    finished: Instant::now(),
+                });
                 break 'messages;
             }
             tokio::time::sleep(RETRY_BACKOFF).await;
         }
+        out.push(SendRecord {
+            partition: p,
+            producer: k,
+            message,
+            seq,
+            values,
+            outcome,
+            finished: Instant::now(),
+        });
+        acked.send_modify(|n| *n += 1);
+        tokio::time::sleep(cfg.send_interval).await;
         message += 1;
     }
     out
+}
+
+/// InitProducerId on the first node that answers: a new producer, or with
+/// `current` the next epoch of it.
+pub(super) async fn init_producer_id(
+    nodes: &Nodes,
+    current: Option<(i64, i16)>,
+) -> Option<(i64, i16)> {
+    for id in nodes.ids() {
+        let req = rivulet_proto::v1::InitProducerIdRequest {
+            transactional_id: String::new(),
+            producer_id: current.map(|c| c.0),
+            producer_epoch: current.map(|c| i32::from(c.1)),
+        };
+        let Ok(Ok(r)) =
+            tokio::time::timeout(PRODUCE_RPC_TIMEOUT, nodes.client(id).init_producer_id(req)).await
+        else {
+            continue;
+        };
+        let r = r.into_inner();
+        if r.error_code == ErrorCode::None as i32 {
+            return Some((r.producer_id, i16::try_from(r.producer_epoch).ok()?));
+        }
+    }
+    None
 }
 
 /// One acks=all send to the leader the cache names.
@@ -329,24 +407,29 @@ pub(super) async fn send(
     topic: &str,
     p: u32,
     values: &[String],
-) -> SendOutcome {
+    producer: Option<rivulet_common::batch::ProducerStamp>,
+) -> (SendOutcome, Option<i32>) {
     let Some(leader) = cache.get(nodes, topic, p).await else {
         // Nothing was sent.
-        return SendOutcome::Failed;
+        return (SendOutcome::Failed, None);
     };
     let bytes: Vec<Vec<u8>> = values.iter().map(|v| v.clone().into_bytes()).collect();
-    let req = produce_request(topic, p, &bytes, Acks::All, PRODUCE_TIMEOUT_MS);
+    let req = idempotent_produce_request(topic, p, &bytes, Acks::All, PRODUCE_TIMEOUT_MS, producer);
     match tokio::time::timeout(PRODUCE_RPC_TIMEOUT, nodes.client(leader).produce(req)).await {
         Ok(Ok(r)) => {
             let (outcome, hint) = classify_produce(r.into_inner());
             if !matches!(outcome, ProduceOutcome::Acked(_)) {
                 cache.follow(nodes, hint.as_ref().map(|h| h.address.as_str()));
             }
-            SendOutcome::from(&outcome)
+            let code = match &outcome {
+                ProduceOutcome::Failed(code, _) => Some(*code),
+                _ => None,
+            };
+            (SendOutcome::from(&outcome), code)
         }
         Ok(Err(_)) | Err(_) => {
             cache.follow(nodes, None);
-            SendOutcome::Unknown
+            (SendOutcome::Unknown, None)
         }
     }
 }

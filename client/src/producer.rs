@@ -239,6 +239,8 @@ struct Batch {
     encoded: Option<Bytes>,
     /// The producer id, epoch and base sequence it was encoded with.
     stamp: Option<ProducerStamp>,
+    /// Its place in the partition's send order (set when first sent).
+    order: u64,
     attempts: u32,
 }
 
@@ -251,6 +253,7 @@ impl Batch {
             created: Instant::now(),
             encoded: None,
             stamp: None,
+            order: 0,
             attempts: 0,
         }
     }
@@ -267,10 +270,54 @@ impl Batch {
 
 #[derive(Debug, Default)]
 struct Queue {
+    /// Batches to send: first those sent before and waiting to be resent
+    /// (encoded, in send order), then new ones.
     batches: VecDeque<Batch>,
-    in_flight: bool,
+    /// Send orders of the batches in flight.
+    in_flight: std::collections::BTreeSet<u64>,
     retry_at: Option<Instant>,
+    /// The send order the next new batch gets.
+    next_order: u64,
 }
+
+impl Queue {
+    /// Whether a batch sent before `order` is still unresolved (in flight
+    /// or waiting to be resent).
+    fn has_earlier(&self, order: u64) -> bool {
+        self.in_flight.iter().next().is_some_and(|o| *o < order)
+            || self
+                .batches
+                .iter()
+                .any(|b| b.encoded.is_some() && b.order < order)
+    }
+
+    /// Whether a new batch may go out with `max` in flight: counted from
+    /// the oldest batch still in flight, not by how many are. gRPC answers
+    /// may come back out of order, so batches sent after one still in flight
+    /// can be acknowledged first; if new ones then took their places, a
+    /// resend of the old one could fall out of the leader's window of the
+    /// last 5 batches and be refused instead of recognised.
+    fn window_open(&self, max: usize) -> bool {
+        self.in_flight
+            .first()
+            .is_none_or(|oldest| self.next_order - oldest < max as u64)
+    }
+
+    /// Puts a batch to resend back in send order, ahead of the new ones.
+    fn requeue(&mut self, batch: Batch) {
+        let at = self
+            .batches
+            .iter()
+            .position(|b| b.encoded.is_none() || b.order > batch.order)
+            .unwrap_or(self.batches.len());
+        self.batches.insert(at, batch);
+    }
+}
+
+/// Batches in flight per partition with idempotence (Kafka's limit for
+/// `max.in.flight.requests.per.connection` with idempotence, and the
+/// leader's duplicate window); without it one, so a retry never overtakes.
+pub const MAX_IN_FLIGHT_IDEMPOTENT: usize = 5;
 
 type Key = (String, u32);
 
@@ -286,6 +333,8 @@ struct Accumulator {
     sequences: HashMap<Key, (i16, i32)>,
     /// A stamped batch failed for good: bump the epoch before stamping more.
     bump_epoch: bool,
+    /// The most batches seen in flight to one partition at once.
+    max_in_flight_seen: usize,
 }
 
 /// The sticky partition of a topic, and the bytes that went to it.
@@ -344,6 +393,8 @@ struct Shared {
     wake: Notify,
     /// One permit per record the producer may hold.
     space: Semaphore,
+    /// Batches in flight per partition.
+    max_in_flight: usize,
 }
 
 enum Command {
@@ -398,6 +449,11 @@ impl Producer {
                 ..Accumulator::default()
             }),
             wake: Notify::new(),
+            max_in_flight: if idempotent {
+                MAX_IN_FLIGHT_IDEMPOTENT
+            } else {
+                1
+            },
         });
         let (control, rx) = mpsc::channel(16);
         tokio::spawn(Sender::new(Arc::clone(&shared)).run(rx));
@@ -411,6 +467,16 @@ impl Producer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .producer
+    }
+
+    /// The most batches this producer has had in flight to one partition
+    /// at once (at most 5 with idempotence, else 1).
+    pub fn max_in_flight_seen(&self) -> usize {
+        self.shared
+            .acc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .max_in_flight_seen
     }
 
     /// The partition count of `topic` (fresh from the cluster);
@@ -593,7 +659,7 @@ impl Sender {
         let acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
         acc.queues
             .values()
-            .filter(|q| !q.in_flight)
+            .filter(|q| q.window_open(self.shared.max_in_flight))
             .filter_map(|q| {
                 let b = q.batches.front()?;
                 let due = b.created + self.shared.config.linger;
@@ -606,20 +672,19 @@ impl Sender {
     async fn dispatch(&mut self, urgent: bool) {
         let config = &self.shared.config;
         let cluster = &self.shared.cluster;
+        let max_in_flight = self.shared.max_in_flight;
         let now = Instant::now();
         let ready: Vec<Key> = {
             let acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
             acc.queues
                 .iter()
-                .filter(|(_, q)| !q.in_flight && q.retry_at.is_none_or(|r| r <= now))
                 .filter(|(_, q)| {
-                    q.batches.front().is_some_and(|b| {
-                        urgent
-                            || q.batches.len() > 1
-                            || b.bytes >= config.batch_size
-                            || b.created + config.linger <= now
-                            || b.attempts > 0
-                    })
+                    q.window_open(max_in_flight) && q.retry_at.is_none_or(|r| r <= now)
+                })
+                .filter(|(_, q)| {
+                    q.batches
+                        .front()
+                        .is_some_and(|b| send_now(q, b, config, urgent, now))
                 })
                 .map(|(k, _)| k.clone())
                 .collect()
@@ -644,7 +709,12 @@ impl Sender {
                 let Some(q) = acc.queues.get_mut(&key) else {
                     continue;
                 };
-                if q.batches.is_empty() || q.in_flight {
+                if !q.window_open(max_in_flight)
+                    || !q
+                        .batches
+                        .front()
+                        .is_some_and(|b| send_now(q, b, config, urgent, now))
+                {
                     continue;
                 }
                 let Some(leader) = leader else {
@@ -698,7 +768,13 @@ impl Sender {
                         .parts
                         .extend(next.parts.into_iter().map(|(d, s)| (d, s + offset)));
                 }
-                q.in_flight = true;
+                if batch.encoded.is_none() {
+                    batch.order = q.next_order;
+                    q.next_order += 1;
+                }
+                q.in_flight.insert(batch.order);
+                let depth = q.in_flight.len();
+                acc.max_in_flight_seen = acc.max_in_flight_seen.max(depth);
                 let sealed_sticky = batch.encoded.is_none()
                     && batch
                         .records
@@ -736,7 +812,7 @@ impl Sender {
                         b.finish(&Err(e));
                         let mut acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
                         if let Some(q) = acc.queues.get_mut(key) {
-                            q.in_flight = false;
+                            q.in_flight.remove(&b.order);
                         }
                         // Its sequence numbers were taken and never sent.
                         acc.bump_epoch |= b.stamp.is_some();
@@ -830,14 +906,23 @@ impl Sender {
             result,
         } in done
         {
-            let retry = match &result {
-                Err(e) => e.is_retriable() && batch.created.elapsed() < config.delivery_timeout,
-                Ok(_) => false,
-            };
             {
                 let mut acc = self.shared.acc.lock().unwrap_or_else(|e| e.into_inner());
                 let q = acc.queues.entry(key.clone()).or_default();
-                q.in_flight = false;
+                q.in_flight.remove(&batch.order);
+                // Out of order behind a batch sent earlier that is still
+                // unresolved (it failed and waits to be resent, or is still
+                // on its way): this one is resent after it.
+                let behind = batch.stamp.is_some()
+                    && matches!(&result, Err(e) if e.code() == Some(ErrorCode::OutOfOrderSequenceNumber))
+                    && q.has_earlier(batch.order);
+                let retry = match &result {
+                    Err(e) => {
+                        (e.is_retriable() || behind)
+                            && batch.created.elapsed() < config.delivery_timeout
+                    }
+                    Ok(_) => false,
+                };
                 if retry {
                     batch.attempts += 1;
                     let backoff = config
@@ -848,7 +933,7 @@ impl Sender {
                         debug!(topic = %key.0, partition = key.1, attempt = batch.attempts, error = %e, "retrying batch");
                     }
                     q.retry_at = Some(now + backoff);
-                    q.batches.push_front(batch);
+                    q.requeue(batch);
                     continue;
                 }
                 q.retry_at = None;
@@ -871,6 +956,24 @@ impl Sender {
             batch.finish(&result);
         }
     }
+}
+
+/// Whether the first queued batch `b` of `q` goes out now. A batch to
+/// resend waits until nothing of its partition is in flight, so resends go
+/// in order, one at a time (as Kafka's producer does after an error). With
+/// a batch in flight, a new one goes only once full (or when flushing), so
+/// small batches keep merging into one request behind it.
+fn send_now(q: &Queue, b: &Batch, config: &ProducerConfig, urgent: bool, now: Instant) -> bool {
+    if b.attempts > 0 || b.encoded.is_some() {
+        return q.in_flight.is_empty();
+    }
+    if !q.in_flight.is_empty() {
+        return urgent || q.batches.len() > 1 || b.bytes >= config.batch_size;
+    }
+    urgent
+        || q.batches.len() > 1
+        || b.bytes >= config.batch_size
+        || b.created + config.linger <= now
 }
 
 /// InitProducerId on any node: a new producer id, or with `current` the
@@ -974,6 +1077,57 @@ async fn send_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sent(order: u64) -> Batch {
+        let mut b = Batch::new("t", 0);
+        b.order = order;
+        b.encoded = Some(Bytes::from_static(b"x"));
+        b.attempts = 1;
+        b
+    }
+
+    #[test]
+    fn resends_go_back_in_send_order_ahead_of_new_batches_and_one_at_a_time() {
+        let mut q = Queue {
+            next_order: 8,
+            ..Queue::default()
+        };
+        q.batches.push_back(Batch::new("t", 0));
+        for o in [5, 3, 6] {
+            q.requeue(sent(o));
+        }
+        let orders: Vec<(u64, bool)> = q
+            .batches
+            .iter()
+            .map(|b| (b.order, b.encoded.is_some()))
+            .collect();
+        assert_eq!(orders, [(3, true), (5, true), (6, true), (0, false)]);
+        assert!(q.has_earlier(4) && !q.has_earlier(3));
+        let config = ProducerConfig::default();
+        let now = Instant::now();
+        // A resend waits for everything in flight.
+        q.in_flight.insert(7);
+        assert!(!send_now(&q, &q.batches[0], &config, true, now));
+        q.in_flight.clear();
+        assert!(send_now(&q, &q.batches[0], &config, false, now));
+    }
+
+    #[test]
+    fn the_in_flight_window_counts_from_the_oldest_batch_in_flight() {
+        let mut q = Queue {
+            next_order: 5,
+            ..Queue::default()
+        };
+        assert!(q.window_open(5));
+        // Batches 1..4 were answered before batch 0: no batch 5 until 0 is,
+        // or a resend of 0 could fall out of the leader's 5-batch window.
+        q.in_flight.insert(0);
+        assert!(!q.window_open(5));
+        q.in_flight.clear();
+        q.in_flight.insert(1);
+        assert!(q.window_open(5));
+        assert!(!q.window_open(1), "without idempotence one at a time");
+    }
 
     #[test]
     fn the_uniform_sticky_partition_moves_after_batch_size_bytes_evenly() {

@@ -111,6 +111,47 @@ def main():
         assert offsets == list(range(offsets[0], offsets[0] + 20)), offsets
         assert all(p.leader_epoch == r.partitions[0].leader_epoch for p in r.partitions)
 
+    def idempotent_records_are_stored_once():
+        stub, _ = leader_stub("py-contract", 0)
+        init = stub.InitProducerId(b.InitProducerIdRequest(), timeout=15)
+        assert init.error_code == common.NONE, init
+        assert init.producer_id >= 0 and init.producer_epoch == 0, init
+        pid, epoch = init.producer_id, init.producer_epoch
+
+        def entry(values, seq, ep=epoch):
+            return b.ProducePartition(
+                topic="py-contract",
+                partition=0,
+                records=b.RecordList(records=[b.Record(value=v) for v in values]),
+                producer_id=pid,
+                producer_epoch=ep,
+                base_sequence=seq,
+            )
+
+        def produce(e):
+            return stub.Produce(b.ProduceRequest(acks=b.ACKS_ALL, partitions=[e]), timeout=10).partitions[0]
+
+        first = produce(entry([b"i0", b"i1"], 0))
+        assert first.error_code == common.NONE, first
+        again = produce(entry([b"i0", b"i1"], 0))
+        assert (again.error_code, again.base_offset) == (common.NONE, first.base_offset), again
+        end = stub.ListOffsets(
+            b.ListOffsetsRequest(partitions=[b.ListOffsetsPartition(topic="py-contract", partition=0, offset_spec=b.LATEST)]),
+            timeout=10,
+        ).partitions[0]
+        assert end.offset == first.base_offset + 2, (end, first)
+        gap = produce(entry([b"i9"], 9))
+        assert gap.error_code == common.OUT_OF_ORDER_SEQUENCE_NUMBER and not gap.appended, gap
+        bumped = stub.InitProducerId(b.InitProducerIdRequest(producer_id=pid, producer_epoch=epoch), timeout=15)
+        assert (bumped.producer_id, bumped.producer_epoch) == (pid, epoch + 1), bumped
+        assert produce(entry([b"i2"], 0, epoch + 1)).error_code == common.NONE
+        fenced = produce(entry([b"i3"], 2))
+        assert fenced.error_code == common.INVALID_PRODUCER_EPOCH, fenced
+        half = b.ProducePartition(topic="py-contract", partition=0, records=b.RecordList(records=[b.Record(value=b"x")]), producer_id=pid)
+        assert produce(half).error_code == common.INVALID_REQUEST
+        tx = stub.InitProducerId(b.InitProducerIdRequest(transactional_id="tx"), timeout=15)
+        assert tx.error_code == common.TRANSACTIONS_NOT_SUPPORTED, tx
+
     def kafka_timestamp_conventions():
         stub, _ = leader_stub("py-contract", 0)
 
@@ -267,6 +308,7 @@ def main():
     check("Node-to-node calls from a plain client are UNAUTHENTICATED and change nothing", forged_node_calls_are_unauthenticated)
     check("CreateTopic", create)
     check("Produce: entries for one partition are appended in request order", same_partition_entries_in_order)
+    check("InitProducerId and idempotent records: a resend is stored once, gaps and old epochs refused", idempotent_records_are_stored_once)
     check("ListOffsets: timestamps -1 and -2 are LATEST and EARLIEST", kafka_timestamp_conventions)
     check("ListOffsets: current_leader_epoch is checked", stale_epoch_list_offsets_is_fenced)
     check("Produce: bad acks, timeout and entry count are INVALID_ARGUMENT", bad_acks_and_timeouts_are_invalid_argument)

@@ -229,3 +229,85 @@ async fn rivulet_produce_stores_every_line_once_while_the_leader_is_killed_three
     assert_eq!(records.len(), LINES, "killed {killed:?}");
     c.assert_no_unexpected_errors(&[]);
 }
+
+/// The Rust producer with small batches (so up to five are in flight per
+/// partition) through two leader kills: every record stored once, and each
+/// partition's records in the order they were sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_batches_in_flight_keep_order_and_store_once_through_leader_kills() {
+    use rivulet_client::{ClientConfig, Producer, ProducerConfig, ProducerRecord};
+    const RECORDS: usize = 30_000;
+    let mut c = Cluster::start(3).await;
+    c.wait_unfenced(&c.ids(), Duration::from_secs(15)).await;
+    assert_eq!(
+        c.create_topic_with(1, "pipe", 2, 3, &[("min.insync.replicas", "2")])
+            .await,
+        0
+    );
+    c.wait_partition_leader("pipe", 0, TIMEOUT).await;
+    c.wait_partition_leader("pipe", 1, TIMEOUT).await;
+    let producer = Producer::connect(
+        ClientConfig::new(&cli::bootstrap(&c)),
+        ProducerConfig {
+            batch_size: 1024,
+            linger: Duration::ZERO,
+            delivery_timeout: Duration::from_secs(120),
+            retry_backoff: Duration::from_millis(10),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .expect("connect");
+    assert!(producer.producer_id().is_some(), "idempotent by default");
+    let sender = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let mut futures = Vec::with_capacity(RECORDS);
+            for i in 0..RECORDS {
+                let rec =
+                    ProducerRecord::new("pipe", format!("r-{i:06}")).partition((i % 2) as u32);
+                futures.push(producer.send(rec).await.expect("send"));
+                if i % 500 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let mut acked = 0;
+            for f in futures {
+                f.await.expect("every record acknowledged");
+                acked += 1;
+            }
+            acked
+        })
+    };
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let l = c
+            .wait_partition_leader("pipe", 0, Duration::from_secs(20))
+            .await
+            .leader
+            .unwrap();
+        c.kill(l);
+        c.wait_partition_leader("pipe", 0, Duration::from_secs(20))
+            .await;
+        c.restart(l).await;
+    }
+    assert_eq!(sender.await.unwrap(), RECORDS);
+    let depth = producer.max_in_flight_seen();
+    assert!(
+        (2..=5).contains(&depth),
+        "batches in flight per partition: {depth}"
+    );
+    for p in 0..2u32 {
+        c.wait_isr("pipe", p, &[1, 2, 3], Duration::from_secs(30))
+            .await;
+        let (records, _) = c.read_partition("pipe", p).await;
+        let got = values(&records);
+        let want: Vec<String> = (0..RECORDS)
+            .filter(|i| i % 2 == p as usize)
+            .map(|i| format!("r-{i:06}"))
+            .collect();
+        assert_eq!(got.len(), want.len(), "partition {p}: stored twice or lost");
+        assert!(got == want, "partition {p}: out of order or duplicated");
+    }
+    c.assert_no_unexpected_errors(&[]);
+}

@@ -20,6 +20,12 @@ pub const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest acks=all wait a request may ask for: a waiter holds memory
 /// until it ends.
 pub const MAX_PRODUCE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long an idempotent batch that arrived ahead of its predecessor waits
+/// for it before OUT_OF_ORDER_SEQUENCE_NUMBER. A producer keeps up to five
+/// batches of a partition in flight; Kafka's connections answer requests in
+/// order, but gRPC streams on one connection run concurrently, so batch
+/// `n + 1` may reach the partition first.
+pub const REORDER_WAIT: Duration = Duration::from_secs(1);
 
 /// When a produce is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +140,48 @@ pub fn check_entry_count(n: usize) -> Result<(), ApiError> {
 /// A batch and its entry's position in the request.
 type Indexed = (usize, Vec<u8>);
 
+/// What one append gave: the entry's position, its partition, the result,
+/// and the batch back when it came ahead of its predecessor (to try again).
+type Appended = (
+    usize,
+    Arc<Partition>,
+    Result<(crate::log::AppendInfo, u32), PartitionError>,
+    Option<Vec<u8>>,
+);
+
+/// Whether `r` refused an idempotent batch that is ahead of the producer's
+/// sequence: its predecessor may still be on its way.
+fn came_early(r: &Result<(crate::log::AppendInfo, u32), PartitionError>) -> bool {
+    use crate::log::{LogError, ProducerError};
+    matches!(
+        r,
+        Err(PartitionError::Log(LogError::Producer(
+            ProducerError::OutOfOrderSequence {
+                first_sequence,
+                expected,
+                ..
+            }
+        ))) if first_sequence > expected
+    )
+}
+
+/// Appends each entry's batch to its partition in order (blocking: one task
+/// per partition), keeping a batch that came early.
+fn append_entries(
+    part: &Arc<Partition>,
+    entries: Vec<Indexed>,
+    require_min_isr: bool,
+) -> Vec<Appended> {
+    entries
+        .into_iter()
+        .map(|(i, mut batch)| {
+            let r = part.append_as_leader(&mut batch, require_min_isr);
+            let keep = came_early(&r).then_some(batch);
+            (i, Arc::clone(part), r, keep)
+        })
+        .collect()
+}
+
 impl BrokerApi {
     /// Appends each entry to its partition's leader log and answers per
     /// `acks`. Entries for one partition are appended in request order, one
@@ -172,19 +220,16 @@ impl BrokerApi {
         }
         let require_min_isr = req.acks == Acks::All;
         let mut appends = tokio::task::JoinSet::new();
+        // Subscribed before the first attempt, so an append that lands in
+        // between still wakes a batch that came early.
+        let mut appended_anywhere = self.mgr.signals.appended.subscribe();
         for (part, entries) in per_partition {
             let held = req.held.clone();
             appends.spawn_blocking(move || {
                 // Fire-and-forget appends keep the request's bytes counted
                 // until they are done.
                 let _held = held;
-                entries
-                    .into_iter()
-                    .map(|(i, mut batch)| {
-                        let r = part.append_as_leader(&mut batch, require_min_isr);
-                        (i, Arc::clone(&part), r)
-                    })
-                    .collect::<Vec<_>>()
+                append_entries(&part, entries, require_min_isr)
             });
         }
         if req.acks == Acks::None {
@@ -192,10 +237,47 @@ impl BrokerApi {
             appends.detach_all();
             return Ok(out);
         }
-        let mut appended = Vec::with_capacity(out.len());
+        let mut appended: Vec<Appended> = Vec::with_capacity(out.len());
         while let Some(done) = appends.join_next().await {
             appended
                 .extend(done.map_err(|e| ApiError::Internal(format!("append task failed: {e}")))?);
+        }
+        // Idempotent batches that came before their predecessors try again
+        // after each append on this broker, up to REORDER_WAIT.
+        let reorder_deadline = Instant::now() + REORDER_WAIT.min(timeout);
+        while appended.iter().any(|a| a.3.is_some()) {
+            let _ = appended_anywhere.borrow_and_update();
+            let mut again: Vec<(Arc<Partition>, Vec<Indexed>)> = Vec::new();
+            for (i, part, _, batch) in &mut appended {
+                if let Some(b) = batch.take() {
+                    match again.iter_mut().find(|(p, _)| Arc::ptr_eq(p, part)) {
+                        Some((_, entries)) => entries.push((*i, b)),
+                        None => again.push((Arc::clone(part), vec![(*i, b)])),
+                    }
+                }
+            }
+            appended.retain(|a| !again.iter().any(|(_, e)| e.iter().any(|(i, _)| *i == a.0)));
+            let mut tasks = tokio::task::JoinSet::new();
+            for (part, entries) in again {
+                tasks.spawn_blocking(move || append_entries(&part, entries, require_min_isr));
+            }
+            while let Some(done) = tasks.join_next().await {
+                appended.extend(
+                    done.map_err(|e| ApiError::Internal(format!("append task failed: {e}")))?,
+                );
+            }
+            if !appended.iter().any(|a| a.3.is_some()) {
+                break;
+            }
+            let woken =
+                tokio::time::timeout_at(reorder_deadline, appended_anywhere.changed()).await;
+            if woken.is_err() {
+                // The predecessor never came: the refusal stands.
+                for a in &mut appended {
+                    a.3 = None;
+                }
+                break;
+            }
         }
         // The batches are in the log: what the request pinned is free now,
         // whatever acks=all waits for.
@@ -203,7 +285,7 @@ impl BrokerApi {
             h.release();
         }
         let deadline = Instant::now() + timeout;
-        for (i, part, result) in appended {
+        for (i, part, result, _) in appended {
             let result = match result {
                 Ok((info, epoch)) => {
                     out[i].appended = true;

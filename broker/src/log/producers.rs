@@ -17,7 +17,13 @@
 //! - otherwise the first sequence must be one past the last one held
 //!   (wrapping at `i32::MAX`): OUT_OF_ORDER_SEQUENCE_NUMBER if not;
 //! - a producer the partition knows nothing of (never seen, expired, or
-//!   removed with its segments) may start at any sequence.
+//!   forgotten) must start at sequence 0. Kafka accepts any sequence there
+//!   (KIP-360), relying on a connection answering requests in order; gRPC
+//!   streams are concurrent, so a producer's second batch may arrive first,
+//!   and taking it would refuse the first. Refused, it waits at the leader
+//!   for its predecessor (`api/produce.rs`); a producer whose state is
+//!   really gone gets OUT_OF_ORDER_SEQUENCE_NUMBER and bumps its epoch
+//!   (which starts at 0 again).
 //!
 //! Transactions will add, per producer, the first offset of its open
 //! transaction and the coordinator epoch; the entry is the place for them.
@@ -42,8 +48,8 @@ pub const BATCHES_PER_PRODUCER: usize = 5;
 
 /// Producers one partition remembers at most: a client that makes producer
 /// ids without end cannot grow the state without end. Past it, the producer
-/// idle the longest is forgotten (its next batch is accepted at any
-/// sequence, so only its duplicate detection is lost).
+/// idle the longest is forgotten (its next batch is refused as out of
+/// order, and the producer starts a new epoch).
 pub const MAX_PRODUCERS_PER_PARTITION: usize = 50_000;
 
 /// Kafka's `producer.id.expiration.ms` default: a producer that wrote
@@ -188,6 +194,14 @@ impl ProducerStates {
         };
         let last = h.last_sequence();
         let Some(entry) = self.producers.get(&pid) else {
+            if first != 0 {
+                return Err(ProducerError::OutOfOrderSequence {
+                    producer_id: pid,
+                    epoch,
+                    first_sequence: first,
+                    expected: 0,
+                });
+            }
             return Ok(Verdict::Append);
         };
         if epoch < entry.epoch {
@@ -293,7 +307,7 @@ impl ProducerStates {
 
     /// Forgets every batch at or after `offset` (the log was cut there and
     /// the state could not be reloaded): producers whose batches all went
-    /// are forgotten, so their next batch is taken at any sequence.
+    /// are forgotten (their next batch must start a new epoch at 0).
     pub fn truncate_from(&mut self, offset: u64) {
         self.producers.retain(|_, e| {
             e.batches.retain(|b| b.last_offset < offset);
@@ -536,11 +550,15 @@ mod tests {
         ));
         // Non-idempotent batches are not looked at.
         assert_eq!(s.check(&header(-1, -1, -1, 3, 0)), Ok(Verdict::Append));
-        // Another producer has its own sequence.
-        assert_eq!(
+        // Another producer has its own sequence, and starts at 0: its
+        // second batch arriving first is refused (it waits at the leader).
+        assert!(matches!(
             leader_append(&mut s, &mut next, header(8, 0, 42, 1, 0)),
-            Ok(Verdict::Append),
-            "an unknown producer may start anywhere"
+            Err(ProducerError::OutOfOrderSequence { expected: 0, .. })
+        ));
+        assert_eq!(
+            leader_append(&mut s, &mut next, header(8, 0, 0, 1, 0)),
+            Ok(Verdict::Append)
         );
     }
 
@@ -605,8 +623,7 @@ mod tests {
     #[test]
     fn sequences_wrap_at_i32_max() {
         let mut s = ProducerStates::new();
-        let mut next = 0;
-        leader_append(&mut s, &mut next, header(1, 0, i32::MAX - 1, 2, 0)).unwrap();
+        s.record(&header(1, 0, i32::MAX - 1, 2, 0), 0);
         assert_eq!(s.get(1).unwrap().batches[0].last_sequence, i32::MAX);
         assert_eq!(s.check(&header(1, 0, 0, 1, 0)), Ok(Verdict::Append));
         let h = header(1, 0, i32::MAX, 3, 0);
@@ -677,5 +694,17 @@ mod tests {
         // The idlest (oldest timestamps) went.
         assert!(s.get(0).is_none());
         assert!(s.get(MAX_PRODUCERS_PER_PARTITION as i64 + 9).is_some());
+    }
+
+    #[test]
+    fn memory_per_producer_is_bounded() {
+        let mut s = ProducerStates::new();
+        for pid in 0..10_000i64 {
+            for b in 0..BATCHES_PER_PRODUCER as i32 {
+                s.record(&header(pid, 0, b * 10, 10, 0), 0);
+            }
+        }
+        let per = s.approx_memory_bytes() / s.len();
+        assert!((200..=320).contains(&per), "{per} bytes per producer");
     }
 }

@@ -154,7 +154,7 @@ pub async fn produce(bootstrap: &str, args: ProduceArgs) -> Result<()> {
     };
     let producer = Producer::connect(crate::tls::client_config(bootstrap), config)
         .await
-        .context("cannot connect")?;
+        .context("cannot start the producer")?;
     // Fail before reading stdin when the target cannot exist.
     let partitions = producer.partitions(&args.topic).await?;
     if let Some(p) = args.partition.filter(|p| *p >= partitions) {

@@ -140,7 +140,23 @@ async fn users_need_the_right_password_and_acls_grant_exactly_their_operation() 
             "{users}"
         );
         assert!(!ok_as(&c, ALICE, &["topic", "list"]).contains("orders"));
+        // The idempotent producer's InitProducerId already refuses a user
+        // who may write no topic (KIP-679), saying why.
         let out = produce_as(&c, ALICE, "orders", "x\n");
+        assert!(!out.status.success());
+        assert!(
+            text(&out).contains("no ACL allows it WRITE on any topic")
+                && text(&out).contains("CLUSTER_AUTHORIZATION_FAILED"),
+            "{}",
+            text(&out)
+        );
+        // Without idempotence the produce itself is refused, per topic.
+        let out = rivulet_as_with_stdin(
+            &c,
+            Some(ALICE),
+            &["produce", "orders", "--no-idempotence"],
+            "x\n",
+        );
         assert!(!out.status.success());
         assert!(
             text(&out).contains("TOPIC_AUTHORIZATION_FAILED"),

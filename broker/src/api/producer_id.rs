@@ -16,7 +16,10 @@ pub enum InitProducerIdError {
     TransactionsNotSupported,
     /// The caller may write no topic (KIP-679: an idempotent producer needs
     /// WRITE on some topic, or IDEMPOTENT_WRITE on the cluster).
-    #[error("{principal} may write no topic, so it may not produce idempotently")]
+    #[error(
+        "{principal} may not produce: no ACL allows it WRITE on any topic (an idempotent \
+         producer needs one, KIP-679)"
+    )]
     NotAuthorized {
         /// Who asked.
         principal: String,

@@ -60,6 +60,35 @@ async fn send(
         .remove(0)
 }
 
+/// Waits until `topic`/`p`'s high watermark (as its leader answers) is at
+/// least `at_least`: the kills below land while records flow, at set points.
+async fn wait_hw(c: &Cluster, topic: &str, p: u32, at_least: u64) {
+    use rivulet_proto::v1::{
+        list_offsets_partition::Spec, ListOffsetsPartition, ListOffsetsRequest,
+    };
+    let what = format!("{topic}-{p} to reach a high watermark of {at_least}");
+    cluster_tests::wait_until(&what, Duration::from_secs(60), || async {
+        let leader = c.partition_info(topic, p).await?.leader?;
+        let r = c
+            .broker_client(leader, Duration::from_secs(2))
+            .list_offsets(ListOffsetsRequest {
+                partitions: vec![ListOffsetsPartition {
+                    topic: topic.into(),
+                    partition: p,
+                    spec: Some(Spec::OffsetSpec(
+                        rivulet_proto::v1::OffsetSpec::Latest as i32,
+                    )),
+                    current_leader_epoch: None,
+                }],
+            })
+            .await
+            .ok()?
+            .into_inner();
+        (r.partitions.first()?.offset? >= at_least).then_some(())
+    })
+    .await;
+}
+
 fn values(c: &[cluster_tests::ReadRecord]) -> Vec<String> {
     c.iter()
         .map(|r| String::from_utf8_lossy(&r.value).into_owned())
@@ -188,8 +217,8 @@ async fn rivulet_produce_stores_every_line_once_while_the_leader_is_killed_three
         }
     });
     let mut killed = Vec::new();
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for at in [12_000, 27_000, 42_000] {
+        wait_hw(&c, "lines", 0, at).await;
         let l = c
             .wait_partition_leader("lines", 0, Duration::from_secs(20))
             .await
@@ -279,8 +308,8 @@ async fn five_batches_in_flight_keep_order_and_store_once_through_leader_kills()
             acked
         })
     };
-    for _ in 0..2 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+    for at in [3_000, 9_000] {
+        wait_hw(&c, "pipe", 0, at).await;
         let l = c
             .wait_partition_leader("pipe", 0, Duration::from_secs(20))
             .await

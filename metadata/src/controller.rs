@@ -1253,6 +1253,24 @@ pub fn delete_acls(
     })
 }
 
+/// Refuses a broker request made by an incarnation other than the
+/// registered one (or by a broker that never registered).
+pub fn check_broker_epoch(
+    image: &MetadataImage,
+    broker: BrokerId,
+    broker_epoch: u64,
+) -> Result<(), ControllerError> {
+    match image.broker(broker) {
+        Some(b) if b.broker_epoch == broker_epoch => Ok(()),
+        Some(b) => Err(ControllerError::StaleBrokerEpoch {
+            broker,
+            request_epoch: broker_epoch,
+            current_epoch: b.broker_epoch,
+        }),
+        None => Err(ControllerError::BrokerNotAvailable { broker }),
+    }
+}
+
 /// Producer ids per block (Kafka's, KIP-730): a broker asks again only
 /// after handing out this many.
 pub const PRODUCER_ID_BLOCK_SIZE: u64 = 1_000;
@@ -1274,17 +1292,7 @@ pub fn allocate_producer_ids(
     broker: BrokerId,
     broker_epoch: u64,
 ) -> Result<ControllerResult<ProducerIdBlock>, ControllerError> {
-    match image.broker(broker) {
-        Some(b) if b.broker_epoch == broker_epoch => {}
-        Some(b) => {
-            return Err(ControllerError::StaleBrokerEpoch {
-                broker,
-                request_epoch: broker_epoch,
-                current_epoch: b.broker_epoch,
-            })
-        }
-        None => return Err(ControllerError::BrokerNotAvailable { broker }),
-    }
+    check_broker_epoch(image, broker, broker_epoch)?;
     let first_id = image.next_producer_id();
     if first_id + PRODUCER_ID_BLOCK_SIZE > i64::MAX as u64 {
         return Err(ControllerError::InvalidRequest(

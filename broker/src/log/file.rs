@@ -60,42 +60,6 @@ struct Inner {
 }
 
 impl Inner {
-    /// Calls `each` with the header of every batch whose base offset is at
-    /// or after `from`, in offset order (reads 61 bytes per batch).
-    fn for_each_header(
-        &self,
-        from: u64,
-        mut each: impl FnMut(&batch::BatchHeader),
-    ) -> Result<(), LogError> {
-        use std::os::unix::fs::FileExt;
-        let first = self
-            .segments
-            .range(..=from)
-            .next_back()
-            .map_or(0, |(b, _)| *b);
-        let mut buf = [0u8; batch::HEADER_LEN];
-        for seg in self.segments.range(first..).map(|(_, s)| s) {
-            let mut pos = match seg.find(from)? {
-                Some((pos, _)) if seg.base_offset() <= from => pos,
-                Some(_) => 0,
-                None => continue,
-            };
-            while pos + batch::HEADER_LEN as u64 <= seg.size() {
-                seg.file()
-                    .read_exact_at(&mut buf, pos)
-                    .map_err(LogError::io("read segment", seg.path()))?;
-                let Ok(h) = batch::BatchHeader::parse(&buf) else {
-                    break;
-                };
-                if h.base_offset >= from {
-                    each(&h);
-                }
-                pos += h.size as u64;
-            }
-        }
-        Ok(())
-    }
-
     /// The producer state of the log as it is now: the newest snapshot not
     /// past the log end, plus every batch after it. Snapshots past the end
     /// (their batches were cut) are deleted.
@@ -116,7 +80,7 @@ impl Inner {
             None => (first_base, ProducerStates::new()),
         };
         let now = now_ms();
-        self.for_each_header(from, |h| states.record(h, now))?;
+        for_each_header(&self.segments, from, |h| states.record(h, now))?;
         states.mark_clean();
         Ok(states)
     }
@@ -362,22 +326,15 @@ impl FileLog {
             None => first_base,
         };
         let latest_before = inner.epochs.entries().to_vec();
-        for seg in inner.segments.range(rescan_from..).map(|(_, s)| s) {
-            let mut pos = 0u64;
-            let mut batch_buf = [0u8; batch::HEADER_LEN];
-            use std::os::unix::fs::FileExt;
-            while pos + batch::HEADER_LEN as u64 <= seg.size() {
-                seg.file()
-                    .read_exact_at(&mut batch_buf, pos)
-                    .map_err(LogError::io("read segment", seg.path()))?;
-                let Ok(h) = batch::BatchHeader::parse(&batch_buf) else {
-                    break;
-                };
+        {
+            let Inner {
+                segments, epochs, ..
+            } = &mut inner;
+            for_each_header(segments, rescan_from, |h| {
                 if h.leader_epoch >= 0 {
-                    inner.epochs.assign(h.leader_epoch as u32, h.base_offset);
+                    epochs.assign(h.leader_epoch as u32, h.base_offset);
                 }
-                pos += h.size as u64;
-            }
+            })?;
         }
         inner.epochs.truncate_from_start(inner.log_start_offset);
         if inner.epochs.entries() != latest_before.as_slice() {
@@ -537,6 +494,38 @@ impl FileLog {
         st.generation += 1;
         st.durable_offset = st.durable_offset.min(new_end);
     }
+}
+
+/// Calls `each` with the header of every batch whose base offset is at
+/// or after `from`, in offset order (reads 61 bytes per batch).
+fn for_each_header(
+    segments: &BTreeMap<u64, LogSegment>,
+    from: u64,
+    mut each: impl FnMut(&batch::BatchHeader),
+) -> Result<(), LogError> {
+    use std::os::unix::fs::FileExt;
+    let first = segments.range(..=from).next_back().map_or(0, |(b, _)| *b);
+    let mut buf = [0u8; batch::HEADER_LEN];
+    for seg in segments.range(first..).map(|(_, s)| s) {
+        let mut pos = match seg.find(from)? {
+            Some((pos, _)) if seg.base_offset() <= from => pos,
+            Some(_) => 0,
+            None => continue,
+        };
+        while pos + batch::HEADER_LEN as u64 <= seg.size() {
+            seg.file()
+                .read_exact_at(&mut buf, pos)
+                .map_err(LogError::io("read segment", seg.path()))?;
+            let Ok(h) = batch::BatchHeader::parse(&buf) else {
+                break;
+            };
+            if h.base_offset >= from {
+                each(&h);
+            }
+            pos += h.size as u64;
+        }
+    }
+    Ok(())
 }
 
 fn write_epochs(dir: &Path, epochs: &LeaderEpochCache) -> Result<(), LogError> {

@@ -193,16 +193,21 @@ impl ProducerStates {
             return Ok(Verdict::Append);
         };
         let last = h.last_sequence();
-        let Some(entry) = self.producers.get(&pid) else {
-            if first != 0 {
-                return Err(ProducerError::OutOfOrderSequence {
+        // The batch must start at `expected`.
+        let starts_at = |expected: i32| {
+            if first == expected {
+                Ok(Verdict::Append)
+            } else {
+                Err(ProducerError::OutOfOrderSequence {
                     producer_id: pid,
                     epoch,
                     first_sequence: first,
-                    expected: 0,
-                });
+                    expected,
+                })
             }
-            return Ok(Verdict::Append);
+        };
+        let Some(entry) = self.producers.get(&pid) else {
+            return starts_at(0);
         };
         if epoch < entry.epoch {
             return Err(ProducerError::InvalidEpoch {
@@ -212,15 +217,7 @@ impl ProducerStates {
             });
         }
         if epoch > entry.epoch {
-            if first != 0 {
-                return Err(ProducerError::OutOfOrderSequence {
-                    producer_id: pid,
-                    epoch,
-                    first_sequence: first,
-                    expected: 0,
-                });
-            }
-            return Ok(Verdict::Append);
+            return starts_at(0);
         }
         if let Some(b) = entry
             .batches
@@ -233,13 +230,7 @@ impl ProducerStates {
             // An entry without batches (its epoch was bumped by a marker,
             // once transactions exist) takes any sequence.
             None => Ok(Verdict::Append),
-            Some(b) if first == next_sequence(b.last_sequence) => Ok(Verdict::Append),
-            Some(b) => Err(ProducerError::OutOfOrderSequence {
-                producer_id: pid,
-                epoch,
-                first_sequence: first,
-                expected: next_sequence(b.last_sequence),
-            }),
+            Some(b) => starts_at(next_sequence(b.last_sequence)),
         }
     }
 

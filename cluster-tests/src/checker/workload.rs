@@ -297,14 +297,15 @@ pub(super) async fn produce(
     let mut message = first_message;
     let mut producer = None;
     let mut next_sequence = 0i32;
-    'messages: while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         let n = 1 + rng.below(u64::from(cfg.max_batch.max(1)));
         seq += 1;
         let values: Vec<String> = (0..n)
             .map(|i| format!("p{p}.w{k}.m{message}.s{seq}.r{i}"))
             .collect();
         let mut outcome = SendOutcome::Failed;
-        loop {
+        // Until acknowledged (false) or the workload stops (true).
+        let stopped = loop {
             let (pid, epoch) = match producer {
                 Some(pe) => pe,
                 None => match init_producer_id(&nodes, None).await {
@@ -313,7 +314,7 @@ pub(super) async fn produce(
                         next_sequence = 0;
                         pe
                     }
-                    None if stop.load(Ordering::Relaxed) => break 'messages,
+                    None if stop.load(Ordering::Relaxed) => break true,
                     None => {
                         tokio::time::sleep(RETRY_BACKOFF).await;
                         continue;
@@ -334,7 +335,7 @@ pub(super) async fn produce(
             };
             if matches!(outcome, SendOutcome::Acked(_)) {
                 next_sequence += n as i32;
-                break;
+                break false;
             }
             if code == Some(ErrorCode::OutOfOrderSequenceNumber as i32)
                 || code == Some(ErrorCode::InvalidProducerEpoch as i32)
@@ -346,19 +347,10 @@ pub(super) async fn produce(
                 next_sequence = 0;
             }
             if stop.load(Ordering::Relaxed) {
-                out.push(SendRecord {
-                    partition: p,
-                    producer: k,
-                    message,
-                    seq,
-                    values,
-                    outcome,
-                    finished: Instant::now(),
-                });
-                break 'messages;
+                break true;
             }
             tokio::time::sleep(RETRY_BACKOFF).await;
-        }
+        };
         out.push(SendRecord {
             partition: p,
             producer: k,
@@ -368,6 +360,9 @@ pub(super) async fn produce(
             outcome,
             finished: Instant::now(),
         });
+        if stopped {
+            break;
+        }
         acked.send_modify(|n| *n += 1);
         tokio::time::sleep(cfg.send_interval).await;
         message += 1;

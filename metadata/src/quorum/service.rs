@@ -33,7 +33,6 @@ use tracing::{debug, info, warn};
 
 use super::{Quorum, QuorumError};
 use crate::controller::{self, AlterPartitionRequest as Alter};
-use crate::error::ControllerError;
 use crate::ids::{BrokerId, TopicId, TopicPartition};
 use crate::security::{Access, Operation, ResourceType};
 
@@ -386,17 +385,7 @@ impl Controller for ControllerRpc {
         let res = self
             .quorum
             .propose(|img| {
-                match img.broker(broker) {
-                    Some(b) if b.broker_epoch == broker_epoch => {}
-                    Some(b) => {
-                        return Err(ControllerError::StaleBrokerEpoch {
-                            broker,
-                            request_epoch: broker_epoch,
-                            current_epoch: b.broker_epoch,
-                        })
-                    }
-                    None => return Err(ControllerError::BrokerNotAvailable { broker }),
-                }
+                controller::check_broker_epoch(img, broker, broker_epoch)?;
                 controller::alter_partition(img, req)
             })
             .await;

@@ -113,6 +113,15 @@ pub struct Held {
 }
 
 impl Held {
+    /// What a request of another edge (the Kafka listener) holds: `first`
+    /// (its frame's bytes) and whatever its handler adds, until dropped.
+    pub fn with(budget: Arc<ByteBudget>, first: Reservation) -> Self {
+        Self {
+            budget,
+            reservations: Arc::new(Mutex::new(vec![first])),
+        }
+    }
+
     /// The node's budget.
     pub fn budget(&self) -> &Arc<ByteBudget> {
         &self.budget

@@ -62,6 +62,8 @@ pub struct BrokerIdentity {
     pub rack: Option<String>,
     /// The id of the node's log directory (KIP-858).
     pub directory_id: String,
+    /// The `host:port` Kafka clients use; `None`: no Kafka listener.
+    pub kafka_address: Option<String>,
     /// The log directory was created by this start (empty storage).
     pub new_directory: bool,
     /// Every acknowledged append is fsynced first (`--flush always`).
@@ -223,6 +225,7 @@ impl BrokerRegistration {
                     rack: identity.rack.clone(),
                     directory_id: identity.directory_id.clone(),
                     log_fsynced: identity.log_fsynced,
+                    kafka_address: identity.kafka_address.clone().unwrap_or_default(),
                 };
                 // A controller that accepts connections and never answers
                 // (paused, or stuck in a TLS handshake) must not hold this.

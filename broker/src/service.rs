@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status};
 use rivulet_metadata::security::Access;
 
 use crate::api::{self, ApiError, BrokerApi, OffsetQuery};
-use crate::budget::{Budgeted, ByteBudget, Held};
+use crate::budget::{Budgeted, Held};
 use crate::control::ReadyGate;
 use crate::log::batch::RecordInput;
 use crate::replica::partition::now_ms;
@@ -54,7 +54,7 @@ impl BrokerRpc {
         mgr: Arc<ReplicaManager>,
     ) -> Budgeted<InterceptedService<BrokerServer<Self>, ReadyGate>> {
         let gate = ReadyGate(Arc::clone(&mgr.registration));
-        let budget = ByteBudget::new(mgr.config.max_inflight_bytes);
+        let budget = Arc::clone(mgr.client_budget());
         let server = BrokerServer::new(Self {
             api: BrokerApi::new(mgr),
         })

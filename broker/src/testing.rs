@@ -68,6 +68,7 @@ impl ImageBuilder {
             rack: None,
             directory_id: Some(format!("dir-{id}")),
             log_fsynced: true,
+            kafka_address: None,
         };
         let epoch = self
             .decide(|img| Ok(register_broker(img, request)))

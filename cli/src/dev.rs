@@ -34,6 +34,14 @@ pub struct DevArgs {
     /// password kept in `<data-dir>/users` (printed at start).
     #[arg(long)]
     require_auth: bool,
+    /// Port of node 1's Kafka listener (node i: + i - 1), for kcat,
+    /// librdkafka, kafka-python and the Java client.
+    #[arg(long, default_value_t = 19092)]
+    kafka_base_port: u16,
+    /// Serve no Kafka listener (it is off anyway with --require-auth: it has
+    /// no SASL yet).
+    #[arg(long)]
+    no_kafka: bool,
 }
 
 /// Runs the dev cluster until Ctrl-C or SIGTERM.
@@ -82,7 +90,22 @@ pub async fn run(args: DevArgs) -> Result<()> {
             file.canonicalize()?.display().to_string(),
         ]);
     }
-    let mut cluster = LocalCluster::spawn(&args.data_dir, ports, &extra, tls)?;
+    let kafka_ports = if args.no_kafka || args.require_auth {
+        None
+    } else {
+        anyhow::ensure!(
+            u32::from(args.kafka_base_port) + args.nodes as u32 <= 65_536,
+            "--kafka-base-port leaves no room for {} nodes",
+            args.nodes
+        );
+        Some(
+            (0..args.nodes as u16)
+                .map(|i| args.kafka_base_port + i)
+                .collect(),
+        )
+    };
+    let mut cluster =
+        LocalCluster::spawn_with_kafka(&args.data_dir, ports, kafka_ports, &extra, tls)?;
     eprintln!(
         "starting {} nodes (logs in {})...",
         args.nodes,
@@ -104,6 +127,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
     }
     println!();
     println!("  export RIVULET_BOOTSTRAP={}", cluster.bootstrap());
+    if let Some(k) = cluster.kafka_bootstrap() {
+        println!("  Kafka clients: bootstrap.servers={k}  (kcat -b {k} -L)");
+    }
     if tls {
         let ca = cluster
             .data_dir()

@@ -19,6 +19,8 @@ pub struct LocalCluster {
     exe: PathBuf,
     data_dir: PathBuf,
     ports: Vec<u16>,
+    /// Node i's Kafka listener port, when the nodes serve Kafka clients.
+    kafka_ports: Option<Vec<u16>>,
     extra_args: Vec<String>,
     children: BTreeMap<u64, Child>,
 }
@@ -63,6 +65,18 @@ impl LocalCluster {
         extra_args: &[String],
         tls: bool,
     ) -> Result<Self> {
+        Self::spawn_with_kafka(data_dir, ports, None, extra_args, tls)
+    }
+
+    /// [`Self::spawn`], node i also serving the Kafka protocol on
+    /// `kafka_ports[i - 1]` when given.
+    pub fn spawn_with_kafka(
+        data_dir: &Path,
+        ports: Vec<u16>,
+        kafka_ports: Option<Vec<u16>>,
+        extra_args: &[String],
+        tls: bool,
+    ) -> Result<Self> {
         let exe = std::env::current_exe().context("cannot find the rivulet binary")?;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create {}", data_dir.display()))?;
@@ -86,6 +100,7 @@ impl LocalCluster {
             exe,
             data_dir: data_dir.canonicalize()?,
             ports,
+            kafka_ports,
             extra_args,
             children: BTreeMap::new(),
         };
@@ -112,6 +127,18 @@ impl LocalCluster {
             .map(|i| self.addr(*i))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Node `i`'s Kafka address, if the nodes serve Kafka clients.
+    pub fn kafka_addr(&self, i: u64) -> Option<String> {
+        let ports = self.kafka_ports.as_ref()?;
+        Some(format!("127.0.0.1:{}", ports[(i - 1) as usize]))
+    }
+
+    /// Every node's Kafka address, comma separated (`bootstrap.servers`).
+    pub fn kafka_bootstrap(&self) -> Option<String> {
+        let all: Option<Vec<String>> = self.ids().iter().map(|i| self.kafka_addr(*i)).collect();
+        all.map(|a| a.join(","))
     }
 
     /// Node `i`'s log file.
@@ -152,6 +179,9 @@ impl LocalCluster {
             "--cluster-secret-file".into(),
             self.data_dir.join(SECRET_FILE).display().to_string(),
         ];
+        if let Some(k) = self.kafka_addr(i) {
+            args.extend(["--kafka-listen".into(), k]);
+        }
         args.extend(self.extra_args.iter().cloned());
         args
     }

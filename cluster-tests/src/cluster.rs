@@ -273,12 +273,23 @@ impl Cluster {
             false,
         )
         .expect("cannot write the cluster secret");
-        let addrs = match &self.net {
+        let count = usize::try_from(n).expect("node count fits usize");
+        // Every node serves Kafka clients too, except on --require-auth
+        // clusters (the Kafka listener has no SASL yet).
+        let (addrs, kafka_addrs): (Vec<SocketAddr>, Vec<Option<SocketAddr>>) = match &self.net {
             // Each namespace has its own address: any port will do.
             Some(net) => (1..=n)
-                .map(|id| SocketAddr::new(net.ip(id), 9092))
-                .collect(),
-            None => ports::reserve(usize::try_from(n).expect("node count fits usize")),
+                .map(|id| {
+                    let kafka = (!self.secured).then(|| SocketAddr::new(net.ip(id), 9093));
+                    (SocketAddr::new(net.ip(id), 9092), kafka)
+                })
+                .unzip(),
+            None => {
+                let mut all = ports::reserve(count * 2);
+                let kafka = all.split_off(count);
+                let kafka = kafka.into_iter().map(|a| (!self.secured).then_some(a));
+                (all, kafka.collect())
+            }
         };
         let mut tls_flags = Vec::new();
         self.client_tls = None;
@@ -330,11 +341,16 @@ impl Cluster {
             ]);
         }
         self.nodes = (1..=n)
-            .zip(addrs)
-            .map(|(id, addr)| {
+            .zip(addrs.into_iter().zip(kafka_addrs))
+            .map(|(id, (addr, kafka))| {
                 let mut node = Node::new(&self.root_path, id, addr);
                 node.netns = self.net.as_ref().map(|net| net.namespace(id));
                 node.extra_args = tls_flags.clone();
+                if let Some(k) = kafka {
+                    node.extra_args
+                        .extend(["--kafka-listen".to_owned(), k.to_string()]);
+                    node.kafka_addr = Some(k);
+                }
                 if self.without_secret {
                     node.secret_file = None;
                 }
@@ -525,6 +541,25 @@ impl Cluster {
     /// Node `id`'s gRPC address.
     pub fn addr(&self, id: u64) -> SocketAddr {
         self.node(id).addr
+    }
+
+    /// Node `id`'s Kafka listener, if it serves one.
+    pub fn kafka_addr(&self, id: u64) -> Option<SocketAddr> {
+        self.nodes[&id].kafka_addr
+    }
+
+    /// Every node's Kafka address, comma separated (`bootstrap.servers`);
+    /// panics on a cluster without Kafka listeners (secured ones).
+    pub fn kafka_bootstrap(&self) -> String {
+        self.ids()
+            .iter()
+            .map(|id| {
+                self.kafka_addr(*id)
+                    .expect("this cluster's nodes have no Kafka listener")
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Node `id`'s `--data-dir`.

@@ -45,8 +45,10 @@ pub(crate) struct Node {
     /// `<root>/cluster.secret`, shared by every node of the cluster
     /// (`None`: the node runs without one, proven by its TLS certificate).
     pub(crate) secret_file: Option<PathBuf>,
-    /// More `rivulet node` flags (TLS).
+    /// More `rivulet node` flags (TLS, the Kafka listener).
     pub(crate) extra_args: Vec<String>,
+    /// Its Kafka listener's address, if it serves one.
+    pub(crate) kafka_addr: Option<SocketAddr>,
 }
 
 impl Node {
@@ -60,6 +62,7 @@ impl Node {
             netns: None,
             secret_file: Some(root.join(SECRET_FILE)),
             extra_args: Vec::new(),
+            kafka_addr: None,
         }
     }
 

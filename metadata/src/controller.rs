@@ -180,6 +180,8 @@ pub struct BrokerRegistrationRequest {
     /// Every append it acknowledged was fsynced first (`--flush always`), so
     /// a crash lost nothing it ever reported as written.
     pub log_fsynced: bool,
+    /// Where Kafka clients reach it, if it has a Kafka listener.
+    pub kafka_address: Option<String>,
 }
 
 /// Registers broker `id` (or a new incarnation of it), fenced and catching
@@ -208,6 +210,7 @@ pub fn register_broker(
         rack,
         directory_id,
         log_fsynced,
+        kafka_address,
     } = request;
     let broker_epoch = image.next_broker_epoch();
     let mut records = Vec::new();
@@ -249,6 +252,7 @@ pub fn register_broker(
         broker_epoch,
         directory_id,
         catching_up: true,
+        kafka_address,
     });
     ControllerResult {
         records,

@@ -19,6 +19,7 @@ pub fn broker_info(b: &BrokerRegistration) -> BrokerInfo {
         fenced: b.fenced,
         state: b.state().to_owned(),
         directory_id: b.directory_id.clone().unwrap_or_default(),
+        kafka_address: b.kafka_address.clone().unwrap_or_default(),
     }
 }
 

@@ -103,6 +103,9 @@ pub struct BrokerRegistration {
     /// written before directory ids existed.
     #[serde(default)]
     pub directory_id: Option<String>,
+    /// Where Kafka clients reach it; `None` if it has no Kafka listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_address: Option<String>,
 }
 
 impl BrokerRegistration {
@@ -523,6 +526,7 @@ impl MetadataImage {
                 broker_epoch,
                 directory_id,
                 catching_up,
+                kafka_address,
             } => {
                 // An epoch of u64::MAX would leave no room for the next one.
                 let next_broker_epoch = broker_epoch
@@ -544,6 +548,7 @@ impl MetadataImage {
                         catching_up: *catching_up,
                         registered_offset: self.metadata_offset,
                         directory_id: directory_id.clone(),
+                        kafka_address: kafka_address.clone(),
                     },
                 );
                 self.next_broker_epoch = next_broker_epoch;
@@ -964,6 +969,7 @@ mod tests {
             broker_epoch,
             directory_id: None,
             catching_up: false,
+            kafka_address: None,
         }
     }
 
@@ -1079,6 +1085,7 @@ mod tests {
                 broker_epoch: 2,
                 directory_id: None,
                 catching_up: false,
+                kafka_address: None,
             },
         );
         let broker = image.broker(b(7)).unwrap();

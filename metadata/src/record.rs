@@ -52,6 +52,9 @@ pub enum Record {
         /// The broker starts fenced, catching up with the metadata log.
         #[serde(default)]
         catching_up: bool,
+        /// Where Kafka clients reach it; `None`: no Kafka listener.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kafka_address: Option<String>,
     },
     /// The broker's lease expired: it may no longer lead or be in an ISR.
     FenceBroker {
@@ -197,6 +200,7 @@ mod tests {
                 broker_epoch: 3,
                 directory_id: Some("d1".to_owned()),
                 catching_up: true,
+                kafka_address: None,
             },
             Record::FenceBroker {
                 id: BrokerId(1),
@@ -283,8 +287,12 @@ mod tests {
             Record::RegisterBroker {
                 directory_id,
                 catching_up,
+                kafka_address,
                 ..
-            } => assert_eq!((directory_id, catching_up), (None, false)),
+            } => assert_eq!(
+                (directory_id, catching_up, kafka_address),
+                (None, false, None)
+            ),
             other => panic!("{other:?}"),
         }
         let old = r#"{"PartitionChange":{"topic":"t","topic_id":"00000000000000000000000000000007","partition":0,"leader":1,"isr":[1],"leader_epoch":1,"partition_epoch":1}}"#;

@@ -30,6 +30,12 @@ pub struct GroupsRpc {
 }
 
 impl GroupsRpc {
+    /// The service's handlers without the gRPC server around them, for
+    /// other edges (the Kafka listener) to call in process.
+    pub fn new(coord: Arc<GroupCoordinator>) -> Self {
+        Self { coord }
+    }
+
     /// The service, behind the node's readiness gate (KIP-631).
     pub fn server(
         coord: Arc<GroupCoordinator>,

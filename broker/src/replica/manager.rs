@@ -150,6 +150,8 @@ pub struct ReplicaManager {
     open_failed: Mutex<BTreeMap<Key, String>>,
     /// Producer ids this broker may hand out (InitProducerId).
     pub(crate) producer_ids: crate::api::ProducerIdBlock,
+    /// See [`Self::client_budget`].
+    client_budget: Arc<crate::budget::ByteBudget>,
 }
 
 impl ReplicaManager {
@@ -164,6 +166,7 @@ impl ReplicaManager {
                 let _ = signals.disk_reserve.set(Arc::new(reserve));
             }
         }
+        let client_budget = crate::budget::ByteBudget::new(config.max_inflight_bytes);
         Arc::new(Self {
             config,
             control,
@@ -171,9 +174,21 @@ impl ReplicaManager {
             partitions: RwLock::default(),
             open_failed: Mutex::default(),
             producer_ids: crate::api::ProducerIdBlock::default(),
+            client_budget,
             signals,
             roles_changed: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// This broker's standing with the controller.
+    pub fn registration(&self) -> &Arc<BrokerRegistration> {
+        &self.registration
+    }
+
+    /// The node's budget of client bytes in flight, shared by every
+    /// client-facing edge (gRPC and Kafka).
+    pub fn client_budget(&self) -> &Arc<crate::budget::ByteBudget> {
+        &self.client_budget
     }
 
     /// This broker's id.

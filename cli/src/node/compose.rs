@@ -56,6 +56,9 @@ pub struct NodeSpec {
     /// The data plane; `None` runs only the controller and the broker's
     /// registration and heartbeats.
     pub data_plane: Option<(BrokerConfig, CoordinatorConfig)>,
+    /// The Kafka listener (bound already) and its limits, if the node has
+    /// one; needs the data plane.
+    pub kafka: Option<(TcpListener, rivulet_kafka::KafkaLimits)>,
 }
 
 /// Creates the `--initial-users-file` users the cluster does not have yet:
@@ -147,6 +150,7 @@ impl Node {
             quorum: config,
             identity,
             data_plane,
+            kafka,
         } = spec;
         let span = tracing::info_span!("node", id = config.node_id);
         let id = config.node_id;
@@ -194,6 +198,23 @@ impl Node {
             tasks.spawn(Arc::clone(&mgr).run(cancel.child_token()));
             let groups = GroupCoordinator::new(Arc::clone(&mgr), group_config);
             tasks.spawn(Arc::clone(&groups).run(cancel.child_token()));
+            if let Some((listener, limits)) = kafka {
+                let handler = Arc::new(rivulet_kafka::Handler::new(
+                    Arc::clone(&mgr),
+                    GroupsRpc::new(Arc::clone(&groups)),
+                    Arc::new(security.authorizer.clone()),
+                ));
+                tasks.spawn(
+                    rivulet_kafka::serve(
+                        listener,
+                        handler,
+                        Arc::clone(mgr.client_budget()),
+                        limits,
+                        cancel.child_token(),
+                    )
+                    .instrument(span.clone()),
+                );
+            }
             routes = routes
                 .add_service(BrokerRpc::broker_server(Arc::clone(&mgr)))
                 .add_service(BrokerRpc::replication_server(mgr))

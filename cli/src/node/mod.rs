@@ -33,6 +33,14 @@ pub struct NodeArgs {
     /// Address other nodes and clients reach this node at; default: --listen.
     #[arg(long, env = "RIVULET_ADVERTISE")]
     advertise: Option<String>,
+    /// Address to serve the Kafka wire protocol on (kcat, librdkafka,
+    /// kafka-python, the Java client); off unless given.
+    #[arg(long, env = "RIVULET_KAFKA_LISTEN")]
+    kafka_listen: Option<SocketAddr>,
+    /// Address Kafka clients reach this node at (what Metadata and
+    /// FindCoordinator answer); default: --kafka-listen.
+    #[arg(long, env = "RIVULET_KAFKA_ADVERTISE", requires = "kafka_listen")]
+    kafka_advertise: Option<String>,
     /// Directory for the node's data (metadata log, partition logs).
     #[arg(long, env = "RIVULET_DATA_DIR")]
     data_dir: PathBuf,
@@ -237,6 +245,26 @@ pub async fn run(args: NodeArgs, tls_args: &crate::tls::TlsArgs) -> Result<()> {
         }
         None => args.listen.to_string(),
     };
+    let kafka_advertise = match (&args.kafka_listen, &args.kafka_advertise) {
+        (None, _) => None,
+        (Some(_), Some(a)) => Some(a.clone()),
+        (Some(l), None) if l.ip().is_unspecified() => {
+            bail!("--kafka-listen {l} is a wildcard address: give --kafka-advertise host:port")
+        }
+        (Some(l), None) => Some(l.to_string()),
+    };
+    if let Some(a) = &kafka_advertise {
+        match a.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+            Some((h, Ok(_))) if !h.is_empty() && a.len() <= 255 => {}
+            _ => bail!("--kafka-advertise {a:?} is not host:port"),
+        }
+    }
+    if args.kafka_listen.is_some() && args.require_auth {
+        bail!(
+            "--kafka-listen with --require-auth: the Kafka listener has no SASL yet, so its \
+             clients could not authenticate; run it only on clusters without --require-auth"
+        );
+    }
     if let Some(listed) = voters.get(&args.id) {
         if *listed != advertise {
             bail!(
@@ -332,6 +360,25 @@ pub async fn run(args: NodeArgs, tls_args: &crate::tls::TlsArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let kafka = match args.kafka_listen {
+        None => None,
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --kafka-listen {addr}"))?;
+            if tls.is_some() {
+                warn!("the Kafka listener is plaintext (TLS on it is not built yet)");
+            }
+            Some((
+                l,
+                rivulet_kafka::KafkaLimits {
+                    max_connections: edge.max_connections,
+                    idle_timeout: edge.idle_timeout.max(Duration::from_secs(60)),
+                    ..rivulet_kafka::KafkaLimits::default()
+                },
+            ))
+        }
+    };
     let config = QuorumConfig {
         node_id: args.id,
         advertise: advertise.clone(),
@@ -351,6 +398,7 @@ pub async fn run(args: NodeArgs, tls_args: &crate::tls::TlsArgs) -> Result<()> {
         address: advertise.clone(),
         rack: args.rack.clone(),
         directory_id: directory.id.clone(),
+        kafka_address: kafka_advertise.clone(),
         new_directory: directory.new,
         log_fsynced: matches!(args.flush, rivulet_broker::log::FlushPolicy::Always),
         process_started,
@@ -359,6 +407,7 @@ pub async fn run(args: NodeArgs, tls_args: &crate::tls::TlsArgs) -> Result<()> {
         quorum: config,
         identity,
         data_plane: Some((broker_config, group_config)),
+        kafka,
     };
     let node = Node::start(listener, spec)
         .await
@@ -366,6 +415,9 @@ pub async fn run(args: NodeArgs, tls_args: &crate::tls::TlsArgs) -> Result<()> {
     let command: Vec<String> = std::env::args()
         .map(|a| crate::local::shell_quote(&a))
         .collect();
+    if let Some(k) = &kafka_advertise {
+        info!(kafka_advertise = %k, "Kafka clients: bootstrap.servers={k}");
+    }
     info!(listen = %args.listen, advertise = %advertise, data_dir = %args.data_dir.display(),
         command = %command.join(" "), "node started (restart it with `command`)");
     let cancel = node.cancel_token();
@@ -422,6 +474,8 @@ const CONFIG_KEYS: &[(&str, &str)] = &[
     ("id", "RIVULET_NODE_ID"),
     ("listen", "RIVULET_LISTEN"),
     ("advertise", "RIVULET_ADVERTISE"),
+    ("kafka-listen", "RIVULET_KAFKA_LISTEN"),
+    ("kafka-advertise", "RIVULET_KAFKA_ADVERTISE"),
     ("data-dir", "RIVULET_DATA_DIR"),
     ("voters", "RIVULET_VOTERS"),
     ("cluster-id", "RIVULET_CLUSTER_ID"),

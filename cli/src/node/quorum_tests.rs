@@ -117,6 +117,7 @@ impl TestCluster {
             address: self.addrs[&id].to_string(),
             rack: None,
             directory_id: format!("dir-{id}"),
+            kafka_address: None,
             new_directory: false,
             log_fsynced: true,
             process_started: std::time::Instant::now(),
@@ -125,6 +126,7 @@ impl TestCluster {
             quorum: self.config(id),
             identity,
             data_plane: None,
+            kafka: None,
         };
         let node = Node::start(listener, spec).await.unwrap();
         self.nodes.insert(id, node);

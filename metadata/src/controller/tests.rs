@@ -49,6 +49,7 @@ fn reg(id: u64, address: &str, rack: Option<&str>) -> BrokerRegistrationRequest 
         rack: rack.map(str::to_owned),
         directory_id: Some(format!("dir-{id}")),
         log_fsynced: true,
+        kafka_address: None,
     }
 }
 
@@ -193,6 +194,7 @@ fn register_broker_record_carries_the_request() {
             broker_epoch: 1,
             directory_id: Some("dir-1".to_owned()),
             catching_up: true,
+            kafka_address: None,
         }]
     );
 }
@@ -229,6 +231,7 @@ fn re_registering_with_unflushed_logs_leaves_the_isrs() {
     create(&mut image, "t", 3, 3, &[]);
     let request = BrokerRegistrationRequest {
         log_fsynced: false,
+        kafka_address: None,
         ..reg(1, "node1:9093", None)
     };
     let response = decide(&mut image, |img| register_broker(img, request));
@@ -383,6 +386,7 @@ fn whole_cluster_restarts_with_one_disk_replaced_never_elect_the_empty_replica()
                                 format!("dir-{id}")
                             }),
                             log_fsynced: fsynced,
+                            kafka_address: None,
                             ..reg(*id, &format!("node{id}:1"), None)
                         };
                         let r = decide(&mut image, |img| register_broker(img, request));

@@ -216,6 +216,11 @@ impl Controller for ControllerRpc {
                 "directory_id is longer than 64 characters",
             ));
         }
+        if r.kafka_address.len() > 255 {
+            return Err(Status::invalid_argument(
+                "kafka_address is longer than 255 characters",
+            ));
+        }
         let id = BrokerId(r.broker_id);
         let request = controller::BrokerRegistrationRequest {
             id,
@@ -223,6 +228,7 @@ impl Controller for ControllerRpc {
             rack: r.rack.clone(),
             directory_id: (!r.directory_id.is_empty()).then(|| r.directory_id.clone()),
             log_fsynced: r.log_fsynced,
+            kafka_address: (!r.kafka_address.is_empty()).then(|| r.kafka_address.clone()),
         };
         let res = self
             .quorum

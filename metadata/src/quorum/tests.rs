@@ -81,6 +81,7 @@ async fn metadata_store_disk_use_stays_bounded_under_sustained_writes() {
                     broker_epoch: w * 1_000_000 + i + 1,
                     directory_id: None,
                     catching_up: false,
+                    kafka_address: None,
                 };
                 q.raft()
                     .client_write(crate::raft::MetadataCommand::new(vec![record]))

@@ -96,6 +96,7 @@ fn register(id: u64, broker_epoch: u64) -> Record {
         broker_epoch,
         directory_id: None,
         catching_up: false,
+        kafka_address: None,
     }
 }
 

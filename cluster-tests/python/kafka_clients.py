@@ -1,0 +1,222 @@
+"""Rivulet's Kafka listener through clients we did not write: confluent-kafka
+(librdkafka), kafka-python and aiokafka, against a real cluster.
+
+Usage: kafka_clients.py <kafka bootstrap> <topic with 3 partitions>
+
+Prints one line per check and "N passed, M failed"; exits non-zero on a
+failure. `cluster-tests/tests/kafka.rs` runs it.
+"""
+
+import asyncio
+import sys
+import time
+import traceback
+
+import confluent_kafka
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+import kafka
+from kafka.partitioner.default import murmur2
+
+BOOTSTRAP = sys.argv[1]
+TOPIC = sys.argv[2]
+PARTITIONS = 3
+CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+PER_CODEC = 200
+
+passed = 0
+failed = 0
+produced = {}  # value -> (partition, key)
+
+
+def check(name):
+    def wrap(f):
+        global passed, failed
+        started = time.monotonic()
+        try:
+            f()
+            passed += 1
+            print(f"ok   {name} ({time.monotonic() - started:.1f}s)", flush=True)
+        except Exception:  # noqa: BLE001 - report every failure the same way
+            failed += 1
+            print(f"FAIL {name}", flush=True)
+            traceback.print_exc()
+        return f
+
+    return wrap
+
+
+def java_partition(key: bytes) -> int:
+    """The partition Kafka's Java client (and `rivulet produce`) picks."""
+    return (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
+
+
+@check("Metadata lists every broker at its Kafka address and the topic's partitions")
+def _():
+    md = AdminClient({"bootstrap.servers": BOOTSTRAP}).list_topics(timeout=10)
+    hosts = sorted(f"{b.host}:{b.port}" for b in md.brokers.values())
+    assert hosts == sorted(BOOTSTRAP.split(",")), hosts
+    t = md.topics[TOPIC]
+    assert t.error is None, t.error
+    assert sorted(t.partitions) == list(range(PARTITIONS)), t.partitions
+    for p in t.partitions.values():
+        assert p.leader in md.brokers and len(p.replicas) == 3 and len(p.isrs) == 3, p
+    missing = AdminClient({"bootstrap.servers": BOOTSTRAP}).list_topics(
+        topic="no-such-topic", timeout=10
+    )
+    err = missing.topics["no-such-topic"].error
+    assert err is not None and err.code() == confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART, err
+
+
+@check("an idempotent acks=all librdkafka producer lands keyed records where Kafka's partitioner puts them, in every codec")
+def _():
+    for codec in CODECS:
+        p = Producer(
+            {
+                "bootstrap.servers": BOOTSTRAP,
+                "enable.idempotence": True,
+                "acks": "all",
+                "compression.type": codec,
+                "partitioner": "murmur2_random",
+                "linger.ms": 5,
+            }
+        )
+        results = []
+
+        def done(err, msg):
+            results.append((err, msg))
+
+        for i in range(PER_CODEC):
+            key = f"key-{i % 17}".encode()
+            p.produce(TOPIC, key=key, value=f"{codec}-{i}".encode(), on_delivery=done)
+        assert p.flush(30) == 0, "undelivered records"
+        assert len(results) == PER_CODEC, len(results)
+        for err, msg in results:
+            assert err is None, f"{codec}: {err}"
+            assert msg.partition() == java_partition(msg.key()), (msg.key(), msg.partition())
+            assert msg.offset() >= 0
+            produced[msg.value().decode()] = (msg.partition(), msg.key())
+
+
+def consume_all(expected, group=None, extra=None):
+    conf = {
+        "bootstrap.servers": BOOTSTRAP,
+        "group.id": group or "reader",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+    conf.update(extra or {})
+    c = Consumer(conf)
+    c.assign([TopicPartition(TOPIC, p, confluent_kafka.OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    seen = {}
+    deadline = time.monotonic() + 30
+    while len(seen) < expected and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        assert m.error() is None, m.error()
+        v = m.value().decode()
+        assert v not in seen, f"{v} read twice"
+        seen[v] = (m.partition(), m.key(), m.offset())
+    return c, seen
+
+
+@check("a librdkafka consumer reads every record once, from every codec, with keys and partitions intact")
+def _():
+    c, seen = consume_all(len(produced))
+    c.close()
+    assert set(seen) == set(produced), (len(seen), len(produced))
+    for v, (partition, key, _) in seen.items():
+        assert (partition, key) == produced[v], v
+
+
+@check("ListOffsets: earliest, latest and by timestamp (librdkafka)")
+def _():
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "offsets"})
+    total = 0
+    for p in range(PARTITIONS):
+        lo, hi = c.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)
+        assert lo == 0 and hi >= 0, (lo, hi)
+        total += hi
+    assert total == len(produced), (total, len(produced))
+    future = int(time.time() * 1000) + 3_600_000
+    past = c.offsets_for_times([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)], timeout=10)
+    assert all(tp.offset == 0 for tp in past if tp.error is None), past
+    later = c.offsets_for_times([TopicPartition(TOPIC, p, future) for p in range(PARTITIONS)], timeout=10)
+    assert all(tp.offset == -1 for tp in later), later
+    c.close()
+
+
+@check("offsets committed by a librdkafka consumer are fetched back (OffsetCommit/OffsetFetch)")
+def _():
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "kafka-committer", "enable.auto.commit": False})
+    want = [TopicPartition(TOPIC, p, 5 + p) for p in range(PARTITIONS)]
+    c.commit(offsets=want, asynchronous=False)
+    got = c.committed([TopicPartition(TOPIC, p) for p in range(PARTITIONS)], timeout=10)
+    assert [(tp.partition, tp.offset) for tp in got] == [(p, 5 + p) for p in range(PARTITIONS)], got
+    none = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "never-committed"})
+    got = none.committed([TopicPartition(TOPIC, 0)], timeout=10)
+    assert got[0].offset == confluent_kafka.OFFSET_INVALID, got
+    none.close()
+    c.close()
+
+
+@check("kafka-python (idempotent by default) produces and reads back; end offsets agree")
+def _():
+    p = kafka.KafkaProducer(bootstrap_servers=BOOTSTRAP.split(","), acks="all")
+    futures = [p.send(TOPIC, key=f"kp-{i}".encode(), value=f"kafka-python-{i}".encode()) for i in range(100)]
+    for i, f in enumerate(futures):
+        md = f.get(timeout=30)
+        assert md.partition == java_partition(f"kp-{i}".encode()), (i, md.partition)
+        produced[f"kafka-python-{i}"] = (md.partition, f"kp-{i}".encode())
+    p.close()
+    c = kafka.KafkaConsumer(bootstrap_servers=BOOTSTRAP.split(","), enable_auto_commit=False, consumer_timeout_ms=5000)
+    tps = [kafka.TopicPartition(TOPIC, i) for i in range(PARTITIONS)]
+    c.assign(tps)
+    c.seek_to_beginning()
+    ends = c.end_offsets(tps)
+    assert sum(ends.values()) == len(produced), (ends, len(produced))
+    values = set()
+    for m in c:
+        values.add(m.value.decode())
+        if len(values) == len(produced):
+            break
+    c.close()
+    assert values == set(produced), (len(values), len(produced))
+
+
+@check("aiokafka produces and reads back")
+def _():
+    import aiokafka
+
+    async def run():
+        p = aiokafka.AIOKafkaProducer(bootstrap_servers=BOOTSTRAP)
+        await p.start()
+        try:
+            for i in range(50):
+                md = await p.send_and_wait(TOPIC, key=f"ak-{i}".encode(), value=f"aiokafka-{i}".encode())
+                produced[f"aiokafka-{i}"] = (md.partition, f"ak-{i}".encode())
+        finally:
+            await p.stop()
+        c = aiokafka.AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+        await c.start()
+        try:
+            tps = [aiokafka.TopicPartition(TOPIC, i) for i in range(PARTITIONS)]
+            c.assign(tps)
+            await c.seek_to_beginning(*tps)
+            values = set()
+            deadline = time.monotonic() + 30
+            while len(values) < len(produced) and time.monotonic() < deadline:
+                batch = await c.getmany(timeout_ms=500)
+                for msgs in batch.values():
+                    values.update(m.value.decode() for m in msgs)
+            assert values == set(produced), (len(values), len(produced))
+        finally:
+            await c.stop()
+
+    asyncio.run(run())
+
+
+print(f"{passed} passed, {failed} failed (confluent-kafka {confluent_kafka.version()}, librdkafka {confluent_kafka.libversion()[0]}, kafka-python {kafka.__version__})")
+print(f"records produced: {len(produced)}")
+sys.exit(1 if failed else 0)

@@ -1,0 +1,233 @@
+//! The listener and its connections: Kafka's framing (a 4-byte big-endian
+//! size, then the request), pipelined requests answered in order, and every
+//! resource bounded.
+//!
+//! ```text
+//!  socket ─▶ reader: size ─▶ budget ─▶ body ─▶ header ─▶ spawn handler ─┐
+//!                                                                       │ bounded queue of
+//!  socket ◀─ writer: await handlers in arrival order ◀──────────────────┘ handler tasks
+//! ```
+//!
+//! - A size below the smallest header or above `max_frame_bytes` closes the
+//!   connection unread; the body buffer grows with the bytes that actually
+//!   arrive, never by what a size field claims. Every frame reserves its
+//!   size from the node's in-flight byte budget (shared with gRPC) until its
+//!   answer is written.
+//! - An unknown API key, a version we do not speak or a body that does not
+//!   decode closes the connection after the answers before it (Kafka does
+//!   the same); ApiVersions of an unknown version is answered with
+//!   UNSUPPORTED_VERSION and our versions in its v0 form (KIP-511).
+//! - At most `max_in_flight` requests per connection are in work; past that
+//!   the reader stops reading and TCP holds the client back.
+//! - A connection silent for `idle_timeout` between requests, or stalled
+//!   for [`BODY_STALL`] inside one, is closed; past `max_connections` a new
+//!   connection is closed at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rivulet_broker::budget::{ByteBudget, Held, BODY_STALL};
+use rivulet_metadata::edge::RateLimit;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::handler::{Answer, Handler, Parsed};
+
+/// Limits of the Kafka listener.
+#[derive(Debug, Clone, Copy)]
+pub struct KafkaLimits {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Longest a connection may stay silent between requests.
+    pub idle_timeout: Duration,
+    /// Largest request accepted (Kafka's `socket.request.max.bytes`).
+    pub max_frame_bytes: usize,
+    /// Most requests of one connection in work at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for KafkaLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(600),
+            max_frame_bytes: 100 << 20,
+            max_in_flight: 64,
+        }
+    }
+}
+
+/// The smallest request: api key, version, correlation id, client id length.
+const MIN_FRAME: usize = 10;
+/// How much of a body is read into memory before more is allocated.
+const READ_CHUNK: usize = 64 << 10;
+
+static REFUSED: RateLimit = RateLimit::new(Duration::from_secs(1));
+static ACCEPT_FAILED: RateLimit = RateLimit::new(Duration::from_secs(1));
+static CLOSED: RateLimit = RateLimit::new(Duration::from_secs(1));
+
+/// Serves Kafka clients on `listener` until `cancel`.
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    budget: Arc<ByteBudget>,
+    limits: KafkaLimits,
+    cancel: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "Kafka listener started");
+    }
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                if let Some(suppressed) = ACCEPT_FAILED.allow() {
+                    warn!(error = %e, suppressed, "Kafka listener cannot accept a connection");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            if let Some(suppressed) = REFUSED.allow() {
+                warn!(%peer, max_connections = limits.max_connections, suppressed,
+                    "Kafka connection refused: the node holds its maximum of connections");
+            }
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let (handler, budget, stop) = (Arc::clone(&handler), Arc::clone(&budget), cancel.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let why = connection(socket, peer, handler, budget, limits, stop).await;
+            if let Some(why) = why {
+                if let Some(suppressed) = CLOSED.allow() {
+                    info!(%peer, reason = %why, suppressed, "closed a Kafka connection");
+                }
+            }
+        });
+    }
+}
+
+/// Why a connection was closed by us (not a plain disconnect).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Closed {
+    #[error("request size {0} is outside 10..={1} bytes")]
+    BadSize(i64, usize),
+    #[error("silent for {0:?}")]
+    Idle(Duration),
+    #[error("a request stalled half-sent for {0:?}")]
+    Stalled(Duration),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// One connection; returns why we closed it, `None` if the client did.
+async fn connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    handler: Arc<Handler>,
+    budget: Arc<ByteBudget>,
+    limits: KafkaLimits,
+    cancel: CancellationToken,
+) -> Option<Closed> {
+    let (mut rd, mut wr) = socket.into_split();
+    let (tx, mut rx) = mpsc::channel::<JoinHandle<Answer>>(limits.max_in_flight.max(1));
+    let writer = tokio::spawn(async move {
+        while let Some(task) = rx.recv().await {
+            match task.await {
+                Ok(Answer::Bytes(bytes)) => {
+                    if wr.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Answer::Nothing) => {}
+                Ok(Answer::Close(why)) => {
+                    if let Some(suppressed) = CLOSED.allow() {
+                        info!(%peer, reason = %why, suppressed, "closed a Kafka connection");
+                    }
+                    return;
+                }
+                // A handler that panicked: the client cannot be answered in
+                // order any more.
+                Err(_) => return,
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let reason = loop {
+        let frame = tokio::select! {
+            () = cancel.cancelled() => break None,
+            f = read_frame(&mut rd, &budget, &limits) => f,
+        };
+        let (frame, reservation) = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        };
+        let held = Held::with(Arc::clone(&budget), reservation);
+        let task = match handler.parse(frame) {
+            Parsed::Request(request) => {
+                let handler = Arc::clone(&handler);
+                tokio::spawn(async move { handler.handle(request, peer, &held).await })
+            }
+            Parsed::Immediate(bytes) => tokio::spawn(async move { Answer::Bytes(bytes) }),
+            Parsed::Close(why) => break Some(Closed::Protocol(why)),
+        };
+        if tx.send(task).await.is_err() {
+            // The writer stopped: the client went away.
+            break None;
+        }
+    };
+    // Answers already in work still go out, in order.
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(30), writer).await;
+    debug!(%peer, "Kafka connection done");
+    reason
+}
+
+/// Reads one frame, its size reserved from `budget`; `None` at a clean EOF
+/// between frames.
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    budget: &ByteBudget,
+    limits: &KafkaLimits,
+) -> Result<Option<(Bytes, rivulet_broker::budget::Reservation)>, Closed> {
+    let mut size = [0u8; 4];
+    match tokio::time::timeout(limits.idle_timeout, rd.read_exact(&mut size)).await {
+        Err(_) => return Err(Closed::Idle(limits.idle_timeout)),
+        Ok(Err(_)) => return Ok(None),
+        Ok(Ok(_)) => {}
+    }
+    let n = i32::from_be_bytes(size);
+    let len = usize::try_from(n).unwrap_or(0);
+    if len < MIN_FRAME || len > limits.max_frame_bytes {
+        return Err(Closed::BadSize(i64::from(n), limits.max_frame_bytes));
+    }
+    let reservation = budget.reserve(len).await;
+    let mut buf = BytesMut::with_capacity(len.min(READ_CHUNK));
+    while buf.len() < len {
+        if buf.capacity() == buf.len() {
+            buf.reserve((len - buf.len()).min(READ_CHUNK << 4));
+        }
+        let want = (len - buf.len()) as u64;
+        match tokio::time::timeout(BODY_STALL, (&mut *rd).take(want).read_buf(&mut buf)).await {
+            Err(_) => return Err(Closed::Stalled(BODY_STALL)),
+            Ok(Err(_)) | Ok(Ok(0)) => return Ok(None),
+            Ok(Ok(_)) => {}
+        }
+    }
+    Ok(Some((buf.freeze(), reservation)))
+}

@@ -1,0 +1,955 @@
+//! Kafka requests onto the broker's protocol-neutral API: one function per
+//! Kafka API, each decoding its request, calling [`BrokerApi`] (or the group
+//! coordinator's service, in process) and encoding the answer at the
+//! client's version.
+//!
+//! Fields a version does not carry are left at their defaults: the codec
+//! refuses to encode a non-default value the version lacks, so each
+//! version-gated field is set under its version check.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError as K;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use rivulet_broker::api::{self, ApiError, BrokerApi, OffsetQuery};
+use rivulet_broker::budget::Held;
+use rivulet_broker::{BrokerRegistration, GroupsRpc, ReplicaManager};
+use rivulet_metadata::image::MetadataImage;
+use rivulet_metadata::security::{Access, Authorizer, Principal};
+use rivulet_proto::v1::groups_server::Groups as _;
+use rivulet_proto::v1::{self as pb, ErrorCode};
+use tracing::warn;
+
+use crate::codes::{kafka_code, kafka_code_raw};
+use crate::versions::{supported, PRODUCE_MIN_USABLE, SUPPORTED};
+
+/// The internal topic's name, marked internal in Metadata.
+const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// A request whose header has been read.
+#[derive(Debug)]
+pub(crate) struct Request {
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: Bytes,
+}
+
+/// What the reader does with a frame.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    /// Hand it to [`Handler::handle`].
+    Request(Request),
+    /// Send these bytes (an answer needing no work).
+    Immediate(Bytes),
+    /// Close the connection, for this reason.
+    Close(String),
+}
+
+/// What a handled request sends back.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// A whole response frame.
+    Bytes(Bytes),
+    /// Nothing (acks=0 produce).
+    Nothing,
+    /// Close the connection after the answers before this one.
+    Close(String),
+}
+
+/// Everything the Kafka edge calls into; one per node.
+#[derive(Debug)]
+pub struct Handler {
+    api: BrokerApi,
+    mgr: Arc<ReplicaManager>,
+    registration: Arc<BrokerRegistration>,
+    groups: GroupsRpc,
+    authorizer: Arc<Authorizer>,
+}
+
+/// Why a request could not be answered (the connection is closed).
+type Failed = String;
+
+fn decode<T: Decodable>(body: &mut Bytes, key: ApiKey, version: i16) -> Result<T, Failed> {
+    T::decode(body, version).map_err(|e| format!("{key:?} v{version} does not decode: {e}"))
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_owned()))
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_owned())
+}
+
+/// `host:port` split for the wire (brackets of an IPv6 literal removed).
+fn host_port(address: &str) -> Option<(StrBytes, i32)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| (str_bytes(host), i32::from(port)))
+}
+
+fn broker_id(id: u64) -> BrokerId {
+    BrokerId(i32::try_from(id).unwrap_or(-1))
+}
+
+/// Kafka's code for a whole-request failure, given to every partition.
+fn api_error_code(e: &ApiError) -> i16 {
+    match e {
+        ApiError::InvalidRequest(_) => K::InvalidRequest.code(),
+        ApiError::Busy(_) => K::RequestTimedOut.code(),
+        // The client looks for another leader.
+        ApiError::ShuttingDown => K::NotLeaderOrFollower.code(),
+        ApiError::UnknownBroker(_) | ApiError::Internal(_) => K::UnknownServerError.code(),
+    }
+}
+
+impl Handler {
+    /// The edge over this node's broker and group coordinator.
+    pub fn new(mgr: Arc<ReplicaManager>, groups: GroupsRpc, authorizer: Arc<Authorizer>) -> Self {
+        Self {
+            api: BrokerApi::new(Arc::clone(&mgr)),
+            registration: Arc::clone(mgr.registration()),
+            mgr,
+            groups,
+            authorizer,
+        }
+    }
+
+    /// Reads the header of `frame`: a request to handle, or what to do
+    /// instead.
+    pub(crate) fn parse(&self, mut frame: Bytes) -> Parsed {
+        let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+        let version = i16::from_be_bytes([frame[2], frame[3]]);
+        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let Ok(key) = ApiKey::try_from(raw_key) else {
+            return Parsed::Close(format!("unknown API key {raw_key}"));
+        };
+        let Some((lo, hi)) = supported(key) else {
+            return Parsed::Close(format!("{key:?} is not served by this listener"));
+        };
+        if !(lo..=hi).contains(&version) {
+            if key == ApiKey::ApiVersions {
+                // KIP-511: answer in v0 with our range, so the client can
+                // retry with a version we speak.
+                return match self.api_versions_body(0, K::UnsupportedVersion.code()) {
+                    Ok(body) => Parsed::Immediate(frame_response(correlation_id, 0, &body)),
+                    Err(e) => Parsed::Close(e),
+                };
+            }
+            return Parsed::Close(format!("{key:?} v{version} is not served (v{lo}..=v{hi})"));
+        }
+        if key == ApiKey::Produce && version < PRODUCE_MIN_USABLE {
+            return Parsed::Close(format!(
+                "Produce v{version} (message format v0/v1) is not served: use v{PRODUCE_MIN_USABLE} or later"
+            ));
+        }
+        let header_version = key.request_header_version(version);
+        if let Err(e) = RequestHeader::decode(&mut frame, header_version) {
+            return Parsed::Close(format!("{key:?} v{version}: bad request header: {e}"));
+        }
+        Parsed::Request(Request {
+            key,
+            version,
+            correlation_id,
+            body: frame,
+        })
+    }
+
+    /// Answers one request.
+    pub(crate) async fn handle(&self, req: Request, peer: SocketAddr, held: &Held) -> Answer {
+        let Request {
+            key,
+            version,
+            correlation_id,
+            mut body,
+        } = req;
+        let access = Access {
+            principal: Principal::Anonymous,
+            host: Some(peer.ip()),
+            authorizer: Arc::clone(&self.authorizer),
+        };
+        let ready = key == ApiKey::ApiVersions || self.registration.is_ready();
+        let answered: Result<Option<BytesMut>, Failed> = if !ready {
+            Err("the node is still catching up with the metadata log".to_owned())
+        } else {
+            match key {
+                ApiKey::ApiVersions => self.api_versions_body(version, 0).map(Some),
+                ApiKey::Metadata => self.metadata(&mut body, version, &access).await.map(Some),
+                ApiKey::Produce => self.produce(&mut body, version, access, held).await,
+                ApiKey::Fetch => self.fetch(&mut body, version, access, held).await.map(Some),
+                ApiKey::ListOffsets => self
+                    .list_offsets(&mut body, version, &access)
+                    .await
+                    .map(Some),
+                ApiKey::InitProducerId => self
+                    .init_producer_id(&mut body, version, &access)
+                    .await
+                    .map(Some),
+                ApiKey::FindCoordinator => self
+                    .find_coordinator(&mut body, version, &access)
+                    .await
+                    .map(Some),
+                ApiKey::OffsetCommit => self
+                    .offset_commit(&mut body, version, &access)
+                    .await
+                    .map(Some),
+                ApiKey::OffsetFetch => self
+                    .offset_fetch(&mut body, version, &access)
+                    .await
+                    .map(Some),
+                other => Err(format!("{other:?} is not served")),
+            }
+        };
+        match answered {
+            Ok(Some(body)) => Answer::Bytes(frame_response(
+                correlation_id,
+                key.response_header_version(version),
+                &body,
+            )),
+            Ok(None) => Answer::Nothing,
+            Err(why) => Answer::Close(why),
+        }
+    }
+
+    fn image(&self) -> Arc<MetadataImage> {
+        self.mgr.image()
+    }
+
+    fn api_versions_body(&self, version: i16, error_code: i16) -> Result<BytesMut, Failed> {
+        let mut r = ApiVersionsResponse::default();
+        r.error_code = error_code;
+        r.api_keys = SUPPORTED
+            .iter()
+            .map(|(k, lo, hi)| {
+                ApiVersion::default()
+                    .with_api_key(*k as i16)
+                    .with_min_version(*lo)
+                    .with_max_version(*hi)
+            })
+            .collect();
+        encode(&r, ApiKey::ApiVersions, version)
+    }
+
+    async fn metadata(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: &Access,
+    ) -> Result<BytesMut, Failed> {
+        let req: MetadataRequest = decode(body, ApiKey::Metadata, version)?;
+        let image = self.image();
+        // v0: an empty list means every topic; v1+: null does, and an empty
+        // list means none.
+        let mut unknown_ids = Vec::new();
+        let names: Option<Vec<String>> = match req.topics {
+            None => None,
+            Some(t) if t.is_empty() && version == 0 => None,
+            Some(t) => Some(
+                t.into_iter()
+                    .filter_map(|t| match t.name {
+                        Some(n) => Some(n.0.to_string()),
+                        None => {
+                            let id = t.topic_id.as_u128();
+                            let found = image
+                                .topics()
+                                .values()
+                                .find(|ti| ti.id.as_u128() == id)
+                                .map(|ti| ti.name.clone());
+                            if found.is_none() {
+                                unknown_ids.push(t.topic_id);
+                            }
+                            found
+                        }
+                    })
+                    .collect(),
+            ),
+        };
+        let mut r = MetadataResponse::default();
+        r.brokers = image
+            .brokers()
+            .values()
+            .filter(|b| !b.fenced)
+            .filter_map(|b| {
+                let (host, port) = host_port(b.kafka_address.as_deref()?)?;
+                let mut broker = MetadataResponseBroker::default()
+                    .with_node_id(broker_id(b.id.0))
+                    .with_host(host)
+                    .with_port(port);
+                if version >= 1 {
+                    broker.rack = b.rack.as_deref().map(str_bytes);
+                }
+                Some(broker)
+            })
+            .collect();
+        let view = match &names {
+            Some(n) if n.is_empty() => None,
+            Some(n) => Some(self.api.metadata(n, access).await),
+            None => Some(self.api.metadata(&[], access).await),
+        };
+        if version >= 1 {
+            r.controller_id = view
+                .as_ref()
+                .and_then(|v| v.controller_id)
+                .map_or(BrokerId(-1), broker_id);
+        }
+        if version >= 2 {
+            r.cluster_id = Some(str_bytes(image.cluster_id()));
+        }
+        let Some(view) = view else {
+            return encode(&r, ApiKey::Metadata, version);
+        };
+        let image = &view.image;
+        let described: Vec<&rivulet_metadata::image::TopicImage> = match &names {
+            None => image
+                .topics()
+                .values()
+                .filter(|t| view.described.contains(&t.name))
+                .collect(),
+            Some(n) => n
+                .iter()
+                .filter(|n| view.described.contains(*n))
+                .filter_map(|n| image.topic(n))
+                .collect(),
+        };
+        for t in described {
+            let mut topic = MetadataResponseTopic::default().with_name(Some(name(&t.name)));
+            if version >= 1 {
+                topic.is_internal = t.name == OFFSETS_TOPIC;
+            }
+            if version >= 10 {
+                topic.topic_id = uuid::Uuid::from_u128(t.id.as_u128());
+            }
+            topic.partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut out = MetadataResponsePartition::default()
+                        .with_partition_index(i32::try_from(p.partition).unwrap_or(i32::MAX))
+                        .with_leader_id(p.leader.map_or(BrokerId(-1), |l| broker_id(l.0)))
+                        .with_replica_nodes(p.replicas.iter().map(|b| broker_id(b.0)).collect())
+                        .with_isr_nodes(p.isr.iter().map(|b| broker_id(b.0)).collect());
+                    if p.leader.is_none() {
+                        out.error_code = K::LeaderNotAvailable.code();
+                    }
+                    if version >= 7 {
+                        out.leader_epoch = i32::try_from(p.leader_epoch).unwrap_or(i32::MAX);
+                    }
+                    if version >= 5 {
+                        out.offline_replicas = p
+                            .replicas
+                            .iter()
+                            .filter(|b| image.broker(**b).is_none_or(|r| r.fenced))
+                            .map(|b| broker_id(b.0))
+                            .collect();
+                    }
+                    out
+                })
+                .collect();
+            r.topics.push(topic);
+        }
+        for (names, code) in [
+            (&view.unknown_topics, K::UnknownTopicOrPartition.code()),
+            (
+                &view.unauthorized_topics,
+                K::TopicAuthorizationFailed.code(),
+            ),
+        ] {
+            for n in names {
+                r.topics.push(
+                    MetadataResponseTopic::default()
+                        .with_name(Some(name(n)))
+                        .with_error_code(code),
+                );
+            }
+        }
+        if version >= 10 {
+            for id in unknown_ids {
+                r.topics.push(
+                    MetadataResponseTopic::default()
+                        .with_topic_id(id)
+                        .with_error_code(K::UnknownTopicId.code()),
+                );
+            }
+        }
+        encode(&r, ApiKey::Metadata, version)
+    }
+
+    async fn produce(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: Access,
+        held: &Held,
+    ) -> Result<Option<BytesMut>, Failed> {
+        let req: ProduceRequest = decode(body, ApiKey::Produce, version)?;
+        let acks = match req.acks {
+            -1 => Some(api::Acks::All),
+            1 => Some(api::Acks::Leader),
+            0 => Some(api::Acks::None),
+            _ => None,
+        };
+        let mut slots: Vec<(usize, PartitionProduceResponse)> = Vec::new();
+        let mut topics: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
+        let mut entries = Vec::new();
+        for (ti, t) in req.topic_data.into_iter().enumerate() {
+            let topic = t.name.0.to_string();
+            topics.push(TopicProduceResponse::default().with_name(t.name));
+            for p in t.partition_data {
+                let mut out = PartitionProduceResponse::default()
+                    .with_index(p.index)
+                    .with_base_offset(-1);
+                if version >= 5 {
+                    out.log_start_offset = -1;
+                }
+                slots.push((ti, out));
+                let batch = match (u32::try_from(p.index), p.records) {
+                    (Err(_), _) => {
+                        Err(rivulet_broker::replica::PartitionError::UnknownTopicOrPartition)
+                    }
+                    (Ok(_), Some(b)) if !b.is_empty() => Ok(b.to_vec()),
+                    (Ok(_), _) => Err(rivulet_broker::replica::PartitionError::InvalidRequest(
+                        "no records".into(),
+                    )),
+                };
+                entries.push(api::ProduceEntry {
+                    topic: topic.clone(),
+                    partition: u32::try_from(p.index).unwrap_or(u32::MAX),
+                    batch,
+                });
+            }
+        }
+        let results = match acks {
+            None => Err(K::InvalidRequiredAcks.code()),
+            Some(acks) => match api::check_entry_count(entries.len()) {
+                Err(e) => Err(api_error_code(&e)),
+                Ok(()) => self
+                    .api
+                    .produce(api::ProduceRequest {
+                        acks,
+                        timeout: u64::try_from(req.timeout_ms)
+                            .ok()
+                            .filter(|ms| *ms > 0)
+                            .map(Duration::from_millis),
+                        entries,
+                        held: Some(held.clone()),
+                        access,
+                    })
+                    .await
+                    .map_err(|e| api_error_code(&e)),
+            },
+        };
+        if acks == Some(api::Acks::None) {
+            return Ok(None);
+        }
+        match results {
+            Ok(results) => {
+                for ((_, out), res) in slots.iter_mut().zip(results) {
+                    match res.error {
+                        None => {
+                            out.base_offset = i64::try_from(res.base_offset).unwrap_or(-1);
+                            if version >= 5 {
+                                out.log_start_offset =
+                                    i64::try_from(res.log_start_offset).unwrap_or(-1);
+                            }
+                        }
+                        Some(e) => {
+                            out.error_code = kafka_code(e.code());
+                            if version >= 8 {
+                                out.error_message = Some(str_bytes(&e.to_string()));
+                            }
+                        }
+                    }
+                }
+            }
+            Err(code) => {
+                for (_, out) in &mut slots {
+                    out.error_code = code;
+                }
+            }
+        }
+        for (ti, out) in slots {
+            topics[ti].partition_responses.push(out);
+        }
+        let r = ProduceResponse::default().with_responses(topics);
+        encode(&r, ApiKey::Produce, version).map(Some)
+    }
+
+    async fn fetch(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: Access,
+        held: &Held,
+    ) -> Result<BytesMut, Failed> {
+        let req: FetchRequest = decode(body, ApiKey::Fetch, version)?;
+        let mut r = FetchResponse::default();
+        if version >= 7 && req.session_id != 0 {
+            // No fetch sessions (KIP-227): a client that has one is told it
+            // is gone and falls back to full fetches with session id 0.
+            r.error_code = K::FetchSessionIdNotFound.code();
+            return encode(&r, ApiKey::Fetch, version);
+        }
+        let mut asked = Vec::new();
+        for t in &req.topics {
+            for p in &t.partitions {
+                asked.push(api::FetchPartition {
+                    topic: t.topic.0.to_string(),
+                    partition: u32::try_from(p.partition).unwrap_or(u32::MAX),
+                    offset: u64::try_from(p.fetch_offset).unwrap_or(u64::MAX),
+                    max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0).max(1),
+                    current_leader_epoch: u32::try_from(p.current_leader_epoch).ok(),
+                });
+            }
+        }
+        let results = self
+            .api
+            .fetch(
+                api::FetchRequest {
+                    partitions: asked,
+                    max_bytes: usize::try_from(req.max_bytes).unwrap_or(0),
+                    min_bytes: usize::try_from(req.min_bytes).unwrap_or(0),
+                    max_wait: Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0)),
+                    access,
+                },
+                Some(held.clone()),
+            )
+            .await;
+        let mut results = match results {
+            Ok(r) => r.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => {
+                let code = api_error_code(&e);
+                req.topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter())
+                    .map(|_| Err(code))
+                    .collect()
+            }
+        }
+        .into_iter();
+        for t in req.topics {
+            let mut topic = FetchableTopicResponse::default().with_topic(t.topic);
+            for p in t.partitions {
+                let mut out = PartitionData::default()
+                    .with_partition_index(p.partition)
+                    .with_high_watermark(-1)
+                    .with_last_stable_offset(-1)
+                    .with_aborted_transactions(Some(Vec::new()))
+                    .with_records(Some(Bytes::new()));
+                if version >= 5 {
+                    out.log_start_offset = -1;
+                }
+                match results.next() {
+                    Some(Ok(Ok((records, offsets, _epoch)))) => {
+                        let hw = i64::try_from(offsets.high_watermark).unwrap_or(-1);
+                        out.high_watermark = hw;
+                        // No transactions: everything below the HW is stable.
+                        out.last_stable_offset = hw;
+                        if version >= 5 {
+                            out.log_start_offset =
+                                i64::try_from(offsets.log_start_offset).unwrap_or(-1);
+                        }
+                        out.records = Some(records);
+                    }
+                    Some(Ok(Err(e))) => out.error_code = kafka_code(e.code()),
+                    Some(Err(code)) => out.error_code = code,
+                    None => out.error_code = K::UnknownServerError.code(),
+                }
+                topic.partitions.push(out);
+            }
+            r.responses.push(topic);
+        }
+        encode(&r, ApiKey::Fetch, version)
+    }
+
+    async fn list_offsets(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: &Access,
+    ) -> Result<BytesMut, Failed> {
+        let req: ListOffsetsRequest = decode(body, ApiKey::ListOffsets, version)?;
+        let asked: Vec<api::ListOffsetsPartition> = req
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| api::ListOffsetsPartition {
+                    topic: t.name.0.to_string(),
+                    partition: u32::try_from(p.partition_index).unwrap_or(u32::MAX),
+                    query: (p.timestamp >= -2).then(|| OffsetQuery::from_timestamp(p.timestamp)),
+                    current_leader_epoch: u32::try_from(p.current_leader_epoch).ok(),
+                })
+            })
+            .collect();
+        let n = asked.len();
+        let mut results = match self.api.list_offsets(asked, access).await {
+            Ok(r) => r.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => {
+                let code = api_error_code(&e);
+                (0..n).map(|_| Err(code)).collect()
+            }
+        }
+        .into_iter();
+        let mut r = ListOffsetsResponse::default();
+        for t in req.topics {
+            let mut topic = ListOffsetsTopicResponse::default().with_name(t.name);
+            for p in t.partitions {
+                let mut out = ListOffsetsPartitionResponse::default()
+                    .with_partition_index(p.partition_index)
+                    .with_timestamp(-1)
+                    .with_offset(-1);
+                match results.next() {
+                    Some(Ok(Ok((offset, epoch)))) => {
+                        out.offset = offset.and_then(|o| i64::try_from(o).ok()).unwrap_or(-1);
+                        if version >= 4 {
+                            out.leader_epoch = i32::try_from(epoch).unwrap_or(-1);
+                        }
+                    }
+                    Some(Ok(Err(e))) => out.error_code = kafka_code(e.code()),
+                    Some(Err(code)) => out.error_code = code,
+                    None => out.error_code = K::UnknownServerError.code(),
+                }
+                topic.partitions.push(out);
+            }
+            r.topics.push(topic);
+        }
+        encode(&r, ApiKey::ListOffsets, version)
+    }
+
+    async fn init_producer_id(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: &Access,
+    ) -> Result<BytesMut, Failed> {
+        let req: InitProducerIdRequest = decode(body, ApiKey::InitProducerId, version)?;
+        let txn = req.transactional_id.as_ref().map_or("", |t| t.0.as_str());
+        let current = (req.producer_id.0 >= 0 && req.producer_epoch >= 0)
+            .then(|| (req.producer_id.0, i32::from(req.producer_epoch)));
+        let mut r = InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        match self.api.init_producer_id(access, txn, current).await {
+            Ok(p) => {
+                r.producer_id = ProducerId(p.producer_id);
+                r.producer_epoch = p.epoch;
+            }
+            Err(e) => {
+                r.error_code = match e {
+                    api::InitProducerIdError::TransactionsNotSupported => {
+                        K::UnsupportedVersion.code()
+                    }
+                    api::InitProducerIdError::NotAuthorized { .. } => {
+                        K::ClusterAuthorizationFailed.code()
+                    }
+                    api::InitProducerIdError::InvalidRequest { .. } => K::InvalidRequest.code(),
+                    api::InitProducerIdError::Unavailable(_) => K::CoordinatorNotAvailable.code(),
+                };
+                if let Some(suppressed) = INIT_REFUSED.allow() {
+                    warn!(error = %e, suppressed, "Kafka InitProducerId refused");
+                }
+            }
+        }
+        encode(&r, ApiKey::InitProducerId, version)
+    }
+
+    /// Calls the group coordinator's service in process, as this client.
+    fn group_request<T>(body: T, access: &Access) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(body);
+        req.extensions_mut().insert(access.clone());
+        req
+    }
+
+    async fn find_coordinator(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: &Access,
+    ) -> Result<BytesMut, Failed> {
+        let req: FindCoordinatorRequest = decode(body, ApiKey::FindCoordinator, version)?;
+        let keys: Vec<StrBytes> = if version >= 4 {
+            req.coordinator_keys.clone()
+        } else {
+            vec![req.key.clone()]
+        };
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            let mut c = Coordinator::default()
+                .with_key(key.clone())
+                .with_node_id(BrokerId(-1))
+                .with_port(-1);
+            if req.key_type != 0 {
+                c.error_code = K::UnsupportedVersion.code();
+                c.error_message = Some(str_bytes(
+                    "transactions are not supported yet: produce without transactional.id",
+                ));
+                found.push(c);
+                continue;
+            }
+            let answer = self
+                .groups
+                .find_coordinator(Self::group_request(
+                    pb::FindCoordinatorRequest {
+                        group_id: key.to_string(),
+                    },
+                    access,
+                ))
+                .await
+                .map(tonic::Response::into_inner);
+            match answer {
+                Ok(a) if a.error_code == 0 => {
+                    match a
+                        .coordinator
+                        .as_ref()
+                        .and_then(|b| host_port(&b.kafka_address).map(|hp| (b.id, hp)))
+                    {
+                        Some((id, (host, port))) => {
+                            c.node_id = broker_id(id);
+                            c.host = host;
+                            c.port = port;
+                        }
+                        None => {
+                            c.error_code = K::CoordinatorNotAvailable.code();
+                            c.error_message =
+                                Some(str_bytes("the coordinator has no Kafka listener"));
+                        }
+                    }
+                }
+                Ok(a) => {
+                    c.error_code = kafka_code_raw(a.error_code);
+                    c.error_message = Some(str_bytes(&a.error_message));
+                }
+                Err(s) => {
+                    c.error_code = K::CoordinatorNotAvailable.code();
+                    c.error_message = Some(str_bytes(s.message()));
+                }
+            }
+            found.push(c);
+        }
+        let mut r = FindCoordinatorResponse::default();
+        if version >= 4 {
+            r.coordinators = found;
+        } else if let Some(c) = found.pop() {
+            r.error_code = c.error_code;
+            r.node_id = c.node_id;
+            r.host = c.host;
+            r.port = c.port;
+            if version >= 1 {
+                r.error_message = c.error_message;
+            }
+        }
+        encode(&r, ApiKey::FindCoordinator, version)
+    }
+
+    async fn offset_commit(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: &Access,
+    ) -> Result<BytesMut, Failed> {
+        let req: OffsetCommitRequest = decode(body, ApiKey::OffsetCommit, version)?;
+        let mut offsets = Vec::new();
+        let mut r = OffsetCommitResponse::default();
+        // Partitions refused before the coordinator sees them, by position.
+        let mut refused: Vec<Vec<Option<i16>>> = Vec::new();
+        for t in &req.topics {
+            let mut row = Vec::new();
+            for p in &t.partitions {
+                match (
+                    u32::try_from(p.partition_index),
+                    u64::try_from(p.committed_offset),
+                ) {
+                    (Ok(partition), Ok(offset)) => {
+                        offsets.push(pb::CommitOffset {
+                            topic: t.name.0.to_string(),
+                            partition,
+                            offset,
+                            metadata: p
+                                .committed_metadata
+                                .as_ref()
+                                .map_or(String::new(), |m| m.to_string()),
+                        });
+                        row.push(None);
+                    }
+                    _ => row.push(Some(K::InvalidRequest.code())),
+                }
+            }
+            refused.push(row);
+        }
+        let code = if offsets.is_empty() {
+            0
+        } else {
+            let answer = self
+                .groups
+                .offset_commit(Self::group_request(
+                    pb::OffsetCommitRequest {
+                        group_id: req.group_id.0.to_string(),
+                        member_id: req.member_id.to_string(),
+                        member_epoch: req.generation_id_or_member_epoch,
+                        offsets,
+                    },
+                    access,
+                ))
+                .await;
+            match answer {
+                Ok(a) => kafka_code_raw(a.get_ref().error_code),
+                Err(_) => K::CoordinatorNotAvailable.code(),
+            }
+        };
+        for (t, row) in req.topics.into_iter().zip(refused) {
+            let mut topic = OffsetCommitResponseTopic::default().with_name(t.name);
+            for (p, refused) in t.partitions.into_iter().zip(row) {
+                topic.partitions.push(
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(refused.unwrap_or(code)),
+                );
+            }
+            r.topics.push(topic);
+        }
+        encode(&r, ApiKey::OffsetCommit, version)
+    }
+
+    async fn offset_fetch(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: &Access,
+    ) -> Result<BytesMut, Failed> {
+        let req: OffsetFetchRequest = decode(body, ApiKey::OffsetFetch, version)?;
+        let asked: Option<Vec<pb::TopicPartitions>> = req.topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| pb::TopicPartitions {
+                    topic: t.name.0.to_string(),
+                    partitions: t
+                        .partition_indexes
+                        .iter()
+                        .filter_map(|p| u32::try_from(*p).ok())
+                        .collect(),
+                })
+                .collect()
+        });
+        let answer = self
+            .groups
+            .offset_fetch(Self::group_request(
+                pb::OffsetFetchRequest {
+                    group_id: req.group_id.0.to_string(),
+                    partitions: asked.clone().unwrap_or_default(),
+                },
+                access,
+            ))
+            .await
+            .map(tonic::Response::into_inner);
+        let (code, committed) = match answer {
+            Ok(a) if a.error_code == 0 => (0, a.offsets),
+            // A group nobody committed for is not an error: -1 everywhere.
+            Ok(a) if a.error_code == ErrorCode::GroupIdNotFound as i32 => (0, Vec::new()),
+            Ok(a) => (kafka_code_raw(a.error_code), Vec::new()),
+            Err(_) => (K::CoordinatorNotAvailable.code(), Vec::new()),
+        };
+        let lookup = |topic: &str, partition: i32| {
+            committed
+                .iter()
+                .find(|c| c.topic == topic && i64::from(c.partition) == i64::from(partition))
+        };
+        let mut r = OffsetFetchResponse::default();
+        let partition = |index: i32, c: Option<&pb::CommittedOffset>| {
+            let mut out = OffsetFetchResponsePartition::default()
+                .with_partition_index(index)
+                .with_committed_offset(
+                    c.and_then(|c| c.offset)
+                        .and_then(|o| i64::try_from(o).ok())
+                        .unwrap_or(-1),
+                )
+                .with_metadata(Some(str_bytes(c.map_or("", |c| c.metadata.as_str()))));
+            if version < 2 {
+                // v1 has no group-level error code.
+                out.error_code = code;
+            }
+            out
+        };
+        match &req.topics {
+            Some(ts) => {
+                for t in ts {
+                    let n = t.name.0.as_str();
+                    r.topics.push(
+                        OffsetFetchResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partition_indexes
+                                    .iter()
+                                    .map(|p| partition(*p, lookup(n, *p)))
+                                    .collect(),
+                            ),
+                    );
+                }
+            }
+            None => {
+                let mut by_topic: std::collections::BTreeMap<&str, Vec<_>> = Default::default();
+                for c in &committed {
+                    let index = i32::try_from(c.partition).unwrap_or(i32::MAX);
+                    by_topic
+                        .entry(c.topic.as_str())
+                        .or_default()
+                        .push(partition(index, Some(c)));
+                }
+                for (t, parts) in by_topic {
+                    r.topics.push(
+                        OffsetFetchResponseTopic::default()
+                            .with_name(name(t))
+                            .with_partitions(parts),
+                    );
+                }
+            }
+        }
+        if version >= 2 {
+            r.error_code = code;
+        }
+        encode(&r, ApiKey::OffsetFetch, version)
+    }
+}
+
+static INIT_REFUSED: rivulet_metadata::edge::RateLimit =
+    rivulet_metadata::edge::RateLimit::new(Duration::from_secs(1));
+
+/// Encodes a response body at `version`.
+fn encode<T: Encodable>(body: &T, key: ApiKey, version: i16) -> Result<BytesMut, Failed> {
+    let mut buf = BytesMut::new();
+    body.encode(&mut buf, version)
+        .map_err(|e| format!("cannot encode the {key:?} v{version} answer: {e}"))?;
+    Ok(buf)
+}
+
+/// A whole response frame: size, header, body.
+fn frame_response(correlation_id: i32, header_version: i16, body: &[u8]) -> Bytes {
+    let mut header = BytesMut::new();
+    let h = ResponseHeader::default().with_correlation_id(correlation_id);
+    // A header of two known fields always encodes.
+    let _ = h.encode(&mut header, header_version);
+    let mut out = BytesMut::with_capacity(4 + header.len() + body.len());
+    out.put_u32((header.len() + body.len()) as u32);
+    out.put_slice(&header);
+    out.put_slice(body);
+    out.freeze()
+}

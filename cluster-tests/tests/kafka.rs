@@ -1,0 +1,330 @@
+//! The Kafka listener on real processes, through clients we did not write:
+//! confluent-kafka (librdkafka 2.16), kafka-python and aiokafka
+//! (`python/kafka_clients.py`), Debian's kcat (librdkafka 2.0), and raw
+//! bytes for the frames a hostile client sends.
+//!
+//! `./scripts/test` makes the virtualenv and installs kcat, and sets
+//! `RIVULET_PYTHON` and `RIVULET_KCAT`; without them those tests say SKIPPED.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cluster_tests::{cli, Cluster};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn script(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
+}
+
+/// Records `rivulet consume` reads from `topic` (all partitions).
+fn grpc_count(c: &Cluster, topic: &str) -> usize {
+    cli::ok_stdout(
+        c,
+        &["consume", topic, "--from-beginning", "--timeout-ms", "3000"],
+    )
+    .lines()
+    .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_clients_produce_consume_and_commit_through_the_kafka_listener() {
+    let Some(python) = std::env::var_os("RIVULET_PYTHON") else {
+        eprintln!("SKIPPED: RIVULET_PYTHON is not set (./scripts/test sets it up)");
+        return;
+    };
+    let c = Cluster::start(3).await;
+    c.wait_unfenced(&c.ids(), TIMEOUT).await;
+    assert_eq!(c.create_topic_with(1, "kc", 3, 3, &[]).await, 0);
+    for p in 0..3 {
+        c.wait_isr("kc", p, &[1, 2, 3], TIMEOUT).await;
+    }
+    let bootstrap = c.kafka_bootstrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script("kafka_clients.py"))
+            .args([bootstrap.as_str(), "kc"])
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the Kafka client checks failed");
+    assert!(stdout.contains("7 passed, 0 failed"), "{stdout}");
+    // Every record the Kafka clients wrote (gzip, snappy, lz4 and zstd
+    // batches from librdkafka among them) is read by the gRPC consumer.
+    let produced: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("records produced: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the script reports its record count");
+    assert_eq!(grpc_count(&c, "kc"), produced);
+    // The offsets librdkafka committed are the gRPC coordinator's: the CLI
+    // shows them with their lag.
+    let group = cli::ok_json(&c, &["group", "describe", "kafka-committer", "--json"]);
+    let mut commits: Vec<(u64, u64, u64)> = group["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .filter(|p| p["topic"] == "kc")
+        .map(|p| {
+            let n = |k: &str| p[k].as_u64().expect(k);
+            (n("partition"), n("committed_offset"), n("lag"))
+        })
+        .collect();
+    commits.sort_unstable();
+    assert_eq!(
+        commits.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>(),
+        vec![(0, 5), (1, 6), (2, 7)],
+        "{group}"
+    );
+    let lag: u64 = commits.iter().map(|c| c.2).sum();
+    assert_eq!(lag as usize, produced - 18, "{group}");
+    c.assert_no_unexpected_errors(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_produces_and_consumes_compressed_batches() {
+    let Some(kcat) = std::env::var_os("RIVULET_KCAT") else {
+        eprintln!("SKIPPED: RIVULET_KCAT is not set (./scripts/test sets it up)");
+        return;
+    };
+    let c = Cluster::start(3).await;
+    c.wait_unfenced(&c.ids(), TIMEOUT).await;
+    assert_eq!(c.create_topic_with(1, "kcat", 3, 3, &[]).await, 0);
+    c.wait_isr("kcat", 0, &[1, 2, 3], TIMEOUT).await;
+    let bootstrap = c.kafka_bootstrap();
+    let listed = Command::new(&kcat)
+        .args(["-b", &bootstrap, "-L", "-t", "kcat"])
+        .output()
+        .expect("kcat -L");
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains("3 brokers"), "{listed}");
+    assert!(listed.contains("3 partitions"), "{listed}");
+    let mut want = 0;
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let lines: String = (0..300).map(|i| format!("{codec}-{i}\n")).collect();
+        let mut child = Command::new(&kcat)
+            .args(["-b", &bootstrap, "-P", "-t", "kcat", "-z", codec])
+            .args(["-X", "acks=all"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kcat -P");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kcat -P -z {codec}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        want += 300;
+    }
+    let read = Command::new(&kcat)
+        .args(["-b", &bootstrap, "-C", "-t", "kcat", "-e", "-q"])
+        .output()
+        .expect("kcat -C");
+    let read = String::from_utf8_lossy(&read.stdout).into_owned();
+    let mut values: Vec<&str> = read.lines().collect();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!(values.len(), want, "kcat read back {} distinct", values.len());
+    assert_eq!(grpc_count(&c, "kcat"), want);
+    c.assert_no_unexpected_errors(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_librdkafka_producer_loses_and_duplicates_nothing_through_a_leader_kill() {
+    let Some(python) = std::env::var_os("RIVULET_PYTHON") else {
+        eprintln!("SKIPPED: RIVULET_PYTHON is not set (./scripts/test sets it up)");
+        return;
+    };
+    let mut c = Cluster::start(3).await;
+    c.wait_unfenced(&c.ids(), TIMEOUT).await;
+    assert_eq!(
+        c.create_topic_with(1, "kfail", 3, 3, &[("min.insync.replicas", "2")])
+            .await,
+        0
+    );
+    for p in 0..3 {
+        c.wait_isr("kfail", p, &[1, 2, 3], TIMEOUT).await;
+    }
+    let leader = c
+        .wait_partition_leader("kfail", 0, TIMEOUT)
+        .await
+        .leader
+        .expect("a leader");
+    let mut child = Command::new(python)
+        .arg(script("kafka_failover.py"))
+        .args([c.kafka_bootstrap().as_str(), "kfail", "24000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run python");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            eprintln!("kafka_failover.py: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    // Kill the leader of partition 0 once a quarter of the records are in.
+    let killed_at = tokio::task::spawn_blocking(move || {
+        rx.iter()
+            .find_map(|l| {
+                l.strip_prefix("progress ")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .filter(|n| *n >= 6000)
+            })
+            .expect("the producer reports progress")
+    })
+    .await
+    .unwrap();
+    c.kill(leader);
+    eprintln!("killed node {leader} (leader of kfail-0) at {killed_at} acknowledged");
+    let status = tokio::task::spawn_blocking(move || child.wait().expect("wait python"))
+        .await
+        .unwrap();
+    reader.join().unwrap();
+    assert!(
+        status.success(),
+        "records lost, duplicated or failed (see above)"
+    );
+    c.restart(leader).await;
+    c.assert_no_unexpected_errors(&[]);
+}
+
+/// One request frame: size, header v1 (key, version, correlation id, null
+/// client id), body.
+fn frame(key: i16, version: i16, correlation: i32, body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&((10 + body.len()) as i32).to_be_bytes());
+    f.extend_from_slice(&key.to_be_bytes());
+    f.extend_from_slice(&version.to_be_bytes());
+    f.extend_from_slice(&correlation.to_be_bytes());
+    f.extend_from_slice(&(-1i16).to_be_bytes());
+    f.extend_from_slice(body);
+    f
+}
+
+/// Reads one response frame: (correlation id, rest).
+async fn response(s: &mut TcpStream) -> (i32, Vec<u8>) {
+    let mut size = [0u8; 4];
+    tokio::time::timeout(TIMEOUT, s.read_exact(&mut size))
+        .await
+        .expect("an answer in time")
+        .expect("an answer, not a closed connection");
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    s.read_exact(&mut body).await.expect("the whole answer");
+    let corr = i32::from_be_bytes(body[..4].try_into().unwrap());
+    (corr, body[4..].to_vec())
+}
+
+/// Whether the node closed the connection (rather than answering).
+async fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(
+        tokio::time::timeout(TIMEOUT, s.read(&mut b)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+async fn connect(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_kafka_frames_close_the_connection_and_the_node_keeps_serving() {
+    let c = Cluster::start(1).await;
+    c.wait_unfenced(&[1], TIMEOUT).await;
+    let addr = c.kafka_addr(1).expect("the node serves Kafka");
+    let api_versions_v0 = frame(18, 0, 1, &[]);
+
+    // A size past the limit (2 GiB) and a negative one: closed unread, with
+    // nothing allocated for them.
+    for size in [i32::MAX, -1, 3] {
+        let mut s = connect(addr).await;
+        s.write_all(&size.to_be_bytes()).await.unwrap();
+        assert!(closed(&mut s).await, "size {size} was not refused");
+    }
+    // An unknown API key, and an API the listener does not serve.
+    for key in [999i16, 32 /* DescribeConfigs */] {
+        let mut s = connect(addr).await;
+        s.write_all(&frame(key, 0, 5, &[0; 8])).await.unwrap();
+        assert!(closed(&mut s).await, "API key {key} was not refused");
+    }
+    // A Metadata v1 whose topic array claims a million entries it lacks.
+    let mut s = connect(addr).await;
+    s.write_all(&frame(3, 1, 6, &1_000_000i32.to_be_bytes()))
+        .await
+        .unwrap();
+    assert!(closed(&mut s).await, "a truncated Metadata was not refused");
+    // Garbage with a plausible size.
+    let mut s = connect(addr).await;
+    let mut garbage = vec![0xa5u8; 1024];
+    garbage[..4].copy_from_slice(&1020i32.to_be_bytes());
+    s.write_all(&garbage).await.unwrap();
+    assert!(closed(&mut s).await, "garbage was not refused");
+    // Produce v2 is advertised (old librdkafka looks for it) but refused.
+    let mut s = connect(addr).await;
+    s.write_all(&frame(0, 2, 8, &[0; 16])).await.unwrap();
+    assert!(closed(&mut s).await, "Produce v2 was not refused");
+
+    // ApiVersions of a version from the future: UNSUPPORTED_VERSION, with
+    // our range in the v0 form (KIP-511).
+    let mut s = connect(addr).await;
+    s.write_all(&frame(18, 99, 7, &[])).await.unwrap();
+    let (corr, body) = response(&mut s).await;
+    assert_eq!(corr, 7);
+    assert_eq!(i16::from_be_bytes([body[0], body[1]]), 35, "{body:?}");
+    let n = i32::from_be_bytes(body[2..6].try_into().unwrap()) as usize;
+    let ranges: Vec<(i16, i16, i16)> = (0..n)
+        .map(|i| {
+            let e = &body[6 + i * 6..12 + i * 6];
+            (
+                i16::from_be_bytes([e[0], e[1]]),
+                i16::from_be_bytes([e[2], e[3]]),
+                i16::from_be_bytes([e[4], e[5]]),
+            )
+        })
+        .collect();
+    assert!(ranges.contains(&(0, 0, 12)), "Produce v0..=12: {ranges:?}");
+    assert!(ranges.contains(&(1, 4, 12)), "Fetch v4..=12: {ranges:?}");
+
+    // Pipelined requests on one connection are answered in order.
+    let mut s = connect(addr).await;
+    let mut three = Vec::new();
+    for corr in [11, 12, 13] {
+        three.extend(frame(18, 0, corr, &[]));
+        // Metadata v0 of every topic between them.
+        three.extend(frame(3, 0, corr + 100, &0i32.to_be_bytes()));
+    }
+    s.write_all(&three).await.unwrap();
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        order.push(response(&mut s).await.0);
+    }
+    assert_eq!(order, vec![11, 111, 12, 112, 13, 113]);
+
+    // The node still serves, Kafka and gRPC alike.
+    let mut s = connect(addr).await;
+    s.write_all(&api_versions_v0).await.unwrap();
+    let (corr, body) = response(&mut s).await;
+    assert_eq!((corr, i16::from_be_bytes([body[0], body[1]])), (1, 0));
+    cli::ok_stdout(&c, &["cluster", "status"]);
+    c.assert_no_unexpected_errors(&[]);
+}

@@ -41,7 +41,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a cluster node (controller voter or learner, and broker).
-    Node(node::NodeArgs),
+    Node(Box<node::NodeArgs>),
     /// Run a local N-node cluster as child processes (no docker needed).
     Dev(dev::DevArgs),
     /// Inspect the cluster.
@@ -104,7 +104,7 @@ fn main() {
                 Some(args.id),
                 "info,openraft=warn,openraft::replication=off",
             );
-            runtime(args.threads).and_then(|rt| rt.block_on(node::run(args, &cli.tls)))
+            runtime(args.threads).and_then(|rt| rt.block_on(node::run(*args, &cli.tls)))
         }
         Command::Dev(args) => {
             logging::init(None, "warn");

@@ -19,7 +19,9 @@ use tokio::net::TcpStream;
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 fn script(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
 }
 
 /// Records `rivulet consume` reads from `topic` (all partitions).
@@ -141,7 +143,12 @@ async fn kcat_produces_and_consumes_compressed_batches() {
     let mut values: Vec<&str> = read.lines().collect();
     values.sort_unstable();
     values.dedup();
-    assert_eq!(values.len(), want, "kcat read back {} distinct", values.len());
+    assert_eq!(
+        values.len(),
+        want,
+        "kcat read back {} distinct",
+        values.len()
+    );
     assert_eq!(grpc_count(&c, "kcat"), want);
     c.assert_no_unexpected_errors(&[]);
 }
@@ -326,5 +333,40 @@ async fn bad_kafka_frames_close_the_connection_and_the_node_keeps_serving() {
     let (corr, body) = response(&mut s).await;
     assert_eq!((corr, i16::from_be_bytes([body[0], body[1]])), (1, 0));
     cli::ok_stdout(&c, &["cluster", "status"]);
+    c.assert_no_unexpected_errors(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_consumer_groups_split_partitions_and_hand_them_over() {
+    let Some(python) = std::env::var_os("RIVULET_PYTHON") else {
+        eprintln!("SKIPPED: RIVULET_PYTHON is not set (./scripts/test sets it up)");
+        return;
+    };
+    let c = Cluster::start(3).await;
+    c.wait_unfenced(&c.ids(), TIMEOUT).await;
+    assert_eq!(c.create_topic_with(1, "kg", 6, 3, &[]).await, 0);
+    for p in 0..6 {
+        c.wait_isr("kg", p, &[1, 2, 3], TIMEOUT).await;
+    }
+    let bootstrap = c.kafka_bootstrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script("kafka_groups.py"))
+            .args([bootstrap.as_str(), "kg"])
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the Kafka group checks failed");
+    assert!(stdout.contains("4 passed, 0 failed"), "{stdout}");
+    // kafka-python committed everything: `rivulet group describe` sees the
+    // group's offsets at the high watermarks.
+    let group = cli::ok_json(&c, &["group", "describe", "kafka-python-group", "--json"]);
+    let parts = group["partitions"].as_array().expect("partitions");
+    assert_eq!(parts.len(), 6, "{group}");
+    assert!(parts.iter().all(|p| p["lag"] == 0), "{group}");
     c.assert_no_unexpected_errors(&[]);
 }

@@ -80,6 +80,7 @@ pub async fn serve(
     limits: KafkaLimits,
     cancel: CancellationToken,
 ) {
+    tokio::spawn(Arc::clone(&handler).run_timers(cancel.clone()));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "Kafka listener started");

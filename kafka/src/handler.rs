@@ -33,13 +33,23 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rivulet_broker::api::{self, ApiError, BrokerApi, OffsetQuery};
 use rivulet_broker::budget::Held;
-use rivulet_broker::{BrokerRegistration, GroupsRpc, ReplicaManager};
+use rivulet_broker::{BrokerRegistration, GroupCoordinator, GroupsRpc, ReplicaManager};
 use rivulet_metadata::image::MetadataImage;
 use rivulet_metadata::security::{Access, Authorizer, Principal};
 use rivulet_proto::v1::groups_server::Groups as _;
 use rivulet_proto::v1::{self as pb, ErrorCode};
 use tracing::warn;
 
+use std::collections::HashMap;
+use std::time::Instant;
+
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use rivulet_broker::groups::validate_group_id;
+use rivulet_metadata::security::{Operation, ResourceType};
+use tokio::sync::oneshot;
+
+use crate::classic::{ClassicGroups, Effect, Join, Joined};
 use crate::codes::{kafka_code, kafka_code_raw};
 use crate::versions::{supported, PRODUCE_MIN_USABLE, SUPPORTED};
 
@@ -84,7 +94,46 @@ pub struct Handler {
     mgr: Arc<ReplicaManager>,
     registration: Arc<BrokerRegistration>,
     groups: GroupsRpc,
+    coord: Arc<GroupCoordinator>,
     authorizer: Arc<Authorizer>,
+    classic: std::sync::Mutex<Classic>,
+}
+
+/// The classic groups and the JoinGroup and SyncGroup requests waiting on
+/// them, under one lock.
+#[derive(Debug, Default)]
+struct Classic {
+    groups: ClassicGroups,
+    joins: HashMap<(String, String), oneshot::Sender<Joined>>,
+    syncs: HashMap<(String, String), oneshot::Sender<Result<Bytes, i16>>>,
+}
+
+impl Classic {
+    /// Hands each answer to the request waiting for it (if it still waits).
+    fn deliver(&mut self, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Joined {
+                    group,
+                    member,
+                    joined,
+                } => {
+                    if let Some(tx) = self.joins.remove(&(group, member)) {
+                        let _ = tx.send(joined);
+                    }
+                }
+                Effect::Synced {
+                    group,
+                    member,
+                    result,
+                } => {
+                    if let Some(tx) = self.syncs.remove(&(group, member)) {
+                        let _ = tx.send(result);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Why a request could not be answered (the connection is closed).
@@ -127,14 +176,54 @@ fn api_error_code(e: &ApiError) -> i16 {
 
 impl Handler {
     /// The edge over this node's broker and group coordinator.
-    pub fn new(mgr: Arc<ReplicaManager>, groups: GroupsRpc, authorizer: Arc<Authorizer>) -> Self {
+    pub fn new(
+        mgr: Arc<ReplicaManager>,
+        coord: Arc<GroupCoordinator>,
+        authorizer: Arc<Authorizer>,
+    ) -> Self {
         Self {
             api: BrokerApi::new(Arc::clone(&mgr)),
             registration: Arc::clone(mgr.registration()),
             mgr,
-            groups,
+            groups: GroupsRpc::new(Arc::clone(&coord)),
+            coord,
             authorizer,
+            classic: std::sync::Mutex::default(),
         }
+    }
+
+    fn classic(&self) -> std::sync::MutexGuard<'_, Classic> {
+        self.classic.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends classic rebalance rounds past their deadline and expires silent
+    /// members, every 100 ms, until `cancel`.
+    pub async fn run_timers(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let mut c = self.classic();
+            let effects = c.groups.tick(Instant::now());
+            c.deliver(effects);
+        }
+    }
+
+    /// Kafka's code unless this node coordinates `group` and the caller may
+    /// `op` it.
+    fn group_check(&self, group: &str, access: &Access, op: Operation) -> Result<(), i16> {
+        if validate_group_id(group).is_err() {
+            return Err(K::InvalidGroupId.code());
+        }
+        if !access.allows(&self.image(), op, ResourceType::Group, group) {
+            return Err(K::GroupAuthorizationFailed.code());
+        }
+        self.coord
+            .shard_for(group)
+            .map(|_| ())
+            .map_err(|e| kafka_code(e.code()))
     }
 
     /// Reads the header of `frame`: a request to handle, or what to do
@@ -219,6 +308,10 @@ impl Handler {
                     .offset_fetch(&mut body, version, &access)
                     .await
                     .map(Some),
+                ApiKey::JoinGroup => self.join_group(&mut body, version, &access).await.map(Some),
+                ApiKey::SyncGroup => self.sync_group(&mut body, version, &access).await.map(Some),
+                ApiKey::Heartbeat => self.heartbeat(&mut body, version, &access).map(Some),
+                ApiKey::LeaveGroup => self.leave_group(&mut body, version, &access).map(Some),
                 other => Err(format!("{other:?} is not served")),
             }
         };
@@ -797,16 +890,31 @@ impl Handler {
             }
             refused.push(row);
         }
-        let code = if offsets.is_empty() {
+        let group = req.group_id.0.to_string();
+        let member_check = self
+            .group_check(&group, access, Operation::Read)
+            .and_then(|()| {
+                self.classic().groups.may_commit(
+                    &group,
+                    req.member_id.as_str(),
+                    req.generation_id_or_member_epoch,
+                )
+            });
+        let code = if let Err(code) = member_check {
+            code
+        } else if offsets.is_empty() {
             0
         } else {
             let answer = self
                 .groups
                 .offset_commit(Self::group_request(
+                    // Classic membership was checked above: for the
+                    // coordinator this is a commit from outside any KIP-848
+                    // generation, refused if such a group has members.
                     pb::OffsetCommitRequest {
-                        group_id: req.group_id.0.to_string(),
-                        member_id: req.member_id.to_string(),
-                        member_epoch: req.generation_id_or_member_epoch,
+                        group_id: group.clone(),
+                        member_id: String::new(),
+                        member_epoch: -1,
                         offsets,
                     },
                     access,
@@ -927,6 +1035,218 @@ impl Handler {
             r.error_code = code;
         }
         encode(&r, ApiKey::OffsetFetch, version)
+    }
+}
+
+impl Handler {
+    async fn join_group(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: &Access,
+    ) -> Result<BytesMut, Failed> {
+        let req: JoinGroupRequest = decode(body, ApiKey::JoinGroup, version)?;
+        let group = req.group_id.0.to_string();
+        let session = Duration::from_millis(u64::try_from(req.session_timeout_ms).unwrap_or(0));
+        let rebalance = match u64::try_from(req.rebalance_timeout_ms) {
+            Ok(ms) if ms > 0 => Duration::from_millis(ms),
+            _ => session,
+        };
+        let mut r = JoinGroupResponse::default()
+            .with_generation_id(-1)
+            .with_member_id(req.member_id.clone());
+        let answer = match self.group_check(&group, access, Operation::Read) {
+            Err(code) => Err(code),
+            Ok(()) => {
+                let rx = {
+                    let mut c = self.classic();
+                    let joined = c.groups.join(
+                        Join {
+                            group: &group,
+                            member_id: req.member_id.as_str(),
+                            client_id: "",
+                            protocol_type: req.protocol_type.as_str(),
+                            protocols: req
+                                .protocols
+                                .iter()
+                                .map(|p| (p.name.to_string(), p.metadata.clone()))
+                                .collect(),
+                            session,
+                            rebalance,
+                        },
+                        Instant::now(),
+                    );
+                    joined.map(|(member, effects)| {
+                        let (tx, rx) = oneshot::channel();
+                        c.joins.insert((group.clone(), member.clone()), tx);
+                        c.deliver(effects);
+                        (member, rx)
+                    })
+                };
+                match rx {
+                    Err(code) => Err(code),
+                    Ok((member, rx)) => {
+                        r.member_id = str_bytes(&member);
+                        let wait =
+                            rebalance.min(crate::classic::MAX_REBALANCE) + Duration::from_secs(5);
+                        match tokio::time::timeout(wait, rx).await {
+                            Ok(Ok(j)) => Ok(j),
+                            _ => Err(K::RebalanceInProgress.code()),
+                        }
+                    }
+                }
+            }
+        };
+        match answer {
+            Ok(j) => {
+                r.error_code = j.error;
+                r.generation_id = j.generation;
+                r.protocol_name = Some(str_bytes(j.protocol.as_deref().unwrap_or("")));
+                if version >= 7 {
+                    r.protocol_type = Some(str_bytes(&j.protocol_type));
+                }
+                r.leader = str_bytes(&j.leader);
+                r.members = j
+                    .members
+                    .into_iter()
+                    .map(|(id, meta)| {
+                        JoinGroupResponseMember::default()
+                            .with_member_id(str_bytes(&id))
+                            .with_metadata(meta)
+                    })
+                    .collect();
+            }
+            Err(code) => {
+                r.error_code = code;
+                r.protocol_name = Some(StrBytes::default());
+            }
+        }
+        encode(&r, ApiKey::JoinGroup, version)
+    }
+
+    async fn sync_group(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: &Access,
+    ) -> Result<BytesMut, Failed> {
+        let req: SyncGroupRequest = decode(body, ApiKey::SyncGroup, version)?;
+        let group = req.group_id.0.to_string();
+        let member = req.member_id.to_string();
+        let result = match self.group_check(&group, access, Operation::Read) {
+            Err(code) => Err(code),
+            Ok(()) => {
+                let waiting = {
+                    let mut c = self.classic();
+                    let (now, effects) = c.groups.sync(
+                        &group,
+                        &member,
+                        req.generation_id,
+                        req.assignments
+                            .iter()
+                            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                            .collect(),
+                        Instant::now(),
+                    );
+                    c.deliver(effects);
+                    match now {
+                        Ok(None) => {
+                            let (tx, rx) = oneshot::channel();
+                            c.syncs.insert((group.clone(), member.clone()), tx);
+                            Ok(rx)
+                        }
+                        Ok(Some(a)) => Err(Ok(a)),
+                        Err(code) => Err(Err(code)),
+                    }
+                };
+                match waiting {
+                    Ok(rx) => match tokio::time::timeout(crate::classic::MAX_REBALANCE, rx).await {
+                        Ok(Ok(r)) => r,
+                        _ => Err(K::RebalanceInProgress.code()),
+                    },
+                    Err(now) => now,
+                }
+            }
+        };
+        let mut r = SyncGroupResponse::default();
+        match result {
+            Ok(a) => r.assignment = a,
+            Err(code) => r.error_code = code,
+        }
+        if version >= 5 {
+            r.protocol_type = req.protocol_type;
+            r.protocol_name = req.protocol_name;
+        }
+        encode(&r, ApiKey::SyncGroup, version)
+    }
+
+    fn heartbeat(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: &Access,
+    ) -> Result<BytesMut, Failed> {
+        let req: HeartbeatRequest = decode(body, ApiKey::Heartbeat, version)?;
+        let group = req.group_id.0.to_string();
+        let code = match self.group_check(&group, access, Operation::Read) {
+            Err(code) => code,
+            Ok(()) => self.classic().groups.heartbeat(
+                &group,
+                req.member_id.as_str(),
+                req.generation_id,
+                Instant::now(),
+            ),
+        };
+        encode(
+            &HeartbeatResponse::default().with_error_code(code),
+            ApiKey::Heartbeat,
+            version,
+        )
+    }
+
+    fn leave_group(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: &Access,
+    ) -> Result<BytesMut, Failed> {
+        let req: LeaveGroupRequest = decode(body, ApiKey::LeaveGroup, version)?;
+        let group = req.group_id.0.to_string();
+        let members: Vec<String> = if version >= 3 {
+            req.members
+                .iter()
+                .map(|m| m.member_id.to_string())
+                .collect()
+        } else {
+            vec![req.member_id.to_string()]
+        };
+        let mut r = LeaveGroupResponse::default();
+        let codes = match self.group_check(&group, access, Operation::Read) {
+            Err(code) => {
+                r.error_code = code;
+                vec![code; members.len()]
+            }
+            Ok(()) => {
+                let mut c = self.classic();
+                let (codes, effects) = c.groups.leave(&group, &members, Instant::now());
+                c.deliver(effects);
+                codes
+            }
+        };
+        if version >= 3 {
+            r.members = members
+                .iter()
+                .zip(&codes)
+                .map(|(m, code)| {
+                    MemberResponse::default()
+                        .with_member_id(str_bytes(m))
+                        .with_error_code(*code)
+                })
+                .collect();
+        } else {
+            r.error_code = codes.first().copied().unwrap_or(0);
+        }
+        encode(&r, ApiKey::LeaveGroup, version)
     }
 }
 

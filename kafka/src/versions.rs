@@ -23,6 +23,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
 ];
 
 /// Produce below this version is advertised but refused (see above).
@@ -56,6 +60,6 @@ mod tests {
         }
         assert_eq!(ProduceRequest::VERSIONS.min, PRODUCE_MIN_USABLE);
         assert_eq!(supported(ApiKey::Fetch), Some((4, 12)));
-        assert_eq!(supported(ApiKey::JoinGroup), None);
+        assert_eq!(supported(ApiKey::EndTxn), None);
     }
 }

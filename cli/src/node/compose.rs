@@ -201,7 +201,7 @@ impl Node {
             if let Some((listener, limits)) = kafka {
                 let handler = Arc::new(rivulet_kafka::Handler::new(
                     Arc::clone(&mgr),
-                    GroupsRpc::new(Arc::clone(&groups)),
+                    Arc::clone(&groups),
                     Arc::new(security.authorizer.clone()),
                 ));
                 tasks.spawn(

@@ -649,6 +649,7 @@ async fn forged_node_calls_are_refused_and_change_nothing() {
         rack: None,
         directory_id: "forged".into(),
         log_fsynced: true,
+        kafka_address: String::new(),
     };
 
     // A Raft vote with a huge term: without proof, with a wrong secret.

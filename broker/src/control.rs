@@ -61,6 +61,24 @@ pub trait ControlPlane: Send + Sync + Debug + 'static {
     /// Asks the active controller to create a topic.
     fn create_topic(&self, request: NewTopic) -> BoxFuture<'_, Result<(), ControlError>>;
 
+    /// Asks the active controller to delete a topic (the Kafka listener's
+    /// DeleteTopics; the caller checked the client's ACLs).
+    fn delete_topic(&self, name: String) -> BoxFuture<'_, Result<(), ControlError>> {
+        let _ = name;
+        Box::pin(async { Err(ControlError::NoController) })
+    }
+
+    /// Asks the active controller to set these configs of a topic
+    /// (IncrementalAlterConfigs; the caller checked the client's ACLs).
+    fn alter_topic_config(
+        &self,
+        name: String,
+        configs: Vec<(String, String)>,
+    ) -> BoxFuture<'_, Result<(), ControlError>> {
+        let _ = (name, configs);
+        Box::pin(async { Err(ControlError::NoController) })
+    }
+
     /// Asks the active controller for a block of producer ids for this
     /// broker at `broker_epoch` (KIP-730): `(first_id, count)`.
     fn allocate_producer_ids(

@@ -217,6 +217,74 @@ def _():
     asyncio.run(run())
 
 
+@check("kafka-python admin: create a topic with a config, describe it, see it in Metadata, delete it")
+def _():
+    from kafka.admin import KafkaAdminClient, NewTopic, ConfigResource, ConfigResourceType
+
+    a = KafkaAdminClient(bootstrap_servers=BOOTSTRAP.split(","))
+    r = a.create_topics([NewTopic("kp-admin", 4, 3, topic_configs={"retention.ms": "3600000"})])
+    t = r["topics"][0]
+    assert t["error_code"] == 0 and t["num_partitions"] == 4, t
+    assert t["configs"]["retention.ms"]["config_source"] == "DYNAMIC_TOPIC_CONFIG", t
+    assert t["configs"]["segment.bytes"]["config_source"] == "DEFAULT_CONFIG", t
+    assert "kp-admin" in a.list_topics()
+    d = a.describe_topics(["kp-admin"])[0]
+    assert len(d["partitions"]) == 4 and all(len(p["isr_nodes"]) == 3 for p in d["partitions"]), d
+    cfg = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "kp-admin")])
+    assert cfg["topic"]["kp-admin"]["retention.ms"]["value"] == "3600000", cfg
+    cluster = a.describe_cluster()
+    assert len(cluster["brokers"]) == 3 and cluster["controller_id"] >= 1, cluster
+    try:
+        a.create_topics([NewTopic("kp-admin", 1, 1)])
+        raise AssertionError("a second create of the same topic succeeded")
+    except kafka.errors.TopicAlreadyExistsError:
+        pass
+    a.delete_topics(["kp-admin"])
+    deadline = time.monotonic() + 10
+    while "kp-admin" in a.list_topics() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "kp-admin" not in a.list_topics()
+    a.close()
+
+
+@check("librdkafka admin: alter a config incrementally, describe every config with its source, list and describe groups")
+def _():
+    from confluent_kafka.admin import NewTopic, ConfigResource, ConfigEntry, AlterConfigOpType
+
+    c = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    for f in c.create_topics([NewTopic("ck-admin", num_partitions=2, replication_factor=3)]).values():
+        f.result()
+    res = ConfigResource(
+        "topic",
+        "ck-admin",
+        incremental_configs=[ConfigEntry("retention.ms", "60000", incremental_operation=AlterConfigOpType.SET)],
+    )
+    for f in c.incremental_alter_configs([res]).values():
+        f.result()
+    for f in c.describe_configs([ConfigResource("topic", "ck-admin")]).values():
+        d = {k: (v.value, v.source) for k, v in f.result().items()}
+    assert d["retention.ms"] == ("60000", 1), d
+    assert d["cleanup.policy"] == ("delete", 5), d
+    assert len(d) >= 6, d
+    bad = ConfigResource(
+        "topic",
+        "ck-admin",
+        incremental_configs=[ConfigEntry("no.such.config", "1", incremental_operation=AlterConfigOpType.SET)],
+    )
+    for f in c.incremental_alter_configs([bad]).values():
+        try:
+            f.result()
+            raise AssertionError("an unknown config was accepted")
+        except confluent_kafka.KafkaException as e:
+            assert e.args[0].code() == confluent_kafka.KafkaError.INVALID_CONFIG, e
+    groups = {g.group_id for g in c.list_consumer_groups().result().valid}
+    assert "kafka-committer" in groups, groups
+    described = c.describe_consumer_groups(["kafka-committer"])["kafka-committer"].result()
+    assert str(described.state).endswith("EMPTY"), described.state
+    for f in c.delete_topics(["ck-admin"]).values():
+        f.result()
+
+
 print(f"{passed} passed, {failed} failed (confluent-kafka {confluent_kafka.version()}, librdkafka {confluent_kafka.libversion()[0]}, kafka-python {kafka.__version__})")
 print(f"records produced: {len(produced)}")
 sys.exit(1 if failed else 0)

@@ -90,20 +90,20 @@ pub(crate) enum Answer {
 /// Everything the Kafka edge calls into; one per node.
 #[derive(Debug)]
 pub struct Handler {
-    api: BrokerApi,
-    mgr: Arc<ReplicaManager>,
-    registration: Arc<BrokerRegistration>,
-    groups: GroupsRpc,
-    coord: Arc<GroupCoordinator>,
-    authorizer: Arc<Authorizer>,
+    pub(crate) api: BrokerApi,
+    pub(crate) mgr: Arc<ReplicaManager>,
+    pub(crate) registration: Arc<BrokerRegistration>,
+    pub(crate) groups: GroupsRpc,
+    pub(crate) coord: Arc<GroupCoordinator>,
+    pub(crate) authorizer: Arc<Authorizer>,
     classic: std::sync::Mutex<Classic>,
 }
 
 /// The classic groups and the JoinGroup and SyncGroup requests waiting on
 /// them, under one lock.
 #[derive(Debug, Default)]
-struct Classic {
-    groups: ClassicGroups,
+pub(crate) struct Classic {
+    pub(crate) groups: ClassicGroups,
     joins: HashMap<(String, String), oneshot::Sender<Joined>>,
     syncs: HashMap<(String, String), oneshot::Sender<Result<Bytes, i16>>>,
 }
@@ -137,29 +137,33 @@ impl Classic {
 }
 
 /// Why a request could not be answered (the connection is closed).
-type Failed = String;
+pub(crate) type Failed = String;
 
-fn decode<T: Decodable>(body: &mut Bytes, key: ApiKey, version: i16) -> Result<T, Failed> {
+pub(crate) fn decode<T: Decodable>(
+    body: &mut Bytes,
+    key: ApiKey,
+    version: i16,
+) -> Result<T, Failed> {
     T::decode(body, version).map_err(|e| format!("{key:?} v{version} does not decode: {e}"))
 }
 
-fn name(s: &str) -> TopicName {
+pub(crate) fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_owned()))
 }
 
-fn str_bytes(s: &str) -> StrBytes {
+pub(crate) fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_owned())
 }
 
 /// `host:port` split for the wire (brackets of an IPv6 literal removed).
-fn host_port(address: &str) -> Option<(StrBytes, i32)> {
+pub(crate) fn host_port(address: &str) -> Option<(StrBytes, i32)> {
     let (host, port) = address.rsplit_once(':')?;
     let port: u16 = port.parse().ok()?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (!host.is_empty()).then(|| (str_bytes(host), i32::from(port)))
 }
 
-fn broker_id(id: u64) -> BrokerId {
+pub(crate) fn broker_id(id: u64) -> BrokerId {
     BrokerId(i32::try_from(id).unwrap_or(-1))
 }
 
@@ -192,7 +196,7 @@ impl Handler {
         }
     }
 
-    fn classic(&self) -> std::sync::MutexGuard<'_, Classic> {
+    pub(crate) fn classic(&self) -> std::sync::MutexGuard<'_, Classic> {
         self.classic.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -213,7 +217,12 @@ impl Handler {
 
     /// Kafka's code unless this node coordinates `group` and the caller may
     /// `op` it.
-    fn group_check(&self, group: &str, access: &Access, op: Operation) -> Result<(), i16> {
+    pub(crate) fn group_check(
+        &self,
+        group: &str,
+        access: &Access,
+        op: Operation,
+    ) -> Result<(), i16> {
         if validate_group_id(group).is_err() {
             return Err(K::InvalidGroupId.code());
         }
@@ -312,6 +321,34 @@ impl Handler {
                 ApiKey::SyncGroup => self.sync_group(&mut body, version, &access).await.map(Some),
                 ApiKey::Heartbeat => self.heartbeat(&mut body, version, &access).map(Some),
                 ApiKey::LeaveGroup => self.leave_group(&mut body, version, &access).map(Some),
+                ApiKey::CreateTopics => self
+                    .create_topics(&mut body, version, &access)
+                    .await
+                    .map(Some),
+                ApiKey::DeleteTopics => self
+                    .delete_topics(&mut body, version, &access)
+                    .await
+                    .map(Some),
+                ApiKey::DescribeConfigs => {
+                    self.describe_configs(&mut body, version, &access).map(Some)
+                }
+                ApiKey::IncrementalAlterConfigs => self
+                    .alter_configs(&mut body, version, &access)
+                    .await
+                    .map(Some),
+                ApiKey::DescribeCluster => self.describe_cluster(&mut body, version).map(Some),
+                ApiKey::ListGroups => self
+                    .list_groups(&mut body, version, &access)
+                    .await
+                    .map(Some),
+                ApiKey::DescribeGroups => self
+                    .describe_groups(&mut body, version, &access)
+                    .await
+                    .map(Some),
+                ApiKey::DeleteGroups => self
+                    .delete_groups(&mut body, version, &access)
+                    .await
+                    .map(Some),
                 other => Err(format!("{other:?} is not served")),
             }
         };
@@ -326,7 +363,7 @@ impl Handler {
         }
     }
 
-    fn image(&self) -> Arc<MetadataImage> {
+    pub(crate) fn image(&self) -> Arc<MetadataImage> {
         self.mgr.image()
     }
 
@@ -405,6 +442,12 @@ impl Handler {
             r.controller_id = view
                 .as_ref()
                 .and_then(|v| v.controller_id)
+                .or_else(|| {
+                    self.registration
+                        .control()
+                        .controller()
+                        .and_then(|(id, _)| id)
+                })
                 .map_or(BrokerId(-1), broker_id);
         }
         if version >= 2 {
@@ -768,7 +811,7 @@ impl Handler {
     }
 
     /// Calls the group coordinator's service in process, as this client.
-    fn group_request<T>(body: T, access: &Access) -> tonic::Request<T> {
+    pub(crate) fn group_request<T>(body: T, access: &Access) -> tonic::Request<T> {
         let mut req = tonic::Request::new(body);
         req.extensions_mut().insert(access.clone());
         req
@@ -1254,7 +1297,11 @@ static INIT_REFUSED: rivulet_metadata::edge::RateLimit =
     rivulet_metadata::edge::RateLimit::new(Duration::from_secs(1));
 
 /// Encodes a response body at `version`.
-fn encode<T: Encodable>(body: &T, key: ApiKey, version: i16) -> Result<BytesMut, Failed> {
+pub(crate) fn encode<T: Encodable>(
+    body: &T,
+    key: ApiKey,
+    version: i16,
+) -> Result<BytesMut, Failed> {
     let mut buf = BytesMut::new();
     body.encode(&mut buf, version)
         .map_err(|e| format!("cannot encode the {key:?} v{version} answer: {e}"))?;

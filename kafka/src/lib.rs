@@ -11,6 +11,7 @@
 //! Record batches pass through as the bytes the client sent and the log
 //! holds; nothing is decompressed or re-encoded here.
 
+mod admin;
 pub mod classic;
 pub mod codes;
 pub mod conn;

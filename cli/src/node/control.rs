@@ -126,6 +126,41 @@ impl ControlPlane for QuorumControl {
         })
     }
 
+    fn delete_topic(&self, name: String) -> BoxFuture<'_, Result<(), ControlError>> {
+        Box::pin(async move {
+            let answer = self
+                .client()?
+                .delete_topic(pb::DeleteTopicRequest { name })
+                .await
+                .map_err(|s| unreachable(&s))?
+                .into_inner();
+            refused(answer.error_code, answer.error_message)
+        })
+    }
+
+    fn alter_topic_config(
+        &self,
+        name: String,
+        configs: Vec<(String, String)>,
+    ) -> BoxFuture<'_, Result<(), ControlError>> {
+        Box::pin(async move {
+            let req = pb::AlterTopicConfigRequest {
+                name,
+                configs: configs
+                    .into_iter()
+                    .map(|(key, value)| pb::ConfigEntry { key, value })
+                    .collect(),
+            };
+            let answer = self
+                .client()?
+                .alter_topic_config(req)
+                .await
+                .map_err(|s| unreachable(&s))?
+                .into_inner();
+            refused(answer.error_code, answer.error_message)
+        })
+    }
+
     fn create_topic(&self, t: NewTopic) -> BoxFuture<'_, Result<(), ControlError>> {
         Box::pin(async move {
             let req = pb::CreateTopicRequest {

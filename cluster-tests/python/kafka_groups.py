@@ -61,19 +61,27 @@ class Member:
         self.seen = []
         self.assignment = set()
         self.stop = threading.Event()
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": BOOTSTRAP,
-                "group.id": group,
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": True,
-                "auto.commit.interval.ms": 200,
-                "session.timeout.ms": 6000,
-                "heartbeat.interval.ms": 300,
-                "partition.assignment.strategy": strategy,
-            }
-        )
-        self.cooperative = strategy == "cooperative-sticky"
+        conf = {
+            "bootstrap.servers": BOOTSTRAP,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": 200,
+        }
+        if strategy == "kip-848":
+            # The new protocol: the coordinator assigns (KIP-848).
+            conf["group.protocol"] = "consumer"
+        else:
+            conf.update(
+                {
+                    "session.timeout.ms": 6000,
+                    "heartbeat.interval.ms": 300,
+                    "partition.assignment.strategy": strategy,
+                }
+            )
+        self.consumer = Consumer(conf)
+        # Both hand out partitions incrementally.
+        self.cooperative = strategy in ("cooperative-sticky", "kip-848")
         self.consumer.subscribe([TOPIC], on_assign=self.on_assign, on_revoke=self.on_revoke)
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
@@ -165,6 +173,20 @@ def _():
     for m in members:
         m.seen.clear()
     read_exactly_once(members, produce(900))
+    for m in members:
+        m.close()
+
+
+@check("KIP-848 members (group.protocol=consumer) get their partitions from the coordinator and read every record once")
+def _():
+    members = [Member("kip848", "kip-848") for _ in range(2)]
+    wait_for("two KIP-848 members", lambda: settled(members))
+    read_exactly_once(members, produce(900))
+    members.append(Member("kip848", "kip-848"))
+    wait_for("three KIP-848 members", lambda: settled(members))
+    for m in members:
+        m.seen.clear()
+    read_exactly_once(members, produce(600))
     for m in members:
         m.close()
 

@@ -361,12 +361,26 @@ async fn classic_consumer_groups_split_partitions_and_hand_them_over() {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the Kafka group checks failed");
-    assert!(stdout.contains("4 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("5 passed, 0 failed"), "{stdout}");
     // kafka-python committed everything: `rivulet group describe` sees the
     // group's offsets at the high watermarks.
     let group = cli::ok_json(&c, &["group", "describe", "kafka-python-group", "--json"]);
     let parts = group["partitions"].as_array().expect("partitions");
     assert_eq!(parts.len(), 6, "{group}");
     assert!(parts.iter().all(|p| p["lag"] == 0), "{group}");
+    // The KIP-848 group is the coordinator's own kind: its members left
+    // (closing committed), and it is empty with commits on every partition.
+    let group = cli::ok_json(&c, &["group", "describe", "kip848", "--json"]);
+    assert_eq!(
+        group["members"].as_array().map(Vec::len),
+        Some(0),
+        "{group}"
+    );
+    let parts = group["partitions"].as_array().expect("partitions");
+    assert_eq!(parts.len(), 6, "{group}");
+    assert!(
+        parts.iter().all(|p| p["committed_offset"].is_u64()),
+        "{group}"
+    );
     c.assert_no_unexpected_errors(&[]);
 }

@@ -97,7 +97,13 @@ pub struct Handler {
     pub(crate) coord: Arc<GroupCoordinator>,
     pub(crate) authorizer: Arc<Authorizer>,
     classic: std::sync::Mutex<Classic>,
+    /// What each KIP-848 member last said it owns: a heartbeat's null
+    /// `topic_partitions` means "unchanged".
+    owned: std::sync::Mutex<HashMap<(String, String), Vec<pb::TopicPartitions>>>,
 }
+
+/// Most KIP-848 members whose owned partitions are remembered.
+const MAX_OWNED: usize = 100_000;
 
 /// The classic groups and the JoinGroup and SyncGroup requests waiting on
 /// them, under one lock.
@@ -193,6 +199,7 @@ impl Handler {
             coord,
             authorizer,
             classic: std::sync::Mutex::default(),
+            owned: std::sync::Mutex::default(),
         }
     }
 
@@ -315,6 +322,10 @@ impl Handler {
                     .map(Some),
                 ApiKey::OffsetFetch => self
                     .offset_fetch(&mut body, version, &access)
+                    .await
+                    .map(Some),
+                ApiKey::ConsumerGroupHeartbeat => self
+                    .consumer_group_heartbeat(&mut body, version, &access)
                     .await
                     .map(Some),
                 ApiKey::JoinGroup => self.join_group(&mut body, version, &access).await.map(Some),
@@ -934,14 +945,25 @@ impl Handler {
             refused.push(row);
         }
         let group = req.group_id.0.to_string();
+        // Whose commit: a classic member's (checked against its generation
+        // here), a KIP-848 member's (its id and epoch go to the
+        // coordinator), or one from outside any group (-1, no member id).
+        let epoch = req.generation_id_or_member_epoch;
+        let mut as_member: Option<(String, i32)> = None;
         let member_check = self
             .group_check(&group, access, Operation::Read)
             .and_then(|()| {
-                self.classic().groups.may_commit(
-                    &group,
-                    req.member_id.as_str(),
-                    req.generation_id_or_member_epoch,
-                )
+                let classic = self.classic();
+                if classic.groups.describe(&group).is_some()
+                    || (req.member_id.is_empty() && epoch < 0)
+                {
+                    classic
+                        .groups
+                        .may_commit(&group, req.member_id.as_str(), epoch)
+                } else {
+                    as_member = Some((req.member_id.to_string(), epoch));
+                    Ok(())
+                }
             });
         let code = if let Err(code) = member_check {
             code
@@ -956,8 +978,8 @@ impl Handler {
                     // generation, refused if such a group has members.
                     pb::OffsetCommitRequest {
                         group_id: group.clone(),
-                        member_id: String::new(),
-                        member_epoch: -1,
+                        member_id: as_member.as_ref().map_or(String::new(), |m| m.0.clone()),
+                        member_epoch: as_member.as_ref().map_or(-1, |m| m.1),
                         offsets,
                     },
                     access,
@@ -1082,6 +1104,165 @@ impl Handler {
 }
 
 impl Handler {
+    /// KIP-848's heartbeat onto the coordinator's (topics by id on the wire,
+    /// by name inside).
+    async fn consumer_group_heartbeat(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: &Access,
+    ) -> Result<BytesMut, Failed> {
+        use kafka_protocol::messages::consumer_group_heartbeat_response::{
+            Assignment, TopicPartitions as WireTps,
+        };
+        let req: ConsumerGroupHeartbeatRequest =
+            decode(body, ApiKey::ConsumerGroupHeartbeat, version)?;
+        let group = req.group_id.0.to_string();
+        let member = req.member_id.to_string();
+        let mut r = ConsumerGroupHeartbeatResponse::default().with_member_epoch(-1);
+        let image = self.image();
+        let key = (group.clone(), member.clone());
+        let refused = if req
+            .subscribed_topic_regex
+            .as_ref()
+            .is_some_and(|r| !r.is_empty())
+        {
+            Some((
+                K::InvalidRequest.code(),
+                "regular-expression subscriptions are not supported: subscribe to topic names"
+                    .to_owned(),
+            ))
+        } else if req.member_epoch == 0
+            && self.owned.lock().unwrap_or_else(|e| e.into_inner()).len() >= MAX_OWNED
+        {
+            Some((
+                K::CoordinatorNotAvailable.code(),
+                "too many members on this coordinator".to_owned(),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, message)) = refused {
+            r.error_code = code;
+            r.error_message = Some(str_bytes(&message));
+            return encode(&r, ApiKey::ConsumerGroupHeartbeat, version);
+        }
+        let owned = match &req.topic_partitions {
+            Some(tps) => {
+                let wire: Vec<pb::TopicPartitions> = tps
+                    .iter()
+                    .filter_map(|tp| {
+                        let id = tp.topic_id.as_u128();
+                        let t = image.topics().values().find(|t| t.id.as_u128() == id)?;
+                        Some(pb::TopicPartitions {
+                            topic: t.name.clone(),
+                            partitions: tp
+                                .partitions
+                                .iter()
+                                .filter_map(|p| u32::try_from(*p).ok())
+                                .collect(),
+                        })
+                    })
+                    .collect();
+                if req.member_epoch >= 0 {
+                    self.owned
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key.clone(), wire.clone());
+                }
+                wire
+            }
+            None => self
+                .owned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned()
+                .unwrap_or_default(),
+        };
+        let answer = self
+            .groups
+            .consumer_group_heartbeat(Self::group_request(
+                pb::ConsumerGroupHeartbeatRequest {
+                    group_id: group.clone(),
+                    member_id: member.clone(),
+                    member_epoch: req.member_epoch,
+                    subscribed_topics: req
+                        .subscribed_topic_names
+                        .iter()
+                        .flatten()
+                        .map(|t| t.0.to_string())
+                        .collect(),
+                    owned_partitions: owned,
+                    client_id: String::new(),
+                    session_timeout_ms: 0,
+                },
+                access,
+            ))
+            .await
+            .map(tonic::Response::into_inner);
+        match answer {
+            Ok(a) if a.error_code == 0 => {
+                if a.member_epoch < 0 {
+                    self.owned
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&key);
+                } else if a.member_id != member {
+                    // A member id the coordinator picked (v0).
+                    let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+                    let held = owned.remove(&key).unwrap_or_default();
+                    owned.insert((group.clone(), a.member_id.clone()), held);
+                }
+                r.member_id = Some(str_bytes(&a.member_id));
+                r.member_epoch = a.member_epoch;
+                r.heartbeat_interval_ms =
+                    i32::try_from(a.heartbeat_interval_ms).unwrap_or(i32::MAX);
+                if a.member_epoch >= 0 {
+                    r.assignment = Some(
+                        Assignment::default().with_topic_partitions(
+                            a.assignment
+                                .iter()
+                                .filter_map(|tp| {
+                                    let t = image.topic(&tp.topic)?;
+                                    Some(
+                                        WireTps::default()
+                                            .with_topic_id(uuid::Uuid::from_u128(t.id.as_u128()))
+                                            .with_partitions(
+                                                tp.partitions
+                                                    .iter()
+                                                    .filter_map(|p| i32::try_from(*p).ok())
+                                                    .collect(),
+                                            ),
+                                    )
+                                })
+                                .collect(),
+                        ),
+                    );
+                }
+            }
+            Ok(a) => {
+                tracing::debug!(group = %group, error = %a.error_message, "ConsumerGroupHeartbeat refused");
+                if matches!(
+                    ErrorCode::try_from(a.error_code),
+                    Ok(ErrorCode::UnknownMemberId | ErrorCode::FencedMemberEpoch)
+                ) {
+                    self.owned
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&key);
+                }
+                r.error_code = kafka_code_raw(a.error_code);
+                r.error_message = Some(str_bytes(&a.error_message));
+            }
+            Err(s) => {
+                r.error_code = K::CoordinatorNotAvailable.code();
+                r.error_message = Some(str_bytes(s.message()));
+            }
+        }
+        encode(&r, ApiKey::ConsumerGroupHeartbeat, version)
+    }
+
     async fn join_group(
         &self,
         body: &mut Bytes,

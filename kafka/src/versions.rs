@@ -7,7 +7,7 @@
 //!   2.0.2) checks for Produce v0 among its "feature" probes and turns
 //!   compression off when it is missing.
 //! - Produce and Fetch stop at v12: v13 addresses topics by id only.
-//! - OffsetFetch stops at v7 and OffsetCommit at v8, before the batched and
+//! - OffsetFetch stops at v7 and OffsetCommit at v9, before the batched and
 //!   topic-id forms.
 
 use kafka_protocol::messages::ApiKey;
@@ -18,7 +18,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
     (ApiKey::Metadata, 0, 12),
-    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::ApiVersions, 0, 4),
@@ -27,6 +27,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),

@@ -234,12 +234,12 @@ fn free_subnet_prefix() -> String {
 }
 
 /// Three distinct free ports on 127.0.0.1 (all bound before any is released).
-fn free_ports() -> [u16; 3] {
-    let listeners: Vec<TcpListener> = (0..3)
+fn free_ports() -> [u16; 6] {
+    let listeners: Vec<TcpListener> = (0..6)
         .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0"))
         .collect();
     let port = |i: usize| listeners[i].local_addr().expect("bound").port();
-    [port(0), port(1), port(2)]
+    std::array::from_fn(port)
 }
 
 /// One compose project; `docker-compose down -v` when dropped, whatever
@@ -253,8 +253,9 @@ struct Project {
     file: PathBuf,
     /// `RIVULET_SUBNET_PREFIX`: a /24 no other network uses.
     subnet_prefix: String,
-    /// `RIVULET_PORT_1..3`: free host ports for node 1..3's published port.
-    ports: [u16; 3],
+    /// `RIVULET_PORT_1..3`: free host ports for node 1..3's published port,
+    /// then `RIVULET_KAFKA_PORT_1..3` for their Kafka listeners.
+    ports: [u16; 6],
     /// `docker/compose.tls.yml` over the base file, and the CA the host CLI
     /// trusts (copied out of node 1 once up).
     tls: Option<(PathBuf, PathBuf)>,
@@ -275,8 +276,11 @@ impl Project {
         }
         cmd.env("RIVULET_IMAGE", TEST_IMAGE)
             .env("RIVULET_SUBNET_PREFIX", &self.subnet_prefix);
-        for (i, port) in self.ports.iter().enumerate() {
+        for (i, port) in self.ports[..3].iter().enumerate() {
             cmd.env(format!("RIVULET_PORT_{}", i + 1), port.to_string());
+        }
+        for (i, port) in self.ports[3..].iter().enumerate() {
+            cmd.env(format!("RIVULET_KAFKA_PORT_{}", i + 1), port.to_string());
         }
         cmd
     }
@@ -301,7 +305,7 @@ impl Project {
 
     /// `--bootstrap` for the CLI on the host: every node's published port.
     fn bootstrap(&self) -> String {
-        self.ports
+        self.ports[..3]
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect::<Vec<_>>()
@@ -332,7 +336,7 @@ impl Project {
     /// accepts connections and never answers), parsed; None if it failed.
     fn rivulet_json_without(&self, skip: u64, args: &[&str]) -> Option<Value> {
         let bootstrap: Vec<String> = (1..=3u64)
-            .zip(self.ports)
+            .zip(&self.ports[..3])
             .filter(|(id, _)| *id != skip)
             .map(|(_, p)| format!("127.0.0.1:{p}"))
             .collect();
@@ -595,6 +599,21 @@ async fn compose_cluster_serves_the_cli_and_fails_over_when_a_container_is_kille
             Some(format!("{}.1{id}:9092", project.subnet_prefix).as_str()),
             "broker {id} should advertise its container IP"
         );
+    }
+
+    // Kafka clients bootstrap from the published port and are sent on to
+    // the containers' Kafka listeners.
+    if let Some(kcat) = std::env::var_os("RIVULET_KCAT") {
+        let out = run(
+            Command::new(kcat).args(["-b", &format!("127.0.0.1:{}", project.ports[3]), "-L"]),
+            None,
+            CLI_TIMEOUT,
+        );
+        let listed = success("kcat -L", out);
+        for id in 1..=3 {
+            let want = format!("broker {id} at {}.1{id}:19092", project.subnet_prefix);
+            assert!(listed.contains(&want), "{want} missing from {listed}");
+        }
     }
 
     // A topic every node replicates.

@@ -89,6 +89,34 @@ async fn kafka_clients_produce_consume_and_commit_through_the_kafka_listener() {
     );
     let lag: u64 = commits.iter().map(|c| c.2).sum();
     assert_eq!(lag as usize, produced - 18, "{group}");
+    // And the other way: offsets the CLI resets are what librdkafka's
+    // committed() reads.
+    cli::ok_stdout(
+        &c,
+        &[
+            "group",
+            "reset-offsets",
+            "kafka-committer",
+            "--topic",
+            "kc",
+            "--to-offset",
+            "3",
+        ],
+    );
+    let python = std::env::var_os("RIVULET_PYTHON").unwrap();
+    let probe = format!(
+        "from confluent_kafka import Consumer, TopicPartition as T\n\
+         c = Consumer({{'bootstrap.servers': '{}', 'group.id': 'kafka-committer'}})\n\
+         print([t.offset for t in c.committed([T('kc', p) for p in range(3)], timeout=10)])",
+        c.kafka_bootstrap()
+    );
+    let out = Command::new(python).args(["-c", &probe]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[3, 3, 3]",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     c.assert_no_unexpected_errors(&[]);
 }
 
@@ -135,20 +163,44 @@ async fn kcat_produces_and_consumes_compressed_batches() {
         );
         want += 300;
     }
-    let read = Command::new(&kcat)
-        .args(["-b", &bootstrap, "-C", "-t", "kcat", "-e", "-q"])
-        .output()
-        .expect("kcat -C");
-    let read = String::from_utf8_lossy(&read.stdout).into_owned();
-    let mut values: Vec<&str> = read.lines().collect();
-    values.sort_unstable();
-    values.dedup();
-    assert_eq!(
-        values.len(),
-        want,
-        "kcat read back {} distinct",
-        values.len()
-    );
+    // acks=0: no answers at all, and the records still land.
+    let lines: String = (0..200).map(|i| format!("acks0-{i}\n")).collect();
+    let mut child = Command::new(&kcat)
+        .args(["-b", &bootstrap, "-P", "-t", "kcat", "-X", "acks=0"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat -P");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    want += 200;
+    // acks=0 answered nothing: its records may still be replicating.
+    let distinct = || {
+        let read = Command::new(&kcat)
+            .args(["-b", &bootstrap, "-C", "-t", "kcat", "-e", "-q"])
+            .output()
+            .expect("kcat -C");
+        let read = String::from_utf8_lossy(&read.stdout).into_owned();
+        let mut values: Vec<String> = read.lines().map(str::to_owned).collect();
+        let all = values.len();
+        values.sort_unstable();
+        values.dedup();
+        (all, values.len())
+    };
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut read = distinct();
+    while read.1 < want && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        read = distinct();
+    }
+    assert_eq!(read, (want, want), "kcat read back (all, distinct)");
     assert_eq!(grpc_count(&c, "kcat"), want);
     c.assert_no_unexpected_errors(&[]);
 }
@@ -274,12 +326,19 @@ async fn bad_kafka_frames_close_the_connection_and_the_node_keeps_serving() {
         s.write_all(&frame(key, 0, 5, &[0; 8])).await.unwrap();
         assert!(closed(&mut s).await, "API key {key} was not refused");
     }
-    // A Metadata v1 whose topic array claims a million entries it lacks.
-    let mut s = connect(addr).await;
-    s.write_all(&frame(3, 1, 6, &1_000_000i32.to_be_bytes()))
-        .await
-        .unwrap();
-    assert!(closed(&mut s).await, "a truncated Metadata was not refused");
+    // Metadata v1 whose topic array claims a million, and 2^31 - 1, entries
+    // it lacks (the second would abort the process on an allocation of
+    // ~100 GiB if the count were trusted).
+    for count in [1_000_000i32, i32::MAX] {
+        let mut s = connect(addr).await;
+        s.write_all(&frame(3, 1, 6, &count.to_be_bytes()))
+            .await
+            .unwrap();
+        assert!(
+            closed(&mut s).await,
+            "a Metadata of {count} topics was not refused"
+        );
+    }
     // Garbage with a plausible size.
     let mut s = connect(addr).await;
     let mut garbage = vec![0xa5u8; 1024];
@@ -382,5 +441,90 @@ async fn classic_consumer_groups_split_partitions_and_hand_them_over() {
         parts.iter().all(|p| p["committed_offset"].is_u64()),
         "{group}"
     );
+    c.assert_no_unexpected_errors(&[]);
+}
+
+/// OffsetForLeaderEpoch v2 for `topic`-0: (error, leader epoch, end offset).
+async fn epoch_end(
+    addr: SocketAddr,
+    topic: &str,
+    current_leader_epoch: i32,
+    leader_epoch: i32,
+) -> (i16, i32, i64) {
+    let mut body = Vec::new();
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&0i32.to_be_bytes());
+    body.extend_from_slice(&current_leader_epoch.to_be_bytes());
+    body.extend_from_slice(&leader_epoch.to_be_bytes());
+    let mut s = connect(addr).await;
+    s.write_all(&frame(23, 2, 3, &body)).await.unwrap();
+    let (corr, r) = response(&mut s).await;
+    assert_eq!(corr, 3);
+    // throttle, 1 topic, its name, 1 partition, then the answer.
+    let at = 4 + 4 + 2 + topic.len() + 4;
+    let p = &r[at..];
+    (
+        i16::from_be_bytes([p[0], p[1]]),
+        i32::from_be_bytes(p[6..10].try_into().unwrap()),
+        i64::from_be_bytes(p[10..18].try_into().unwrap()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_for_leader_epoch_answers_where_an_epoch_ends_up_to_the_high_watermark() {
+    let mut c = Cluster::start(3).await;
+    c.wait_unfenced(&c.ids(), TIMEOUT).await;
+    assert_eq!(c.create_topic_with(1, "epochs", 1, 3, &[]).await, 0);
+    c.wait_isr("epochs", 0, &[1, 2, 3], TIMEOUT).await;
+    let lines: String = (0..10).map(|i| format!("a{i}\n")).collect();
+    let out = cli::rivulet_as_with_stdin(&c, None, &["produce", "epochs"], &lines);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = c.wait_partition_leader("epochs", 0, TIMEOUT).await;
+    let leader = first.leader.expect("a leader");
+    let addr = c.kafka_addr(leader).expect("Kafka listener");
+    assert_eq!(epoch_end(addr, "epochs", -1, 0).await, (0, 0, 10));
+    // A newer epoch than the leader's: the latest it has, ending at the HW.
+    assert_eq!(epoch_end(addr, "epochs", -1, 9).await, (0, 0, 10));
+    // A current epoch from the future, and a follower asked.
+    assert_eq!(
+        epoch_end(addr, "epochs", 9, 0).await.0,
+        75,
+        "UNKNOWN_LEADER_EPOCH"
+    );
+    let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
+    let faddr = c.kafka_addr(follower).unwrap();
+    assert_eq!(
+        epoch_end(faddr, "epochs", -1, 0).await.0,
+        6,
+        "NOT_LEADER_OR_FOLLOWER"
+    );
+    // After a failover, epoch 0 ends where the new epoch starts.
+    c.kill(leader);
+    let next = cluster_tests::wait_until("a new leader", TIMEOUT, || async {
+        let p = c.partition_info("epochs", 0).await?;
+        p.leader
+            .filter(|l| *l != leader)
+            .map(|l| (l, p.leader_epoch))
+    })
+    .await;
+    let lines: String = (0..5).map(|i| format!("b{i}\n")).collect();
+    let out = cli::rivulet_as_with_stdin(&c, None, &["produce", "epochs"], &lines);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addr = c.kafka_addr(next.0).unwrap();
+    assert_eq!(epoch_end(addr, "epochs", -1, 0).await, (0, 0, 10));
+    let (code, epoch, end) = epoch_end(addr, "epochs", -1, next.1 as i32).await;
+    assert_eq!((code, epoch, end), (0, next.1 as i32, 15));
+    c.restart(leader).await;
     c.assert_no_unexpected_errors(&[]);
 }

@@ -386,6 +386,63 @@ impl Handler {
         encode(&r, ApiKey::DescribeCluster, version)
     }
 
+    pub(crate) fn describe_log_dirs(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: &Access,
+    ) -> Result<BytesMut, Failed> {
+        use kafka_protocol::messages::describe_log_dirs_response::{
+            DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+        };
+        let req: DescribeLogDirsRequest = decode(body, ApiKey::DescribeLogDirs, version)?;
+        let mut r = DescribeLogDirsResponse::default();
+        let Some(dir) = self.api.describe_log_dir(access) else {
+            if version >= 3 {
+                r.error_code = K::ClusterAuthorizationFailed.code();
+            }
+            return encode(&r, ApiKey::DescribeLogDirs, version);
+        };
+        let wanted = |t: &str, p: u32| match &req.topics {
+            None => true,
+            Some(ts) => ts.iter().any(|w| {
+                w.topic.0.as_str() == t
+                    && w.partitions.iter().any(|q| i64::from(*q) == i64::from(p))
+            }),
+        };
+        let mut out = DescribeLogDirsResult::default()
+            .with_log_dir(str_bytes(&dir.path.display().to_string()));
+        if version >= 4 {
+            out.total_bytes = dir
+                .total_bytes
+                .and_then(|b| i64::try_from(b).ok())
+                .unwrap_or(-1);
+            out.usable_bytes = dir
+                .usable_bytes
+                .and_then(|b| i64::try_from(b).ok())
+                .unwrap_or(-1);
+        }
+        for (topic, partition, size, lag) in dir.replicas {
+            if !wanted(&topic, partition) {
+                continue;
+            }
+            let p = DescribeLogDirsPartition::default()
+                .with_partition_index(i32::try_from(partition).unwrap_or(i32::MAX))
+                .with_partition_size(i64::try_from(size).unwrap_or(i64::MAX))
+                .with_offset_lag(i64::try_from(lag).unwrap_or(0));
+            match out.topics.last_mut() {
+                Some(t) if t.name.0.as_str() == topic => t.partitions.push(p),
+                _ => out.topics.push(
+                    DescribeLogDirsTopic::default()
+                        .with_name(TopicName(str_bytes(&topic)))
+                        .with_partitions(vec![p]),
+                ),
+            }
+        }
+        r.results.push(out);
+        encode(&r, ApiKey::DescribeLogDirs, version)
+    }
+
     pub(crate) async fn list_groups(
         &self,
         body: &mut Bytes,

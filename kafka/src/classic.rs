@@ -32,6 +32,8 @@ pub const SESSION_RANGE: (u64, u64) = (1_000, 300_000);
 pub const MAX_MEMBERS: usize = 1_000;
 /// Most members of all classic groups on one node.
 pub const MAX_TOTAL_MEMBERS: usize = 100_000;
+// A session may not outlast the longest round (`join` clamps to both).
+const _: () = assert!(SESSION_RANGE.1 <= MAX_REBALANCE.as_millis() as u64);
 
 /// Where a group is in its rebalance cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,12 +172,19 @@ impl ClassicGroups {
         if !new_member && !group.members.contains_key(j.member_id) {
             return Err(err(K::UnknownMemberId));
         }
-        if !group.members.is_empty() {
-            let shared = group.members.iter().all(|(id, m)| {
-                id == j.member_id
-                    || j.protocols
-                        .iter()
-                        .any(|(p, _)| m.protocols.iter().any(|(q, _)| q == p))
+        let others: Vec<&Member> = group
+            .members
+            .iter()
+            .filter(|(id, _)| *id != j.member_id)
+            .map(|(_, m)| m)
+            .collect();
+        if !others.is_empty() {
+            // The joiner must support a protocol every other member does,
+            // or no round could ever complete.
+            let shared = j.protocols.iter().any(|(p, _)| {
+                others
+                    .iter()
+                    .all(|m| m.protocols.iter().any(|(q, _)| q == p))
             });
             if group.protocol_type != j.protocol_type || !shared {
                 return Err(err(K::InconsistentGroupProtocol));
@@ -191,7 +200,11 @@ impl ClassicGroups {
         let member_id = if new_member {
             self.next_member += 1;
             self.total_members += 1;
-            format!("{}-{}", sanitize(j.client_id), self.next_member)
+            format!(
+                "{}-{}",
+                sanitize(j.client_id),
+                random_suffix(self.next_member)
+            )
         } else {
             j.member_id.to_owned()
         };
@@ -238,7 +251,7 @@ impl ClassicGroups {
             && group.generation > 0
             && group.members.values().all(|m| m.joined.is_some())
         {
-            complete_round(j.group, group, &mut effects);
+            complete_round(j.group, group, now, &mut effects);
         }
         Ok((member_id, effects))
     }
@@ -368,7 +381,10 @@ impl ClassicGroups {
         if generation != group.generation {
             return Err(err(K::IllegalGeneration));
         }
-        if group.state == State::PreparingRebalance {
+        // Eager members commit as they revoke, while the group prepares
+        // the next round (their generation is still current then); between
+        // the round and the leader's assignment nobody owns anything.
+        if group.state == State::CompletingRebalance {
             return Err(err(K::RebalanceInProgress));
         }
         Ok(())
@@ -388,7 +404,7 @@ impl ClassicGroups {
                     if group.deadline.is_some_and(|d| now >= d) {
                         // Who did not rejoin in time is gone.
                         group.members.retain(|_, m| m.joined.is_some());
-                        complete_round(&id, group, &mut effects);
+                        complete_round(&id, group, now, &mut effects);
                     }
                 }
                 State::CompletingRebalance | State::Stable => {
@@ -451,6 +467,16 @@ impl ClassicGroups {
     }
 }
 
+/// 128 random bits (and a counter, unique even if the system's randomness
+/// failed): another client cannot guess a member id to commit or leave as
+/// it.
+fn random_suffix(counter: u64) -> String {
+    let mut raw = [0u8; 16];
+    let _ = getrandom::fill(&mut raw);
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}{counter:x}")
+}
+
 /// Client ids become part of member ids: keep them short and printable.
 fn sanitize(client_id: &str) -> String {
     let s: String = client_id
@@ -505,7 +531,7 @@ fn membership_changed(group_id: &str, group: &mut Group, now: Instant, effects: 
     match group.state {
         State::PreparingRebalance => {
             if group.members.values().all(|m| m.joined.is_some()) {
-                complete_round(group_id, group, effects);
+                complete_round(group_id, group, now, effects);
             }
         }
         _ => start_rebalance(group_id, group, now, effects),
@@ -514,9 +540,13 @@ fn membership_changed(group_id: &str, group: &mut Group, now: Instant, effects: 
 
 /// Ends a join round: a new generation, a leader, a protocol, answers to
 /// every member that joined.
-fn complete_round(group_id: &str, group: &mut Group, effects: &mut Vec<Effect>) {
+fn complete_round(group_id: &str, group: &mut Group, now: Instant, effects: &mut Vec<Effect>) {
     group.deadline = None;
     group.generation += 1;
+    // Their sessions count from the end of the round they waited in.
+    for m in group.members.values_mut() {
+        m.last_seen = now;
+    }
     if group.members.is_empty() {
         group.state = State::Empty;
         group.leader = None;
@@ -555,6 +585,13 @@ fn complete_round(group_id: &str, group: &mut Group, effects: &mut Vec<Effect>) 
                     members: Vec::new(),
                 },
             });
+        }
+        // Nobody can lead this round: whoever does not join again in time
+        // is dropped.
+        group.state = State::PreparingRebalance;
+        group.deadline = Some(now + INITIAL_DELAY);
+        for m in group.members.values_mut() {
+            m.joined = None;
         }
         return;
     };
@@ -613,7 +650,7 @@ mod tests {
                 .map(|p| ((*p).to_owned(), Bytes::from(format!("meta-{p}"))))
                 .collect(),
             session: Duration::from_secs(10),
-            rebalance: Duration::from_secs(10),
+            rebalance: Duration::from_secs(30),
         }
     }
 
@@ -697,7 +734,7 @@ mod tests {
         let (b, fx) = g.join(join("g", "", &["range"]), t0).unwrap();
         assert!(fx.is_empty());
         assert_eq!(g.heartbeat("g", &a, 1, t0), K::RebalanceInProgress.code());
-        assert_eq!(g.may_commit("g", &a, 1), Err(K::RebalanceInProgress.code()));
+        assert_eq!(g.may_commit("g", &a, 1), Ok(()), "revoking members commit");
         let (_, fx) = g.join(join("g", &a, &["range"]), t0).unwrap();
         let done = joined(&fx);
         assert_eq!((done[&a].generation, done[&b].generation), (2, 2));
@@ -713,7 +750,9 @@ mod tests {
             K::RebalanceInProgress.code()
         );
         // a does not rejoin either: at the deadline the group is empty.
-        g.tick(later + Duration::from_secs(10));
+        g.tick(later + Duration::from_secs(29));
+        assert!(g.describe("g").is_some(), "the round is still open");
+        g.tick(later + Duration::from_secs(30));
         assert!(g.describe("g").is_none(), "an empty group is forgotten");
         assert_eq!(g.may_commit("g", "", -1), Ok(()));
         assert_eq!(g.total_members, 0);
@@ -762,5 +801,56 @@ mod tests {
             g.sync("nope", "x", 1, vec![], t0).0,
             Err(K::UnknownMemberId.code())
         );
+    }
+
+    #[test]
+    fn a_slow_round_keeps_its_members_and_commits_wait_for_the_assignment() {
+        let mut g = ClassicGroups::default();
+        let t0 = Instant::now();
+        let (a, _) = g.join(join("g", "", &["range"]), t0).unwrap();
+        let (b, _) = g.join(join("g", "", &["range"]), t0).unwrap();
+        g.tick(t0 + INITIAL_DELAY);
+        // Between the round and the leader's SyncGroup nobody owns anything.
+        assert_eq!(g.may_commit("g", &a, 1), Err(K::RebalanceInProgress.code()));
+        assert_eq!(g.sync("g", &a, 1, vec![], t0).0, Ok(Some(Bytes::new())));
+        // A third member; a rejoins at once, b only after 17 s (within the
+        // 30 s rebalance timeout): nobody expires at the round's end.
+        let t1 = t0 + Duration::from_secs(1);
+        let (c, _) = g.join(join("g", "", &["range"]), t1).unwrap();
+        g.join(join("g", &a, &["range"]), t1).unwrap();
+        let t2 = t0 + Duration::from_secs(9);
+        assert_eq!(g.heartbeat("g", &b, 1, t2), K::RebalanceInProgress.code());
+        let late = t0 + Duration::from_secs(18);
+        let (_, fx) = g.join(join("g", &b, &["range"]), late).unwrap();
+        assert_eq!(joined(&fx).len(), 3);
+        g.tick(late + Duration::from_secs(1));
+        let view = g.describe("g").unwrap();
+        assert_eq!(view.members.len(), 3, "a and c waited 17 s in the round");
+        assert!(view.members.iter().any(|m| m.0 == c));
+    }
+
+    #[test]
+    fn a_joiner_must_share_a_protocol_with_every_member() {
+        let mut g = ClassicGroups::default();
+        let t0 = Instant::now();
+        g.join(join("g", "", &["x", "y"]), t0).unwrap();
+        g.join(join("g", "", &["x"]), t0).unwrap();
+        // y is not supported by the second member: no round could complete.
+        assert_eq!(
+            g.join(join("g", "", &["y"]), t0).unwrap_err(),
+            K::InconsistentGroupProtocol.code()
+        );
+        let done = joined(&g.tick(t0 + INITIAL_DELAY));
+        assert!(done.values().all(|j| j.protocol.as_deref() == Some("x")));
+    }
+
+    #[test]
+    fn member_ids_are_not_guessable() {
+        let mut g = ClassicGroups::default();
+        let t0 = Instant::now();
+        let (a, _) = g.join(join("g", "", &["x"]), t0).unwrap();
+        let (b, _) = g.join(join("g", "", &["x"]), t0).unwrap();
+        assert!(a.starts_with("c-") && a.len() > 20, "{a}");
+        assert_ne!(a[2..], b[2..]);
     }
 }

@@ -19,9 +19,10 @@
 //!   UNSUPPORTED_VERSION and our versions in its v0 form (KIP-511).
 //! - At most `max_in_flight` requests per connection are in work; past that
 //!   the reader stops reading and TCP holds the client back.
-//! - A connection silent for `idle_timeout` between requests, or stalled
-//!   for [`BODY_STALL`] inside one, is closed; past `max_connections` a new
-//!   connection is closed at once.
+//! - A connection silent for `idle_timeout` between requests, one whose
+//!   request body takes longer than [`BODY_STALL`] to arrive, or one that
+//!   does not read an answer for `WRITE_STALL`, is closed; past
+//!   `max_connections` a new connection is closed at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,6 +68,11 @@ impl Default for KafkaLimits {
 const MIN_FRAME: usize = 10;
 /// How much of a body is read into memory before more is allocated.
 const READ_CHUNK: usize = 64 << 10;
+
+/// Longest one answer may take to be written before the connection is cut.
+const WRITE_STALL: Duration = Duration::from_secs(60);
+/// How long a closing connection's answers in work may still take.
+const DRAIN: Duration = Duration::from_secs(30);
 
 static REFUSED: RateLimit = RateLimit::new(Duration::from_secs(1));
 static ACCEPT_FAILED: RateLimit = RateLimit::new(Duration::from_secs(1));
@@ -129,7 +135,7 @@ pub(crate) enum Closed {
     BadSize(i64, usize),
     #[error("silent for {0:?}")]
     Idle(Duration),
-    #[error("a request stalled half-sent for {0:?}")]
+    #[error("a request body took longer than {0:?} to arrive")]
     Stalled(Duration),
     #[error("{0}")]
     Protocol(String),
@@ -145,17 +151,22 @@ async fn connection(
     cancel: CancellationToken,
 ) -> Option<Closed> {
     let (mut rd, mut wr) = socket.into_split();
-    let (tx, mut rx) = mpsc::channel::<JoinHandle<Answer>>(limits.max_in_flight.max(1));
+    // Each task returns its answer and what it holds of the byte budget,
+    // released once the answer is written.
+    let (tx, mut rx) =
+        mpsc::channel::<JoinHandle<(Answer, Option<Held>)>>(limits.max_in_flight.max(1));
     let writer = tokio::spawn(async move {
         while let Some(task) = rx.recv().await {
             match task.await {
-                Ok(Answer::Bytes(bytes)) => {
-                    if wr.write_all(&bytes).await.is_err() {
-                        return;
+                Ok((Answer::Bytes(bytes), _held)) => {
+                    // A client that stops reading is cut off.
+                    match tokio::time::timeout(WRITE_STALL, wr.write_all(&bytes)).await {
+                        Ok(Ok(())) => {}
+                        _ => return,
                     }
                 }
-                Ok(Answer::Nothing) => {}
-                Ok(Answer::Close(why)) => {
+                Ok((Answer::Nothing, _)) => {}
+                Ok((Answer::Close(why), _)) => {
                     if let Some(suppressed) = CLOSED.allow() {
                         info!(%peer, reason = %why, suppressed, "closed a Kafka connection");
                     }
@@ -182,9 +193,12 @@ async fn connection(
         let task = match handler.parse(frame) {
             Parsed::Request(request) => {
                 let handler = Arc::clone(&handler);
-                tokio::spawn(async move { handler.handle(request, peer, &held).await })
+                tokio::spawn(async move {
+                    let answer = handler.handle(request, peer, &held).await;
+                    (answer, Some(held))
+                })
             }
-            Parsed::Immediate(bytes) => tokio::spawn(async move { Answer::Bytes(bytes) }),
+            Parsed::Immediate(bytes) => tokio::spawn(async move { (Answer::Bytes(bytes), None) }),
             Parsed::Close(why) => break Some(Closed::Protocol(why)),
         };
         if tx.send(task).await.is_err() {
@@ -192,9 +206,12 @@ async fn connection(
             break None;
         }
     };
-    // Answers already in work still go out, in order.
+    // Answers already in work still go out, in order, for a while.
     drop(tx);
-    let _ = tokio::time::timeout(Duration::from_secs(30), writer).await;
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(DRAIN, writer).await.is_err() {
+        abort.abort();
+    }
     debug!(%peer, "Kafka connection done");
     reason
 }
@@ -218,17 +235,25 @@ async fn read_frame<R: AsyncRead + Unpin>(
         return Err(Closed::BadSize(i64::from(n), limits.max_frame_bytes));
     }
     let reservation = budget.reserve(len).await;
-    let mut buf = BytesMut::with_capacity(len.min(READ_CHUNK));
-    while buf.len() < len {
-        if buf.capacity() == buf.len() {
-            buf.reserve((len - buf.len()).min(READ_CHUNK << 4));
+    // The whole body within BODY_STALL: a sender trickling a byte now and
+    // then cannot pin its reservation.
+    let body = async {
+        let mut buf = BytesMut::with_capacity(len.min(READ_CHUNK));
+        while buf.len() < len {
+            if buf.capacity() == buf.len() {
+                buf.reserve((len - buf.len()).min(READ_CHUNK << 4));
+            }
+            let want = (len - buf.len()) as u64;
+            match (&mut *rd).take(want).read_buf(&mut buf).await {
+                Err(_) | Ok(0) => return None,
+                Ok(_) => {}
+            }
         }
-        let want = (len - buf.len()) as u64;
-        match tokio::time::timeout(BODY_STALL, (&mut *rd).take(want).read_buf(&mut buf)).await {
-            Err(_) => return Err(Closed::Stalled(BODY_STALL)),
-            Ok(Err(_)) | Ok(Ok(0)) => return Ok(None),
-            Ok(Ok(_)) => {}
-        }
+        Some(buf.freeze())
+    };
+    match tokio::time::timeout(BODY_STALL, body).await {
+        Err(_) => Err(Closed::Stalled(BODY_STALL)),
+        Ok(None) => Ok(None),
+        Ok(Some(b)) => Ok(Some((b, reservation))),
     }
-    Ok(Some((buf.freeze(), reservation)))
 }

@@ -62,6 +62,7 @@ pub(crate) struct Request {
     key: ApiKey,
     version: i16,
     correlation_id: i32,
+    client_id: String,
     body: Bytes,
 }
 
@@ -99,11 +100,17 @@ pub struct Handler {
     classic: std::sync::Mutex<Classic>,
     /// What each KIP-848 member last said it owns: a heartbeat's null
     /// `topic_partitions` means "unchanged".
-    owned: std::sync::Mutex<HashMap<(String, String), Vec<pb::TopicPartitions>>>,
+    owned: std::sync::Mutex<HashMap<(String, String), OwnedEntry>>,
 }
+
+/// What a KIP-848 member last said it owns, and when it last heartbeat.
+type OwnedEntry = (Vec<pb::TopicPartitions>, Instant);
 
 /// Most KIP-848 members whose owned partitions are remembered.
 const MAX_OWNED: usize = 100_000;
+/// A member silent this long is gone (longer than any session timeout the
+/// coordinator accepts).
+const OWNED_IDLE: Duration = Duration::from_secs(600);
 
 /// The classic groups and the JoinGroup and SyncGroup requests waiting on
 /// them, under one lock.
@@ -216,9 +223,19 @@ impl Handler {
                 () = cancel.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let mut c = self.classic();
-            let effects = c.groups.tick(Instant::now());
-            c.deliver(effects);
+            let now = Instant::now();
+            {
+                let mut c = self.classic();
+                let effects = c.groups.tick(now);
+                c.deliver(effects);
+                // Requests that gave up (timed out, connection gone).
+                c.joins.retain(|_, tx| !tx.is_closed());
+                c.syncs.retain(|_, tx| !tx.is_closed());
+            }
+            self.owned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|_, (_, used)| now.saturating_duration_since(*used) < OWNED_IDLE);
         }
     }
 
@@ -271,13 +288,15 @@ impl Handler {
             ));
         }
         let header_version = key.request_header_version(version);
-        if let Err(e) = RequestHeader::decode(&mut frame, header_version) {
-            return Parsed::Close(format!("{key:?} v{version}: bad request header: {e}"));
-        }
+        let header = match RequestHeader::decode(&mut frame, header_version) {
+            Ok(h) => h,
+            Err(e) => return Parsed::Close(format!("{key:?} v{version}: bad request header: {e}")),
+        };
         Parsed::Request(Request {
             key,
             version,
             correlation_id,
+            client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
             body: frame,
         })
     }
@@ -288,6 +307,7 @@ impl Handler {
             key,
             version,
             correlation_id,
+            client_id,
             mut body,
         } = req;
         let access = Access {
@@ -307,6 +327,9 @@ impl Handler {
                 ApiKey::ListOffsets => self
                     .list_offsets(&mut body, version, &access)
                     .await
+                    .map(Some),
+                ApiKey::OffsetForLeaderEpoch => self
+                    .offset_for_leader_epoch(&mut body, version, &access)
                     .map(Some),
                 ApiKey::InitProducerId => self
                     .init_producer_id(&mut body, version, &access)
@@ -328,7 +351,10 @@ impl Handler {
                     .consumer_group_heartbeat(&mut body, version, &access)
                     .await
                     .map(Some),
-                ApiKey::JoinGroup => self.join_group(&mut body, version, &access).await.map(Some),
+                ApiKey::JoinGroup => self
+                    .join_group(&mut body, version, &access, &client_id)
+                    .await
+                    .map(Some),
                 ApiKey::SyncGroup => self.sync_group(&mut body, version, &access).await.map(Some),
                 ApiKey::Heartbeat => self.heartbeat(&mut body, version, &access).map(Some),
                 ApiKey::LeaveGroup => self.leave_group(&mut body, version, &access).map(Some),
@@ -346,6 +372,9 @@ impl Handler {
                 ApiKey::IncrementalAlterConfigs => self
                     .alter_configs(&mut body, version, &access)
                     .await
+                    .map(Some),
+                ApiKey::DescribeLogDirs => self
+                    .describe_log_dirs(&mut body, version, &access)
                     .map(Some),
                 ApiKey::DescribeCluster => self.describe_cluster(&mut body, version).map(Some),
                 ApiKey::ListGroups => self
@@ -531,7 +560,8 @@ impl Handler {
                 );
             }
         }
-        if version >= 10 {
+        // Only v12+ may name a topic by id alone (its name is nullable).
+        if version >= 12 {
             for id in unknown_ids {
                 r.topics.push(
                     MetadataResponseTopic::default()
@@ -769,6 +799,12 @@ impl Handler {
                 match results.next() {
                     Some(Ok(Ok((offset, epoch)))) => {
                         out.offset = offset.and_then(|o| i64::try_from(o).ok()).unwrap_or(-1);
+                        // A timestamp query's answer carries a timestamp
+                        // (Java's offsetsForTimes refuses a negative one):
+                        // the asked one, a lower bound of the record's.
+                        if p.timestamp >= 0 && out.offset >= 0 {
+                            out.timestamp = p.timestamp;
+                        }
                         if version >= 4 {
                             out.leader_epoch = i32::try_from(epoch).unwrap_or(-1);
                         }
@@ -782,6 +818,57 @@ impl Handler {
             r.topics.push(topic);
         }
         encode(&r, ApiKey::ListOffsets, version)
+    }
+
+    fn offset_for_leader_epoch(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: &Access,
+    ) -> Result<BytesMut, Failed> {
+        use kafka_protocol::messages::offset_for_leader_epoch_response::{
+            EpochEndOffset, OffsetForLeaderTopicResult,
+        };
+        let req: OffsetForLeaderEpochRequest = decode(body, ApiKey::OffsetForLeaderEpoch, version)?;
+        let queries: Vec<api::EpochQuery> = req
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| api::EpochQuery {
+                    topic: t.topic.0.to_string(),
+                    partition: u32::try_from(p.partition).unwrap_or(u32::MAX),
+                    current_leader_epoch: u32::try_from(p.current_leader_epoch).ok(),
+                    leader_epoch: u32::try_from(p.leader_epoch).unwrap_or(0),
+                })
+            })
+            .collect();
+        let mut results = self
+            .api
+            .offset_for_leader_epoch(&queries, access)
+            .into_iter();
+        let mut r = OffsetForLeaderEpochResponse::default();
+        for t in req.topics {
+            let mut topic = OffsetForLeaderTopicResult::default().with_topic(t.topic);
+            for p in t.partitions {
+                // UNDEFINED_EPOCH and UNDEFINED_EPOCH_OFFSET unless found.
+                let mut out = EpochEndOffset::default()
+                    .with_partition(p.partition)
+                    .with_leader_epoch(-1)
+                    .with_end_offset(-1);
+                match results.next() {
+                    Some(Ok(Some((epoch, end)))) if p.leader_epoch >= 0 => {
+                        out.leader_epoch = i32::try_from(epoch).unwrap_or(-1);
+                        out.end_offset = i64::try_from(end).unwrap_or(-1);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => out.error_code = kafka_code(e.code()),
+                    None => out.error_code = K::UnknownServerError.code(),
+                }
+                topic.partitions.push(out);
+            }
+            r.topics.push(topic);
+        }
+        encode(&r, ApiKey::OffsetForLeaderEpoch, version)
     }
 
     async fn init_producer_id(
@@ -1122,6 +1209,10 @@ impl Handler {
         let mut r = ConsumerGroupHeartbeatResponse::default().with_member_epoch(-1);
         let image = self.image();
         let key = (group.clone(), member.clone());
+        let full = {
+            let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+            !owned.contains_key(&key) && owned.len() >= MAX_OWNED
+        };
         let refused = if req
             .subscribed_topic_regex
             .as_ref()
@@ -1132,9 +1223,7 @@ impl Handler {
                 "regular-expression subscriptions are not supported: subscribe to topic names"
                     .to_owned(),
             ))
-        } else if req.member_epoch == 0
-            && self.owned.lock().unwrap_or_else(|e| e.into_inner()).len() >= MAX_OWNED
-        {
+        } else if full {
             Some((
                 K::CoordinatorNotAvailable.code(),
                 "too many members on this coordinator".to_owned(),
@@ -1164,12 +1253,6 @@ impl Handler {
                         })
                     })
                     .collect();
-                if req.member_epoch >= 0 {
-                    self.owned
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(key.clone(), wire.clone());
-                }
                 wire
             }
             None => self
@@ -1177,7 +1260,7 @@ impl Handler {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&key)
-                .cloned()
+                .map(|(o, _)| o.clone())
                 .unwrap_or_default(),
         };
         let answer = self
@@ -1193,7 +1276,7 @@ impl Handler {
                         .flatten()
                         .map(|t| t.0.to_string())
                         .collect(),
-                    owned_partitions: owned,
+                    owned_partitions: owned.clone(),
                     client_id: String::new(),
                     session_timeout_ms: 0,
                 },
@@ -1203,16 +1286,17 @@ impl Handler {
             .map(tonic::Response::into_inner);
         match answer {
             Ok(a) if a.error_code == 0 => {
-                if a.member_epoch < 0 {
-                    self.owned
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&key);
-                } else if a.member_id != member {
-                    // A member id the coordinator picked (v0).
-                    let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
-                    let held = owned.remove(&key).unwrap_or_default();
-                    owned.insert((group.clone(), a.member_id.clone()), held);
+                // Remembered only for members the coordinator accepted,
+                // under the id it gave (v0 lets it pick one).
+                {
+                    let mut remembered = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+                    remembered.remove(&key);
+                    if a.member_epoch >= 0 {
+                        remembered.insert(
+                            (group.clone(), a.member_id.clone()),
+                            (owned, Instant::now()),
+                        );
+                    }
                 }
                 r.member_id = Some(str_bytes(&a.member_id));
                 r.member_epoch = a.member_epoch;
@@ -1268,6 +1352,7 @@ impl Handler {
         body: &mut Bytes,
         version: i16,
         access: &Access,
+        client_id: &str,
     ) -> Result<BytesMut, Failed> {
         let req: JoinGroupRequest = decode(body, ApiKey::JoinGroup, version)?;
         let group = req.group_id.0.to_string();
@@ -1288,7 +1373,7 @@ impl Handler {
                         Join {
                             group: &group,
                             member_id: req.member_id.as_str(),
-                            client_id: "",
+                            client_id,
                             protocol_type: req.protocol_type.as_str(),
                             protocols: req
                                 .protocols
@@ -1500,4 +1585,49 @@ fn frame_response(correlation_id: i32, header_version: i16, body: &[u8]) -> Byte
     out.put_slice(&header);
     out.put_slice(body);
     out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wire_count_past_the_bytes_is_refused_before_anything_is_allocated() {
+        // Metadata v1: a topic array claiming 2^31 - 1 entries in 4 bytes.
+        // Unpatched, the codec reserves ~100 GiB for it and the allocation
+        // failure aborts the process (third_party/README.md).
+        let mut body = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff]);
+        let e = decode::<MetadataRequest>(&mut body, ApiKey::Metadata, 1).unwrap_err();
+        assert!(e.contains("bytes remain"), "{e}");
+        // Metadata v9 (compact arrays): the count as a varint.
+        let mut body = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x07]);
+        let e = decode::<MetadataRequest>(&mut body, ApiKey::Metadata, 9).unwrap_err();
+        assert!(e.contains("bytes remain"), "{e}");
+        // A JoinGroup whose protocol list claims more than it holds.
+        let mut b = BytesMut::new();
+        b.put_i16(1);
+        b.put_slice(b"g");
+        b.put_i32(10_000);
+        b.put_i16(0);
+        b.put_i16(8);
+        b.put_slice(b"consumer");
+        b.put_i32(i32::MAX);
+        let mut body = b.freeze();
+        assert!(decode::<JoinGroupRequest>(&mut body, ApiKey::JoinGroup, 0).is_err());
+    }
+
+    #[test]
+    fn advertised_host_ports_split_for_the_wire() {
+        assert_eq!(
+            host_port("10.0.0.1:19092").map(|(h, p)| (h.to_string(), p)),
+            Some(("10.0.0.1".into(), 19092))
+        );
+        assert_eq!(
+            host_port("[::1]:9093").map(|(h, p)| (h.to_string(), p)),
+            Some(("::1".into(), 9093))
+        );
+        assert!(host_port("nohost").is_none());
+        assert!(host_port(":9092").is_none());
+        assert!(host_port("h:99999").is_none());
+    }
 }

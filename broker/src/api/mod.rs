@@ -9,13 +9,17 @@
 //! | produce | `produce.rs` | validation, per-partition ordered appends, acks; [`DelayedProduce`] is where acks=all waits |
 //! | fetch | `fetch.rs` | node caps, budget, reads below the HW, the long poll |
 //! | list offsets | `list_offsets.rs` | EARLIEST / LATEST / by timestamp (KIP-207 aware) |
+//! | log dirs | `log_dirs.rs` | the log directory, replica sizes and lags, disk space |
 //! | metadata | `metadata.rs` | the image's view, caught up for unknown names |
+//! | offset for leader epoch | `offset_for_leader_epoch.rs` | where a consumer's epoch ends on the leader (KIP-320) |
 //! | replica fetch | `replica_fetch.rs` | a follower's fetch: fencing, divergence, progress |
 
 mod fetch;
 mod list_offsets;
+mod log_dirs;
 mod long_poll;
 mod metadata;
+mod offset_for_leader_epoch;
 mod produce;
 mod producer_id;
 mod replica_fetch;
@@ -24,7 +28,9 @@ use std::sync::Arc;
 
 pub use fetch::{FetchPartition, FetchRequest, FetchResult};
 pub use list_offsets::{ListOffsetsPartition, OffsetQuery};
+pub use log_dirs::LogDirView;
 pub use metadata::MetadataView;
+pub use offset_for_leader_epoch::EpochQuery;
 pub use produce::{
     check_entry_count, Acks, DelayedProduce, ProduceEntry, ProduceRequest, ProduceResult,
 };

@@ -869,6 +869,10 @@ impl PartitionLog for FileLog {
         self.read_inner().epochs.latest_epoch()
     }
 
+    fn size_bytes(&self) -> u64 {
+        FileLog::size_bytes(self)
+    }
+
     fn end_offset_for_epoch(&self, epoch: u32) -> Option<(u32, u64)> {
         let inner = self.read_inner();
         inner.epochs.end_offset_for(epoch, inner.log_end_offset())

@@ -287,6 +287,14 @@ impl PartitionLog for MemoryLog {
         self.lock().epochs.latest_epoch()
     }
 
+    fn size_bytes(&self) -> u64 {
+        self.lock()
+            .batches
+            .iter()
+            .map(|b| b.bytes.len() as u64)
+            .sum()
+    }
+
     fn snapshot_producers(&self) -> Result<(), LogError> {
         Ok(())
     }

@@ -269,6 +269,9 @@ pub trait PartitionLog: Send + Sync + std::fmt::Debug {
     /// For a follower's last fetched `epoch`: the largest epoch `<= epoch` here
     /// and the offset where it ends (KIP-101). `None` if `epoch` predates the log.
     fn end_offset_for_epoch(&self, epoch: u32) -> Option<(u32, u64)>;
+
+    /// Bytes the log's batches take (DescribeLogDirs, metrics).
+    fn size_bytes(&self) -> u64;
 }
 
 /// The directory of one partition replica's log: `<data_dir>/<topic>-<partition>`.

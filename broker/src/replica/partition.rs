@@ -489,6 +489,27 @@ impl Partition {
         }
     }
 
+    /// As leader, for a consumer checking its position after a leader
+    /// change (KIP-320, OffsetForLeaderEpoch): the largest epoch `<= epoch`
+    /// in the log and where it ends, capped at the HW (a consumer is never
+    /// past it); `None` if `epoch` predates the whole log.
+    pub fn epoch_end_offset(
+        &self,
+        client_epoch: Option<u32>,
+        epoch: u32,
+    ) -> Result<Option<(u32, u64)>, PartitionError> {
+        let role = self.role();
+        let Role::Leader { epoch: mine, .. } = &*role else {
+            return Err(PartitionError::NotLeader);
+        };
+        self.check_client_epoch(*mine, client_epoch)?;
+        let hw = self.log.offsets().high_watermark;
+        Ok(self
+            .log
+            .end_offset_for_epoch(epoch)
+            .map(|(e, end)| (e, end.min(hw))))
+    }
+
     /// A consumer read, below the HW (blocking: reads the log).
     pub fn read_committed(
         &self,

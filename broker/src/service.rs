@@ -221,6 +221,7 @@ impl Broker for BrokerRpc {
                 entries,
                 held,
                 access,
+                appended: None,
             })
             .await
             .map_err(status)?;

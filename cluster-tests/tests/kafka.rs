@@ -528,3 +528,67 @@ async fn offset_for_leader_epoch_answers_where_an_epoch_ends_up_to_the_high_wate
     c.restart(leader).await;
     c.assert_no_unexpected_errors(&[]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_produces_on_one_connection_land_in_the_order_sent() {
+    let c = Cluster::start(3).await;
+    c.wait_unfenced(&c.ids(), TIMEOUT).await;
+    assert_eq!(
+        c.create_topic_with(1, "ordered", 1, 3, &[("min.insync.replicas", "2")])
+            .await,
+        0
+    );
+    c.wait_isr("ordered", 0, &[1, 2, 3], TIMEOUT).await;
+    let leader = c
+        .wait_partition_leader("ordered", 0, TIMEOUT)
+        .await
+        .leader
+        .expect("a leader");
+    let mut s = connect(c.kafka_addr(leader).unwrap()).await;
+    // 40 Produce v3 requests (acks=all, one batch of 50 records each,
+    // without idempotence: nothing but the connection orders them), written
+    // at once; each request's records must follow the previous request's.
+    const N: i32 = 40;
+    let mut wire = Vec::new();
+    for r in 0..N {
+        let records: Vec<rivulet_common::batch::RecordInput> = (0..50)
+            .map(|i| rivulet_common::batch::RecordInput {
+                key: None,
+                value: Some(format!("{r}-{i}").into_bytes().into()),
+                headers: Vec::new(),
+                timestamp_ms: 1,
+            })
+            .collect();
+        let batch =
+            rivulet_common::batch::build_batch(&records, rivulet_common::batch::Compression::None)
+                .unwrap();
+        let mut body = Vec::new();
+        body.extend_from_slice(&(-1i16).to_be_bytes()); // transactional id: null
+        body.extend_from_slice(&(-1i16).to_be_bytes()); // acks=all
+        body.extend_from_slice(&10_000i32.to_be_bytes());
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&7i16.to_be_bytes());
+        body.extend_from_slice(b"ordered");
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes());
+        body.extend_from_slice(&(batch.len() as i32).to_be_bytes());
+        body.extend_from_slice(&batch);
+        wire.extend(frame(0, 3, 1000 + r, &body));
+    }
+    s.write_all(&wire).await.unwrap();
+    let mut bases = Vec::new();
+    for r in 0..N {
+        let (corr, body) = response(&mut s).await;
+        assert_eq!(corr, 1000 + r, "answers in request order");
+        // 1 topic ("ordered"), 1 partition: index, error, base offset.
+        let at = 4 + 2 + 7 + 4 + 4;
+        let error = i16::from_be_bytes([body[at], body[at + 1]]);
+        assert_eq!(error, 0, "request {r}");
+        bases.push(i64::from_be_bytes(
+            body[at + 2..at + 10].try_into().unwrap(),
+        ));
+    }
+    let expected: Vec<i64> = (0..i64::from(N)).map(|r| r * 50).collect();
+    assert_eq!(bases, expected, "appended in the order sent");
+    c.assert_no_unexpected_errors(&[]);
+}

@@ -33,7 +33,7 @@ use rivulet_broker::budget::{ByteBudget, Held, BODY_STALL};
 use rivulet_metadata::edge::RateLimit;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -179,6 +179,8 @@ async fn connection(
         }
         let _ = wr.shutdown().await;
     });
+    // The last state-changing request's signal (see Request::ordered).
+    let mut last_effect: Option<oneshot::Receiver<()>> = None;
     let reason = loop {
         let frame = tokio::select! {
             () = cancel.cancelled() => break None,
@@ -193,8 +195,12 @@ async fn connection(
         let task = match handler.parse(frame) {
             Parsed::Request(request) => {
                 let handler = Arc::clone(&handler);
+                let order = request.ordered().then(|| {
+                    let (tx, rx) = oneshot::channel();
+                    (last_effect.replace(rx), tx)
+                });
                 tokio::spawn(async move {
-                    let answer = handler.handle(request, peer, &held).await;
+                    let answer = handler.handle(request, peer, &held, order).await;
                     (answer, Some(held))
                 })
             }

@@ -66,6 +66,36 @@ pub(crate) struct Request {
     body: Bytes,
 }
 
+/// A request's place in its connection's order: the signal of the one
+/// before it, and its own.
+pub(crate) type Order = (Option<oneshot::Receiver<()>>, oneshot::Sender<()>);
+
+impl Request {
+    /// Whether the request changes state, so that its effect must follow
+    /// those of the connection's earlier requests (Kafka handles a
+    /// connection's requests one at a time: a client's pipelined produces
+    /// land in the order sent, its commits do not overtake each other).
+    /// Reads (Fetch, Metadata, ListOffsets, ...) run alongside.
+    pub(crate) fn ordered(&self) -> bool {
+        !matches!(
+            self.key,
+            ApiKey::Fetch
+                | ApiKey::Metadata
+                | ApiKey::ListOffsets
+                | ApiKey::ApiVersions
+                | ApiKey::OffsetFetch
+                | ApiKey::FindCoordinator
+                | ApiKey::OffsetForLeaderEpoch
+                | ApiKey::DescribeConfigs
+                | ApiKey::DescribeCluster
+                | ApiKey::DescribeLogDirs
+                | ApiKey::ListGroups
+                | ApiKey::DescribeGroups
+                | ApiKey::Heartbeat
+        )
+    }
+}
+
 /// What the reader does with a frame.
 #[derive(Debug)]
 pub(crate) enum Parsed {
@@ -301,8 +331,23 @@ impl Handler {
         })
     }
 
-    /// Answers one request.
-    pub(crate) async fn handle(&self, req: Request, peer: SocketAddr, held: &Held) -> Answer {
+    /// Answers one request. An [`Request::ordered`] one first waits for
+    /// `order.0` (its predecessor's effect) and signals `order.1` once its
+    /// own has happened (a Produce: its appends; others: done).
+    pub(crate) async fn handle(
+        &self,
+        req: Request,
+        peer: SocketAddr,
+        held: &Held,
+        order: Option<Order>,
+    ) -> Answer {
+        let mut done = None;
+        if let Some((before, mine)) = order {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            done = Some(mine);
+        }
         let Request {
             key,
             version,
@@ -322,7 +367,10 @@ impl Handler {
             match key {
                 ApiKey::ApiVersions => self.api_versions_body(version, 0).map(Some),
                 ApiKey::Metadata => self.metadata(&mut body, version, &access).await.map(Some),
-                ApiKey::Produce => self.produce(&mut body, version, access, held).await,
+                ApiKey::Produce => {
+                    self.produce(&mut body, version, access, held, done.take())
+                        .await
+                }
                 ApiKey::Fetch => self.fetch(&mut body, version, access, held).await.map(Some),
                 ApiKey::ListOffsets => self
                     .list_offsets(&mut body, version, &access)
@@ -579,6 +627,7 @@ impl Handler {
         version: i16,
         access: Access,
         held: &Held,
+        appended: Option<oneshot::Sender<()>>,
     ) -> Result<Option<BytesMut>, Failed> {
         let req: ProduceRequest = decode(body, ApiKey::Produce, version)?;
         let acks = match req.acks {
@@ -632,6 +681,7 @@ impl Handler {
                         entries,
                         held: Some(held.clone()),
                         access,
+                        appended,
                     })
                     .await
                     .map_err(|e| api_error_code(&e)),

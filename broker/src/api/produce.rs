@@ -64,6 +64,10 @@ pub struct ProduceRequest {
     pub held: Option<Held>,
     /// Who produces: each entry needs WRITE on its topic.
     pub access: Access,
+    /// Told (sent to, or dropped) once every entry is in its log, before
+    /// any acks=all wait: an edge that must start a connection's appends in
+    /// request order (Kafka's listener) starts the next one then.
+    pub appended: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// What became of one entry.
@@ -233,6 +237,12 @@ impl BrokerApi {
             });
         }
         if req.acks == Acks::None {
+            if let Some(done) = req.appended {
+                // The next request waits for these appends.
+                while appends.join_next().await.is_some() {}
+                let _ = done.send(());
+                return Ok(out);
+            }
             // Fire and forget: answer before the appends finish.
             appends.detach_all();
             return Ok(out);
@@ -283,6 +293,9 @@ impl BrokerApi {
         // whatever acks=all waits for.
         if let Some(h) = &req.held {
             h.release();
+        }
+        if let Some(done) = req.appended {
+            let _ = done.send(());
         }
         let deadline = Instant::now() + timeout;
         for (i, part, result, _) in appended {

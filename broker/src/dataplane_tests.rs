@@ -210,6 +210,7 @@ impl DataPlane {
                 entries,
                 held: None,
                 access: rivulet_metadata::security::Access::open(),
+                appended: None,
             })
             .await
             .expect("a produce answer")

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rivulet_metadata::image::MetadataImage;
+use rivulet_metadata::security::Acl;
 use rivulet_metadata::AlterPartitionRequest;
 use tokio::sync::watch;
 use tonic::service::Interceptor;
@@ -76,6 +77,20 @@ pub trait ControlPlane: Send + Sync + Debug + 'static {
         configs: Vec<(String, String)>,
     ) -> BoxFuture<'_, Result<(), ControlError>> {
         let _ = (name, configs);
+        Box::pin(async { Err(ControlError::NoController) })
+    }
+
+    /// Asks the active controller to add these ACLs (the Kafka listener's
+    /// CreateAcls; the caller checked the client may alter the cluster).
+    fn create_acls(&self, acls: Vec<Acl>) -> BoxFuture<'_, Result<(), ControlError>> {
+        let _ = acls;
+        Box::pin(async { Err(ControlError::NoController) })
+    }
+
+    /// Asks the active controller to remove this exact ACL (DeleteAcls);
+    /// what it removed.
+    fn delete_acl(&self, acl: Acl) -> BoxFuture<'_, Result<Vec<Acl>, ControlError>> {
+        let _ = acl;
         Box::pin(async { Err(ControlError::NoController) })
     }
 

@@ -38,8 +38,9 @@ pub struct DevArgs {
     /// librdkafka, kafka-python and the Java client.
     #[arg(long, default_value_t = 19092)]
     kafka_base_port: u16,
-    /// Serve no Kafka listener (it is off anyway with --require-auth: it has
-    /// no SASL yet).
+    /// Serve no Kafka listener. (With --tls it serves TLS; with
+    /// --require-auth its clients authenticate with SASL SCRAM-SHA-256/512
+    /// or PLAIN as `admin`.)
     #[arg(long)]
     no_kafka: bool,
 }
@@ -90,7 +91,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             file.canonicalize()?.display().to_string(),
         ]);
     }
-    let kafka_ports = if args.no_kafka || args.require_auth {
+    let kafka_ports = if args.no_kafka {
         None
     } else {
         anyhow::ensure!(
@@ -127,14 +128,30 @@ pub async fn run(args: DevArgs) -> Result<()> {
     }
     println!();
     println!("  export RIVULET_BOOTSTRAP={}", cluster.bootstrap());
+    let ca = cluster
+        .data_dir()
+        .join(crate::local::TLS_DIR)
+        .join("ca.pem");
     if let Some(k) = cluster.kafka_bootstrap() {
-        println!("  Kafka clients: bootstrap.servers={k}  (kcat -b {k} -L)");
+        let mut props = vec![format!("bootstrap.servers={k}")];
+        match (tls, &admin_password) {
+            (true, Some(pw)) => props.extend([
+                "security.protocol=SASL_SSL".to_owned(),
+                "sasl.mechanisms=SCRAM-SHA-256".to_owned(),
+                "sasl.username=admin".to_owned(),
+                format!("sasl.password={pw}"),
+            ]),
+            (true, None) => props.push("security.protocol=SSL".to_owned()),
+            _ => {}
+        }
+        if tls {
+            props.push(format!("ssl.ca.location={}", ca.display()));
+        }
+        let kcat: String = props.iter().skip(1).map(|p| format!(" -X {p}")).collect();
+        println!("  Kafka clients: {}", props.join(" "));
+        println!("    kcat -b {k}{kcat} -L");
     }
     if tls {
-        let ca = cluster
-            .data_dir()
-            .join(crate::local::TLS_DIR)
-            .join("ca.pem");
         println!("  export RIVULET_TLS_CA={}", ca.display());
     }
     if let Some(pw) = &admin_password {

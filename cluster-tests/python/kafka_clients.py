@@ -10,8 +10,8 @@ failure. `cluster-tests/tests/kafka.rs` runs it.
 import asyncio
 import sys
 import time
-import traceback
 
+from checks import check, finish
 import confluent_kafka
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -24,26 +24,8 @@ PARTITIONS = 3
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 PER_CODEC = 200
 
-passed = 0
-failed = 0
 produced = {}  # value -> (partition, key)
 
-
-def check(name):
-    def wrap(f):
-        global passed, failed
-        started = time.monotonic()
-        try:
-            f()
-            passed += 1
-            print(f"ok   {name} ({time.monotonic() - started:.1f}s)", flush=True)
-        except Exception:  # noqa: BLE001 - report every failure the same way
-            failed += 1
-            print(f"FAIL {name}", flush=True)
-            traceback.print_exc()
-        return f
-
-    return wrap
 
 
 def java_partition(key: bytes) -> int:
@@ -285,6 +267,5 @@ def _():
         f.result()
 
 
-print(f"{passed} passed, {failed} failed (confluent-kafka {confluent_kafka.version()}, librdkafka {confluent_kafka.libversion()[0]}, kafka-python {kafka.__version__})")
 print(f"records produced: {len(produced)}")
-sys.exit(1 if failed else 0)
+finish(f" (confluent-kafka {confluent_kafka.version()}, librdkafka {confluent_kafka.libversion()[0]}, kafka-python {kafka.__version__})")

@@ -11,8 +11,8 @@ group describe` that group `eager` has no lag left.
 import sys
 import threading
 import time
-import traceback
 
+from checks import check, finish
 from confluent_kafka import Consumer, Producer
 import kafka
 
@@ -20,26 +20,8 @@ BOOTSTRAP = sys.argv[1]
 TOPIC = sys.argv[2]
 PARTITIONS = 6
 
-passed = 0
-failed = 0
 next_value = 0
 
-
-def check(name):
-    def wrap(f):
-        global passed, failed
-        started = time.monotonic()
-        try:
-            f()
-            passed += 1
-            print(f"ok   {name} ({time.monotonic() - started:.1f}s)", flush=True)
-        except Exception:  # noqa: BLE001
-            failed += 1
-            print(f"FAIL {name}", flush=True)
-            traceback.print_exc()
-        return f
-
-    return wrap
 
 
 def produce(n):
@@ -213,6 +195,5 @@ def _():
     c.close()
 
 
-print(f"{passed} passed, {failed} failed")
 print(f"records produced: {next_value}")
-sys.exit(1 if failed else 0)
+finish()

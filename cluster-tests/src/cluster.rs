@@ -274,21 +274,20 @@ impl Cluster {
         )
         .expect("cannot write the cluster secret");
         let count = usize::try_from(n).expect("node count fits usize");
-        // Every node serves Kafka clients too, except on --require-auth
-        // clusters (the Kafka listener has no SASL yet).
+        // Every node serves Kafka clients too (over TLS on TLS clusters,
+        // with SASL on --require-auth ones).
         let (addrs, kafka_addrs): (Vec<SocketAddr>, Vec<Option<SocketAddr>>) = match &self.net {
             // Each namespace has its own address: any port will do.
             Some(net) => (1..=n)
                 .map(|id| {
-                    let kafka = (!self.secured).then(|| SocketAddr::new(net.ip(id), 9093));
+                    let kafka = Some(SocketAddr::new(net.ip(id), 9093));
                     (SocketAddr::new(net.ip(id), 9092), kafka)
                 })
                 .unzip(),
             None => {
                 let mut all = ports::reserve(count * 2);
                 let kafka = all.split_off(count);
-                let kafka = kafka.into_iter().map(|a| (!self.secured).then_some(a));
-                (all, kafka.collect())
+                (all, kafka.into_iter().map(Some).collect())
             }
         };
         let mut tls_flags = Vec::new();
@@ -548,8 +547,7 @@ impl Cluster {
         self.nodes[&id].kafka_addr
     }
 
-    /// Every node's Kafka address, comma separated (`bootstrap.servers`);
-    /// panics on a cluster without Kafka listeners (secured ones).
+    /// Every node's Kafka address, comma separated (`bootstrap.servers`).
     pub fn kafka_bootstrap(&self) -> String {
         self.ids()
             .iter()

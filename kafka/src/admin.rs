@@ -36,7 +36,7 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
 
 /// Kafka's code and message for a refused control-plane call.
-fn control_error(e: &ControlError) -> (i16, String) {
+pub(crate) fn control_error(e: &ControlError) -> (i16, String) {
     match e {
         ControlError::Refused { code, message } => (kafka_code_raw(*code), message.clone()),
         // Retriable for admin clients: they find the controller again.

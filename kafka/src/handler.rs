@@ -34,6 +34,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rivulet_broker::api::{self, ApiError, BrokerApi, OffsetQuery};
 use rivulet_broker::budget::Held;
 use rivulet_broker::{BrokerRegistration, GroupCoordinator, GroupsRpc, ReplicaManager};
+use rivulet_metadata::authn::ClientAuth;
 use rivulet_metadata::image::MetadataImage;
 use rivulet_metadata::security::{Access, Authorizer, Principal};
 use rivulet_proto::v1::groups_server::Groups as _;
@@ -51,7 +52,7 @@ use tokio::sync::oneshot;
 
 use crate::classic::{ClassicGroups, Effect, Join, Joined};
 use crate::codes::{kafka_code, kafka_code_raw};
-use crate::versions::{supported, PRODUCE_MIN_USABLE, SUPPORTED};
+use crate::versions::{supported, PRODUCE_MIN_USABLE, SASL_HANDSHAKE_MIN_USABLE, SUPPORTED};
 
 /// The internal topic's name, marked internal in Metadata.
 const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -71,6 +72,23 @@ pub(crate) struct Request {
 pub(crate) type Order = (Option<oneshot::Receiver<()>>, oneshot::Sender<()>);
 
 impl Request {
+    /// The API.
+    pub(crate) fn key(&self) -> ApiKey {
+        self.key
+    }
+
+    pub(crate) fn version(&self) -> i16 {
+        self.version
+    }
+
+    pub(crate) fn correlation_id(&self) -> i32 {
+        self.correlation_id
+    }
+
+    pub(crate) fn into_body(self) -> Bytes {
+        self.body
+    }
+
     /// Whether the request changes state, so that its effect must follow
     /// those of the connection's earlier requests (Kafka handles a
     /// connection's requests one at a time: a client's pipelined produces
@@ -92,6 +110,7 @@ impl Request {
                 | ApiKey::ListGroups
                 | ApiKey::DescribeGroups
                 | ApiKey::Heartbeat
+                | ApiKey::DescribeAcls
         )
     }
 }
@@ -116,6 +135,9 @@ pub(crate) enum Answer {
     Nothing,
     /// Close the connection after the answers before this one.
     Close(String),
+    /// Send this frame, then close the connection (a failed SASL
+    /// exchange: Kafka answers, then closes).
+    Last(Bytes),
 }
 
 /// Everything the Kafka edge calls into; one per node.
@@ -127,6 +149,10 @@ pub struct Handler {
     pub(crate) groups: GroupsRpc,
     pub(crate) coord: Arc<GroupCoordinator>,
     pub(crate) authorizer: Arc<Authorizer>,
+    /// Password checks (SASL PLAIN) and whether passwords may travel here.
+    pub(crate) auth: Arc<ClientAuth>,
+    /// Keys the salt an unknown SCRAM user is shown (stable per name).
+    pub(crate) fake_salt_key: [u8; 32],
     classic: std::sync::Mutex<Classic>,
     /// What each KIP-848 member last said it owns: a heartbeat's null
     /// `topic_partitions` means "unchanged".
@@ -226,15 +252,20 @@ impl Handler {
     pub fn new(
         mgr: Arc<ReplicaManager>,
         coord: Arc<GroupCoordinator>,
-        authorizer: Arc<Authorizer>,
+        auth: Arc<ClientAuth>,
     ) -> Self {
+        let mut fake_salt_key = [0u8; 32];
+        // Without randomness unknown users' salts are only more predictable.
+        let _ = getrandom::fill(&mut fake_salt_key);
         Self {
+            authorizer: Arc::clone(auth.authorizer()),
+            auth,
+            fake_salt_key,
             api: BrokerApi::new(Arc::clone(&mgr)),
             registration: Arc::clone(mgr.registration()),
             mgr,
             groups: GroupsRpc::new(Arc::clone(&coord)),
             coord,
-            authorizer,
             classic: std::sync::Mutex::default(),
             owned: std::sync::Mutex::default(),
         }
@@ -317,6 +348,11 @@ impl Handler {
                 "Produce v{version} (message format v0/v1) is not served: use v{PRODUCE_MIN_USABLE} or later"
             ));
         }
+        if key == ApiKey::SaslHandshake && version < SASL_HANDSHAKE_MIN_USABLE {
+            return Parsed::Close(format!(
+                "SaslHandshake v{version} (unframed SASL tokens) is not served: use v1 and SaslAuthenticate"
+            ));
+        }
         let header_version = key.request_header_version(version);
         let header = match RequestHeader::decode(&mut frame, header_version) {
             Ok(h) => h,
@@ -338,6 +374,7 @@ impl Handler {
         &self,
         req: Request,
         peer: SocketAddr,
+        principal: Principal,
         held: &Held,
         order: Option<Order>,
     ) -> Answer {
@@ -356,7 +393,7 @@ impl Handler {
             mut body,
         } = req;
         let access = Access {
-            principal: Principal::Anonymous,
+            principal,
             host: Some(peer.ip()),
             authorizer: Arc::clone(&self.authorizer),
         };
@@ -435,6 +472,15 @@ impl Handler {
                     .map(Some),
                 ApiKey::DeleteGroups => self
                     .delete_groups(&mut body, version, &access)
+                    .await
+                    .map(Some),
+                ApiKey::DescribeAcls => self.describe_acls(&mut body, version, &access).map(Some),
+                ApiKey::CreateAcls => self
+                    .create_acls(&mut body, version, &access)
+                    .await
+                    .map(Some),
+                ApiKey::DeleteAcls => self
+                    .delete_acls(&mut body, version, &access)
                     .await
                     .map(Some),
                 other => Err(format!("{other:?} is not served")),
@@ -1625,7 +1671,7 @@ pub(crate) fn encode<T: Encodable>(
 }
 
 /// A whole response frame: size, header, body.
-fn frame_response(correlation_id: i32, header_version: i16, body: &[u8]) -> Bytes {
+pub(crate) fn frame_response(correlation_id: i32, header_version: i16, body: &[u8]) -> Bytes {
     let mut header = BytesMut::new();
     let h = ResponseHeader::default().with_correlation_id(correlation_id);
     // A header of two known fields always encodes.

@@ -11,12 +11,15 @@
 //! Record batches pass through as the bytes the client sent and the log
 //! holds; nothing is decompressed or re-encoded here.
 
+mod access;
 mod admin;
 pub mod classic;
 pub mod codes;
 pub mod conn;
 pub mod handler;
+pub mod sasl;
 pub mod versions;
 
+pub use conn::KafkaTls;
 pub use conn::{serve, KafkaLimits};
 pub use handler::Handler;

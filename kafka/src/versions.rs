@@ -6,6 +6,9 @@
 //!   connection is closed): librdkafka before 2.11.1 (Debian's kcat links
 //!   2.0.2) checks for Produce v0 among its "feature" probes and turns
 //!   compression off when it is missing.
+//! - SaslHandshake likewise from v0, though v0 (the tokens then sent
+//!   unframed, Kafka before 1.0) is refused: librdkafka's "Sasl" feature
+//!   probe needs v0, or it reports "SASL Handshake not supported by broker".
 //! - Produce and Fetch stop at v12: v13 addresses topics by id only.
 //! - OffsetFetch stops at v7 and OffsetCommit at v9, before the batched and
 //!   topic-id forms.
@@ -38,10 +41,17 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// Produce below this version is advertised but refused (see above).
 pub const PRODUCE_MIN_USABLE: i16 = 3;
+/// SaslHandshake below this version is advertised but refused.
+pub const SASL_HANDSHAKE_MIN_USABLE: i16 = 1;
 
 /// The range served for `key`, if it is served.
 pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
@@ -62,10 +72,10 @@ mod tests {
         let codec = |k: ApiKey| k.valid_versions();
         for (key, lo, hi) in SUPPORTED {
             let v = codec(*key);
-            let lo = if *key == ApiKey::Produce {
-                PRODUCE_MIN_USABLE
-            } else {
-                *lo
+            let lo = match key {
+                ApiKey::Produce => PRODUCE_MIN_USABLE,
+                ApiKey::SaslHandshake => SASL_HANDSHAKE_MIN_USABLE,
+                _ => *lo,
             };
             assert!(v.min <= lo && *hi <= v.max, "{key:?} {lo}..={hi} vs {v:?}");
         }

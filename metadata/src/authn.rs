@@ -162,6 +162,30 @@ impl ClientAuth {
         }
     }
 
+    /// Whether a password may be sent on a connection of this node (TLS,
+    /// or `--allow-plaintext-passwords`): the Kafka listener offers SASL
+    /// PLAIN only then.
+    pub fn passwords_allowed(&self) -> bool {
+        self.tls || self.allow_plaintext_passwords
+    }
+
+    /// Whether `user` has `password` (the Kafka listener's SASL PLAIN), with
+    /// the same cache and bounds as a gRPC call's check.
+    #[allow(clippy::result_large_err)]
+    pub async fn check_password(&self, user: &str, password: &str) -> Result<bool, tonic::Status> {
+        self.check(&UserCredentials {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        })
+        .await
+    }
+
+    /// The current metadata image (the Kafka listener's SCRAM reads the
+    /// credentials from it).
+    pub fn image(&self) -> Arc<MetadataImage> {
+        (self.image)()
+    }
+
     /// Whether `creds` name a user with that password.
     #[allow(clippy::result_large_err)]
     async fn check(&self, creds: &UserCredentials) -> Result<bool, tonic::Status> {

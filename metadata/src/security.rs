@@ -71,7 +71,8 @@ macro_rules! with_digest {
     };
 }
 
-fn hmac(mech: ScramMechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
+/// HMAC with the hash of `mech` (SCRAM's `HMAC`).
+pub fn hmac(mech: ScramMechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
     with_digest!(mech, D => {
         let mut m = <Hmac<D> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
         m.update(data);
@@ -79,7 +80,8 @@ fn hmac(mech: ScramMechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
     })
 }
 
-fn hash(mech: ScramMechanism, data: &[u8]) -> Vec<u8> {
+/// The hash of `mech` (SCRAM's `H`).
+pub fn hash(mech: ScramMechanism, data: &[u8]) -> Vec<u8> {
     with_digest!(mech, D => D::digest(data).to_vec())
 }
 
@@ -202,7 +204,8 @@ impl ScramCredential {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether `a == b`, in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

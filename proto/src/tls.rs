@@ -111,12 +111,25 @@ impl ClientTls {
 }
 
 /// A node's TLS: what it serves with and how it calls its peers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeTls {
     /// Its listener's configuration.
     pub server: ServerTlsConfig,
     /// Its calls to other nodes: the CA, and its own certificate.
     pub client: ClientTls,
+    /// Its certificate chain and key, PEM (the Kafka listener serves TLS
+    /// with them).
+    pub identity_pem: (Vec<u8>, Vec<u8>),
+}
+
+impl std::fmt::Debug for NodeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the key.
+        f.debug_struct("NodeTls")
+            .field("server", &self.server)
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NodeTls {
@@ -130,7 +143,15 @@ impl NodeTls {
             .client_ca_root(Certificate::from_pem(&ca_pem))
             .client_auth_optional(true);
         let client = ClientTls::from_files(ca, Some((cert, key)))?;
-        Ok(Self { server, client })
+        let identity_pem = (
+            read_pem("--tls-cert", cert, "CERTIFICATE")?,
+            read_pem("--tls-key", key, "PRIVATE KEY")?,
+        );
+        Ok(Self {
+            server,
+            client,
+            identity_pem,
+        })
     }
 }
 

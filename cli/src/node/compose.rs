@@ -58,7 +58,11 @@ pub struct NodeSpec {
     pub data_plane: Option<(BrokerConfig, CoordinatorConfig)>,
     /// The Kafka listener (bound already) and its limits, if the node has
     /// one; needs the data plane.
-    pub kafka: Option<(TcpListener, rivulet_kafka::KafkaLimits)>,
+    pub kafka: Option<(
+        TcpListener,
+        rivulet_kafka::KafkaLimits,
+        Option<rivulet_kafka::KafkaTls>,
+    )>,
 }
 
 /// Creates the `--initial-users-file` users the cluster does not have yet:
@@ -193,16 +197,23 @@ impl Node {
         let control: Arc<dyn ControlPlane> = Arc::new(QuorumControl::new(Arc::clone(&quorum)));
         let registration = BrokerRegistration::new(id, control, quorum.credentials().clone());
         let mut routes: Routes = controller.services(registration.clone())?;
+        let images = Arc::clone(&quorum);
+        let users = Arc::new(ClientAuth::new(
+            security.authorizer.clone(),
+            Arc::new(move || images.image()),
+            tls.is_some(),
+            security.allow_plaintext_passwords,
+        ));
         if let Some((broker_config, group_config)) = data_plane {
             let mgr = ReplicaManager::new(broker_config, Arc::clone(&registration));
             tasks.spawn(Arc::clone(&mgr).run(cancel.child_token()));
             let groups = GroupCoordinator::new(Arc::clone(&mgr), group_config);
             tasks.spawn(Arc::clone(&groups).run(cancel.child_token()));
-            if let Some((listener, limits)) = kafka {
+            if let Some((listener, limits, kafka_tls)) = kafka {
                 let handler = Arc::new(rivulet_kafka::Handler::new(
                     Arc::clone(&mgr),
                     Arc::clone(&groups),
-                    Arc::new(security.authorizer.clone()),
+                    Arc::clone(&users),
                 ));
                 tasks.spawn(
                     rivulet_kafka::serve(
@@ -210,6 +221,7 @@ impl Node {
                         handler,
                         Arc::clone(mgr.client_budget()),
                         limits,
+                        kafka_tls,
                         cancel.child_token(),
                     )
                     .instrument(span.clone()),
@@ -220,13 +232,6 @@ impl Node {
                 .add_service(BrokerRpc::replication_server(mgr))
                 .add_service(GroupsRpc::server(groups));
         }
-        let images = Arc::clone(&quorum);
-        let users = Arc::new(ClientAuth::new(
-            security.authorizer.clone(),
-            Arc::new(move || images.image()),
-            tls.is_some(),
-            security.allow_plaintext_passwords,
-        ));
         if !security.initial_users.is_empty() {
             tasks.spawn(
                 create_initial_users(

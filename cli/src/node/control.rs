@@ -9,6 +9,7 @@ use std::time::Duration;
 use rivulet_broker::control::{BoxFuture, CommittedIsr, ControlError, ControlPlane, NewTopic};
 use rivulet_metadata::image::MetadataImage;
 use rivulet_metadata::quorum::Quorum;
+use rivulet_metadata::security::Acl;
 use rivulet_metadata::AlterPartitionRequest;
 use rivulet_proto::node_auth::NodeChannel;
 use rivulet_proto::v1::controller_client::ControllerClient;
@@ -180,6 +181,48 @@ impl ControlPlane for QuorumControl {
                 .map_err(|s| unreachable(&s))?
                 .into_inner();
             refused(answer.error_code, answer.error_message)
+        })
+    }
+
+    fn create_acls(&self, acls: Vec<Acl>) -> BoxFuture<'_, Result<(), ControlError>> {
+        Box::pin(async move {
+            let req = pb::CreateAclsRequest {
+                acls: acls
+                    .iter()
+                    .map(rivulet_metadata::convert::acl_to_proto)
+                    .collect(),
+            };
+            let answer = self
+                .client()?
+                .create_acls(req)
+                .await
+                .map_err(|s| unreachable(&s))?
+                .into_inner();
+            refused(answer.error_code, answer.error_message)
+        })
+    }
+
+    fn delete_acl(&self, acl: Acl) -> BoxFuture<'_, Result<Vec<Acl>, ControlError>> {
+        Box::pin(async move {
+            let req = pb::DeleteAclsRequest {
+                filter: Some(rivulet_metadata::convert::acl_to_proto(&acl)),
+            };
+            let answer = self
+                .client()?
+                .delete_acls(req)
+                .await
+                .map_err(|s| unreachable(&s))?
+                .into_inner();
+            refused(answer.error_code, answer.error_message)?;
+            answer
+                .deleted
+                .iter()
+                .map(rivulet_metadata::convert::acl_from_proto)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|message| ControlError::Refused {
+                    code: ErrorCode::UnknownServerError.into(),
+                    message,
+                })
         })
     }
 

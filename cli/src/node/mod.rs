@@ -259,12 +259,6 @@ pub async fn run(args: NodeArgs, tls_args: &crate::tls::TlsArgs) -> Result<()> {
             _ => bail!("--kafka-advertise {a:?} is not host:port"),
         }
     }
-    if args.kafka_listen.is_some() && args.require_auth {
-        bail!(
-            "--kafka-listen with --require-auth: the Kafka listener has no SASL yet, so its \
-             clients could not authenticate; run it only on clusters without --require-auth"
-        );
-    }
     if let Some(listed) = voters.get(&args.id) {
         if *listed != advertise {
             bail!(
@@ -366,9 +360,15 @@ pub async fn run(args: NodeArgs, tls_args: &crate::tls::TlsArgs) -> Result<()> {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on --kafka-listen {addr}"))?;
-            if tls.is_some() {
-                warn!("the Kafka listener is plaintext (TLS on it is not built yet)");
-            }
+            // The Kafka listener serves TLS when the node does, with its
+            // certificate.
+            let acceptor = match &tls {
+                Some(t) => Some(
+                    rivulet_kafka::conn::tls_acceptor(&t.identity_pem.0, &t.identity_pem.1)
+                        .map_err(|e| anyhow::anyhow!("the Kafka listener's TLS: {e}"))?,
+                ),
+                None => None,
+            };
             Some((
                 l,
                 rivulet_kafka::KafkaLimits {
@@ -376,6 +376,7 @@ pub async fn run(args: NodeArgs, tls_args: &crate::tls::TlsArgs) -> Result<()> {
                     idle_timeout: edge.idle_timeout.max(Duration::from_secs(60)),
                     ..rivulet_kafka::KafkaLimits::default()
                 },
+                acceptor,
             ))
         }
     };

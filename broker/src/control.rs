@@ -80,6 +80,19 @@ pub trait ControlPlane: Send + Sync + Debug + 'static {
         Box::pin(async { Err(ControlError::NoController) })
     }
 
+    /// Asks the active controller to grow a topic to `total` partitions, or
+    /// (`validate_only`) whether it would (the Kafka listener's
+    /// CreatePartitions; the caller checked the client's ACLs).
+    fn create_partitions(
+        &self,
+        name: String,
+        total: u32,
+        validate_only: bool,
+    ) -> BoxFuture<'_, Result<(), ControlError>> {
+        let _ = (name, total, validate_only);
+        Box::pin(async { Err(ControlError::NoController) })
+    }
+
     /// Asks the active controller to add these ACLs (the Kafka listener's
     /// CreateAcls; the caller checked the client may alter the cluster).
     fn create_acls(&self, acls: Vec<Acl>) -> BoxFuture<'_, Result<(), ControlError>> {

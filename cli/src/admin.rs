@@ -8,8 +8,8 @@ use rivulet_client::{Admin, PartitionOffsets, NOT_READY_PATIENCE};
 use rivulet_proto::user_auth::UserChannel as Channel;
 use rivulet_proto::v1::controller_client::ControllerClient;
 use rivulet_proto::v1::{
-    AlterTopicConfigRequest, ConfigEntry, CreateTopicRequest, DeleteTopicRequest,
-    DescribeClusterRequest, DescribeTopicsRequest, ErrorCode, TopicInfo,
+    AlterTopicConfigRequest, ConfigEntry, CreatePartitionsRequest, CreateTopicRequest,
+    DeleteTopicRequest, DescribeClusterRequest, DescribeTopicsRequest, ErrorCode, TopicInfo,
 };
 use serde_json::json;
 
@@ -214,6 +214,19 @@ pub enum TopicCommand {
         /// Topic config `key=value` (repeatable).
         #[arg(long = "config", value_name = "KEY=VALUE", required = true)]
         configs: Vec<String>,
+    },
+    /// Grow a topic to more partitions (never fewer; Kafka's
+    /// `kafka-topics --alter --partitions`). Keys hash over the new count
+    /// from then on, so a key's records may land in a new partition.
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// The new total partition count.
+        #[arg(long = "partitions", value_name = "N")]
+        total: u32,
+        /// Only check that it would be accepted.
+        #[arg(long)]
+        validate_only: bool,
     },
 }
 
@@ -459,6 +472,27 @@ pub async fn topic(bootstrap: &str, cmd: TopicCommand) -> Result<()> {
                 .map(|c| format!("{}={}", c.key, c.value))
                 .collect();
             println!("altered topic {name}: {}", all.join(" "));
+        }
+        TopicCommand::AddPartitions {
+            name,
+            total,
+            validate_only,
+        } => {
+            let r = c
+                .create_partitions(CreatePartitionsRequest {
+                    name: name.clone(),
+                    total,
+                    validate_only,
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            check(r.error_code, &r.error_message)?;
+            if validate_only {
+                println!("topic {name} can grow to {total} partitions");
+            } else {
+                println!("topic {name} now has {total} partitions");
+            }
         }
         TopicCommand::List { json, internal } => {
             let r = c

@@ -229,6 +229,41 @@ def _():
     a.close()
 
 
+@check("kafka-python and librdkafka add partitions (CreatePartitions); a record lands in a new one; fewer are refused")
+def _():
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from confluent_kafka.admin import NewPartitions
+
+    a = KafkaAdminClient(bootstrap_servers=BOOTSTRAP.split(","))
+    a.create_topics([NewTopic("kp-grow", 2, 3)])
+    a.create_partitions({"kp-grow": 4}, validate_only=True)
+    assert len(a.describe_topics(["kp-grow"])[0]["partitions"]) == 2
+    a.create_partitions({"kp-grow": 4})
+    try:
+        a.create_partitions({"kp-grow": 3})
+        raise AssertionError("shrinking to 3 partitions was accepted")
+    except kafka.errors.InvalidPartitionsError:
+        pass
+    c = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    for f in c.create_partitions([NewPartitions("kp-grow", 6)]).values():
+        f.result()
+    deadline = time.monotonic() + 10
+    while True:
+        md = c.list_topics(topic="kp-grow", timeout=10).topics["kp-grow"]
+        if len(md.partitions) == 6 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert sorted(md.partitions) == list(range(6)), md.partitions
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all"})
+    results = []
+    p.produce("kp-grow", value=b"in-a-new-partition", partition=5,
+              on_delivery=lambda err, msg: results.append((err, msg)))
+    assert p.flush(20) == 0 and results[0][0] is None, results
+    assert results[0][1].partition() == 5 and results[0][1].offset() == 0, results
+    a.delete_topics(["kp-grow"])
+    a.close()
+
+
 @check("librdkafka admin: alter a config incrementally, describe every config with its source, list and describe groups")
 def _():
     from confluent_kafka.admin import NewTopic, ConfigResource, ConfigEntry, AlterConfigOpType

@@ -70,6 +70,22 @@ async fn admin_commands_work_end_to_end_with_json_and_clear_errors() {
     let t = ok_json(&c, &["topic", "describe", "defaulted", "--json"]);
     assert_eq!(t["partitions"][0]["replicas"].as_array().unwrap().len(), 3);
 
+    // More partitions, never fewer; the new ones are led and in sync.
+    let out = ok_stdout(
+        &c,
+        &["topic", "add-partitions", "defaulted", "--partitions", "4"],
+    );
+    assert!(out.contains("now has 4 partitions"), "{out}");
+    let t = ok_json(&c, &["topic", "describe", "defaulted", "--json"]);
+    let parts = t["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 4);
+    assert!(parts[3]["isr"].as_array().unwrap().len() == 3, "{t}");
+    fails_with(
+        &c,
+        &["topic", "add-partitions", "defaulted", "--partitions", "3"],
+        "INVALID_PARTITIONS",
+    );
+
     let list = ok_json(&c, &["topic", "list", "--json"]);
     assert!(list
         .as_array()

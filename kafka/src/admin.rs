@@ -6,6 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError as K;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -171,6 +172,58 @@ impl Handler {
             r.topics.push(out);
         }
         encode(&r, ApiKey::CreateTopics, version)
+    }
+
+    pub(crate) async fn create_partitions(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: &Access,
+    ) -> Result<BytesMut, Failed> {
+        let req: CreatePartitionsRequest = decode(body, ApiKey::CreatePartitions, version)?;
+        let mut r = CreatePartitionsResponse::default();
+        for t in req.topics {
+            let topic = t.name.0.to_string();
+            let outcome: Result<(), (i16, String)> = if !self.may(
+                access,
+                Operation::Alter,
+                ResourceType::Topic,
+                &topic,
+            ) {
+                Err((
+                    K::TopicAuthorizationFailed.code(),
+                    format!("{} may not alter topic {topic:?}", access.principal),
+                ))
+            } else if t.assignments.is_some() {
+                Err((
+                    K::InvalidRequest.code(),
+                    "manual replica assignments are not supported: give the new partition count"
+                        .into(),
+                ))
+            } else {
+                match u32::try_from(t.count) {
+                    Err(_) => Err((
+                        K::InvalidPartitions.code(),
+                        format!("{} partitions", t.count),
+                    )),
+                    Ok(total) => self
+                        .registration
+                        .control()
+                        .create_partitions(topic.clone(), total, req.validate_only)
+                        .await
+                        .map_err(|e| control_error(&e)),
+                }
+            };
+            let mut out = CreatePartitionsTopicResult::default().with_name(t.name);
+            if let Err((code, why)) = outcome {
+                out.error_code = code;
+                out.error_message = Some(str_bytes(&why));
+            } else {
+                out.error_message = None;
+            }
+            r.results.push(out);
+        }
+        encode(&r, ApiKey::CreatePartitions, version)
     }
 
     pub(crate) async fn delete_topics(

@@ -447,6 +447,10 @@ impl Handler {
                     .create_topics(&mut body, version, &access)
                     .await
                     .map(Some),
+                ApiKey::CreatePartitions => self
+                    .create_partitions(&mut body, version, &access)
+                    .await
+                    .map(Some),
                 ApiKey::DeleteTopics => self
                     .delete_topics(&mut body, version, &access)
                     .await

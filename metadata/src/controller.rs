@@ -488,6 +488,69 @@ pub fn create_topic(
     })
 }
 
+/// Grows topic `name` to `total` partitions (Kafka's CreatePartitions,
+/// KIP-195): the new ones placed as a new topic's are, with the topic's
+/// replication factor. Partitions are never removed, and
+/// `__consumer_offsets` keeps its count (a group's partition is its id's
+/// hash modulo the count: more would move every group). The new
+/// partitions' assignments.
+pub fn create_partitions(
+    image: &MetadataImage,
+    name: &str,
+    total: u32,
+) -> Result<ControllerResult<Vec<Vec<BrokerId>>>, ControllerError> {
+    let topic = lookup_topic(image, name)?;
+    if name == "__consumer_offsets" {
+        return Err(ControllerError::InvalidRequest(format!(
+            "{name} keeps its partition count: each group's coordinator is its id's hash modulo the count"
+        )));
+    }
+    let current = topic.partition_count();
+    if total <= current {
+        return Err(ControllerError::PartitionsNotIncreased {
+            topic: name.to_owned(),
+            current,
+            requested: total,
+        });
+    }
+    if total > MAX_PARTITIONS_PER_TOPIC {
+        return Err(ControllerError::InvalidPartitionCount {
+            requested: total,
+            max: MAX_PARTITIONS_PER_TOPIC,
+        });
+    }
+    let replication_factor = topic.replication_factor();
+    let brokers = placement_order(image);
+    let live_brokers = u32::try_from(brokers.len()).unwrap_or(u32::MAX);
+    if replication_factor == 0 || replication_factor > live_brokers {
+        return Err(ControllerError::ReplicationFactorTooLarge {
+            requested: replication_factor,
+            live_brokers,
+        });
+    }
+    // `brokers` is not empty: replication_factor >= 1 and <= its length.
+    let start = (image.partition_count() % brokers.len() as u64) as usize;
+    let assignments: Vec<Vec<BrokerId>> = (0..(total - current) as usize)
+        .map(|p| {
+            brokers
+                .iter()
+                .cycle()
+                .skip((start + p) % brokers.len())
+                .take(replication_factor as usize)
+                .copied()
+                .collect()
+        })
+        .collect();
+    Ok(ControllerResult {
+        records: vec![Record::CreatePartitions {
+            name: name.to_owned(),
+            topic_id: topic.id,
+            assignments: assignments.clone(),
+        }],
+        response: assignments,
+    })
+}
+
 /// Deletes topic `name` and all its partitions.
 pub fn delete_topic(
     image: &MetadataImage,

@@ -247,6 +247,19 @@ pub enum ControllerError {
         /// The largest count allowed.
         max: u32,
     },
+    /// CreatePartitions asked for no more partitions than the topic has
+    /// (Kafka's INVALID_PARTITIONS: partitions are only ever added).
+    #[error(
+        "topic '{topic}' has {current} partitions; a new count must be larger, got {requested}"
+    )]
+    PartitionsNotIncreased {
+        /// The topic.
+        topic: String,
+        /// Its partition count.
+        current: u32,
+        /// The count asked for.
+        requested: u32,
+    },
     /// A replication factor of 0.
     #[error("the replication factor must be at least 1")]
     ReplicationFactorZero,
@@ -359,7 +372,8 @@ impl ControllerError {
             | ControllerError::TopicIdMismatch { .. } => ErrorKind::UnknownTopicOrPartition,
             ControllerError::InvalidTopicName { .. } => ErrorKind::InvalidTopic,
             ControllerError::TopicAlreadyExists { .. } => ErrorKind::TopicAlreadyExists,
-            ControllerError::InvalidPartitionCount { .. } => ErrorKind::InvalidPartitions,
+            ControllerError::InvalidPartitionCount { .. }
+            | ControllerError::PartitionsNotIncreased { .. } => ErrorKind::InvalidPartitions,
             ControllerError::ReplicationFactorZero
             | ControllerError::ReplicationFactorTooLarge { .. } => {
                 ErrorKind::InvalidReplicationFactor

@@ -588,6 +588,44 @@ impl MetadataImage {
                 );
                 Ok(())
             }
+            Record::CreatePartitions {
+                name,
+                topic_id,
+                assignments,
+            } => {
+                let problem = self.assignment_problem(assignments);
+                let topic = self.topic_mut(name, *topic_id)?;
+                let invalid = |reason: String| SkipReason::InvalidAssignment {
+                    name: name.clone(),
+                    reason,
+                };
+                if let Some(problem) = problem {
+                    return Err(invalid(problem));
+                }
+                let rf = topic.partitions.first().map_or(0, |p| p.replicas.len());
+                if assignments.iter().any(|r| r.len() != rf) {
+                    return Err(invalid(format!(
+                        "new partitions must have the topic's {rf} replicas"
+                    )));
+                }
+                let first = topic.partitions.len();
+                let total = first.saturating_add(assignments.len());
+                let Ok(total) = u32::try_from(total) else {
+                    return Err(invalid(format!("{total} partitions are too many")));
+                };
+                for (partition, replicas) in (first as u32..total).zip(assignments) {
+                    topic.partitions.push(PartitionImage {
+                        partition,
+                        replicas: replicas.clone(),
+                        isr: replicas.clone(),
+                        elr: Vec::new(),
+                        leader: replicas.first().copied(),
+                        leader_epoch: 0,
+                        partition_epoch: 0,
+                    });
+                }
+                Ok(())
+            }
             Record::DeleteTopic { name, topic_id } => {
                 self.topic_mut(name, *topic_id)?;
                 self.topics.remove(name);

@@ -83,6 +83,17 @@ pub enum Record {
         /// For partition `p`, its replicas; the first is the preferred leader.
         assignments: Vec<Vec<BrokerId>>,
     },
+    /// Partitions added to a topic (Kafka's CreatePartitions, KIP-195):
+    /// `assignments[i]` is partition `current count + i`, which starts as a
+    /// new topic's partitions do.
+    CreatePartitions {
+        /// The topic's name.
+        name: String,
+        /// Its id, so a stale record cannot grow a re-created topic.
+        topic_id: TopicId,
+        /// The new partitions' replicas, in partition order.
+        assignments: Vec<Vec<BrokerId>>,
+    },
     /// The topic and all its partitions are removed.
     DeleteTopic {
         /// The topic's name.
@@ -174,6 +185,7 @@ impl Record {
             Record::FenceBroker { .. } => "FenceBroker",
             Record::UnfenceBroker { .. } => "UnfenceBroker",
             Record::CreateTopic { .. } => "CreateTopic",
+            Record::CreatePartitions { .. } => "CreatePartitions",
             Record::DeleteTopic { .. } => "DeleteTopic",
             Record::PartitionChange { .. } => "PartitionChange",
             Record::AlterTopicConfig { .. } => "AlterTopicConfig",
@@ -218,6 +230,11 @@ mod tests {
                     vec![BrokerId(1), BrokerId(2)],
                     vec![BrokerId(2), BrokerId(1)],
                 ],
+            },
+            Record::CreatePartitions {
+                name: "orders".to_owned(),
+                topic_id,
+                assignments: vec![vec![BrokerId(1), BrokerId(2)]],
             },
             Record::DeleteTopic {
                 name: "orders".to_owned(),

@@ -184,6 +184,28 @@ impl ControlPlane for QuorumControl {
         })
     }
 
+    fn create_partitions(
+        &self,
+        name: String,
+        total: u32,
+        validate_only: bool,
+    ) -> BoxFuture<'_, Result<(), ControlError>> {
+        Box::pin(async move {
+            let req = pb::CreatePartitionsRequest {
+                name,
+                total,
+                validate_only,
+            };
+            let answer = self
+                .client()?
+                .create_partitions(req)
+                .await
+                .map_err(|s| unreachable(&s))?
+                .into_inner();
+            refused(answer.error_code, answer.error_message)
+        })
+    }
+
     fn create_acls(&self, acls: Vec<Acl>) -> BoxFuture<'_, Result<(), ControlError>> {
         Box::pin(async move {
             let req = pb::CreateAclsRequest {

@@ -1429,3 +1429,86 @@ fn producer_id_blocks_never_overlap_and_survive_replay() {
     let back: MetadataImage = serde_json::from_str(&json).unwrap();
     assert_eq!(back.next_producer_id(), image.next_producer_id());
 }
+
+#[test]
+fn create_partitions_adds_partitions_placed_like_new_ones_and_never_removes() {
+    let mut image = cluster(3);
+    create(&mut image, "t", 2, 2, &[]);
+    let id = image.topic("t").unwrap().id;
+    let added = decide(&mut image, |img| create_partitions(img, "t", 5).unwrap());
+    assert_eq!(added.len(), 3);
+    let topic = image.topic("t").unwrap();
+    assert_eq!(topic.id, id, "the same topic");
+    assert_eq!(topic.partition_count(), 5);
+    for (p, replicas) in (2u32..).zip(&added) {
+        let part = partition(&image, "t", p);
+        assert_eq!(part.partition, p);
+        assert_eq!(&part.replicas, replicas);
+        assert_eq!(part.isr, part.replicas, "every replica starts in sync");
+        assert_eq!(part.leader, replicas.first().copied());
+        assert_eq!((part.leader_epoch, part.partition_epoch), (0, 0));
+        assert_eq!(replicas.len(), 2, "the topic's replication factor");
+    }
+    // The old partitions are untouched.
+    assert_eq!(partition(&image, "t", 0).replicas.len(), 2);
+    // Not fewer, not the same, not past the limit, not a missing topic.
+    for (total, kind) in [
+        (5, ErrorKind::InvalidPartitions),
+        (4, ErrorKind::InvalidPartitions),
+        (MAX_PARTITIONS_PER_TOPIC + 1, ErrorKind::InvalidPartitions),
+    ] {
+        assert_eq!(
+            create_partitions(&image, "t", total).unwrap_err().kind(),
+            kind
+        );
+    }
+    assert_eq!(
+        create_partitions(&image, "t", 4).unwrap_err().to_string(),
+        "topic 't' has 5 partitions; a new count must be larger, got 4"
+    );
+    assert_eq!(
+        create_partitions(&image, "nope", 9).unwrap_err().kind(),
+        ErrorKind::UnknownTopicOrPartition
+    );
+    // The offsets topic keeps its count (groups hash over it).
+    create(&mut image, "__consumer_offsets", 2, 3, &[]);
+    assert_eq!(
+        create_partitions(&image, "__consumer_offsets", 4)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidRequest
+    );
+    // With one broker left, a replication factor of 2 cannot be placed.
+    fence(&mut image, 2);
+    fence(&mut image, 3);
+    assert_eq!(
+        create_partitions(&image, "t", 6).unwrap_err().kind(),
+        ErrorKind::InvalidReplicationFactor
+    );
+}
+
+#[test]
+fn a_stale_or_malformed_create_partitions_record_is_skipped() {
+    let mut image = cluster(2);
+    create(&mut image, "t", 1, 2, &[]);
+    let id = image.topic("t").unwrap().id;
+    let stale = Record::CreatePartitions {
+        name: "t".to_owned(),
+        topic_id: TopicId::from_u128(42),
+        assignments: vec![bs(&[1, 2])],
+    };
+    let wrong_rf = Record::CreatePartitions {
+        name: "t".to_owned(),
+        topic_id: id,
+        assignments: vec![bs(&[1])],
+    };
+    let unknown_broker = Record::CreatePartitions {
+        name: "t".to_owned(),
+        topic_id: id,
+        assignments: vec![bs(&[1, 9])],
+    };
+    for r in [stale, wrong_rf, unknown_broker] {
+        assert!(matches!(image.apply(&r), ApplyOutcome::Skipped(_)), "{r:?}");
+        assert_eq!(image.topic("t").unwrap().partition_count(), 1);
+    }
+}

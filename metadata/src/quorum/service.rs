@@ -20,11 +20,12 @@ use rivulet_proto::v1::controller_server::{Controller, ControllerServer};
 use rivulet_proto::v1::{
     AddLearnerRequest, AddLearnerResponse, AllocateProducerIdsRequest, AllocateProducerIdsResponse,
     AlterPartitionRequest, AlterPartitionResponse, AlterTopicConfigRequest,
-    AlterTopicConfigResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse,
-    DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest, DescribeClusterResponse,
-    DescribeTopicsRequest, DescribeTopicsResponse, ElectLeadersRequest, ElectLeadersResponse,
-    ErrorCode, HeartbeatRequest, HeartbeatResponse, RegisterBrokerRequest, RegisterBrokerResponse,
-    RemoveLearnerRequest, RemoveLearnerResponse, VoterInfo,
+    AlterTopicConfigResponse, ConfigEntry, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeTopicsRequest, DescribeTopicsResponse,
+    ElectLeadersRequest, ElectLeadersResponse, ErrorCode, HeartbeatRequest, HeartbeatResponse,
+    RegisterBrokerRequest, RegisterBrokerResponse, RemoveLearnerRequest, RemoveLearnerResponse,
+    VoterInfo,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -600,6 +601,34 @@ impl Controller for ControllerRpc {
                     .map(|(key, value)| ConfigEntry { key, value })
                     .collect()
             }),
+        }))
+    }
+
+    async fn create_partitions(
+        &self,
+        request: Request<CreatePartitionsRequest>,
+    ) -> Result<Response<CreatePartitionsResponse>, Status> {
+        // Kafka: ALTER on the topic.
+        self.on_topic(&request, Operation::Alter, &request.get_ref().name)?;
+        forward_admin_or_handle!(self, request, create_partitions);
+        let r = request.into_inner();
+        let res = if r.validate_only {
+            controller::create_partitions(&self.quorum.image(), &r.name, r.total)
+                .map(|v| v.response)
+                .map_err(QuorumError::from)
+        } else {
+            self.quorum
+                .propose(|img| controller::create_partitions(img, &r.name, r.total))
+                .await
+        };
+        let (error_code, error_message, v) = outcome(res)?;
+        if v.is_some() && !r.validate_only {
+            info!(topic = %r.name, partitions = r.total, "added partitions");
+        }
+        Ok(Response::new(CreatePartitionsResponse {
+            error_code: error_code.into(),
+            error_message,
+            topic: self.quorum.image().topic(&r.name).map(topic_info),
         }))
     }
 

@@ -26,7 +26,7 @@ use crate::groups::state::{Heartbeat, Tp};
 use crate::groups::{CoordinatorConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::lifecycle::BrokerRegistration;
 use crate::log::batch::{build_batch, RecordInput};
-use crate::log::ReadBound;
+use crate::log::{LogError, ReadBound};
 use crate::replica::{BrokerConfig, PartitionError, ReplicaManager};
 use crate::testing::{FakeControl, ImageBuilder};
 
@@ -567,6 +567,53 @@ async fn a_find_coordinator_dropped_while_creating_the_offsets_topic_does_not_we
             dp.broker(1).groups.find("g").await.ok()
         })
         .await;
+        dp.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_moves_the_leaders_log_start_and_the_followers_follow() {
+    bounded(async {
+        let dp = DataPlane::start(3).await;
+        dp.control.update(|b| b.create_topic("t", 1, 3));
+        let leader = dp.leader("t", 0);
+        eventually("the leader to take the produce", SETTLE, || async {
+            let r = dp.produce(leader, "t", 30, Acks::All).await;
+            ok(&r).then_some(())
+        })
+        .await;
+        dp.wait_replicated("t", 30).await;
+        let part = dp.broker(leader).mgr.partition("t", 0).unwrap();
+        // Past the high watermark: refused, nothing moves.
+        assert!(matches!(
+            part.delete_records(Some(31)),
+            Err(PartitionError::Log(LogError::OffsetOutOfRange { .. }))
+        ));
+        assert_eq!(part.delete_records(Some(12)).unwrap(), 12);
+        // A follower refuses: only the leader deletes.
+        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        let theirs = dp.broker(follower).mgr.partition("t", 0).unwrap();
+        assert!(matches!(
+            theirs.delete_records(Some(20)),
+            Err(PartitionError::NotLeader)
+        ));
+        // The followers take the leader's log start with their next fetch
+        // (one more produce makes sure there is one).
+        dp.produce(leader, "t", 1, Acks::All).await;
+        eventually("every replica's log start at 12", SETTLE, || async {
+            (1..=3)
+                .all(|id| {
+                    dp.broker(id)
+                        .mgr
+                        .partition("t", 0)
+                        .is_ok_and(|p| p.offsets().log_start_offset == 12)
+                })
+                .then_some(())
+        })
+        .await;
+        // None: up to the high watermark.
+        assert_eq!(part.delete_records(None).unwrap(), 31);
         dp.shutdown().await;
     })
     .await;

@@ -264,6 +264,51 @@ def _():
     a.close()
 
 
+@check("DeleteRecords (librdkafka and kafka-python): the log start moves, readers start there, past the HW is refused")
+def _():
+    from confluent_kafka.admin import NewTopic as CkNewTopic
+
+    c = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    for f in c.create_topics([CkNewTopic("kp-del", num_partitions=1, replication_factor=3)]).values():
+        f.result()
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all", "linger.ms": 0})
+    for i in range(50):
+        p.produce("kp-del", value=f"d{i}".encode(), partition=0)
+        p.poll(0)
+    assert p.flush(20) == 0
+    done = c.delete_records([TopicPartition("kp-del", 0, 20)])
+    deleted = list(done.values())[0].result()
+    assert deleted.low_watermark == 20, deleted
+    lo, hi = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "wm"}).get_watermark_offsets(
+        TopicPartition("kp-del", 0), timeout=10)
+    assert (lo, hi) == (20, 50), (lo, hi)
+    cons = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "kp-del-reader",
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    cons.assign([TopicPartition("kp-del", 0, confluent_kafka.OFFSET_BEGINNING)])
+    got = []
+    deadline = time.monotonic() + 20
+    while len(got) < 30 and time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append((m.offset(), m.value().decode()))
+    cons.close()
+    assert got[0] == (20, "d20") and len(got) == 30, got[:3]
+    # kafka-python: past the high watermark is refused; -1 means the HW.
+    from kafka.admin import KafkaAdminClient
+    from kafka import TopicPartition as KTp
+
+    a = KafkaAdminClient(bootstrap_servers=BOOTSTRAP.split(","))
+    try:
+        a.delete_records({KTp("kp-del", 0): 51})
+        raise AssertionError("deleting past the high watermark was accepted")
+    except kafka.errors.OffsetOutOfRangeError:
+        pass
+    out = a.delete_records({KTp("kp-del", 0): -1})
+    assert list(out.values())[0]["low_watermark"] == 50, out
+    a.delete_topics(["kp-del"])
+    a.close()
+
+
 @check("librdkafka admin: alter a config incrementally, describe every config with its source, list and describe groups")
 def _():
     from confluent_kafka.admin import NewTopic, ConfigResource, ConfigEntry, AlterConfigOpType

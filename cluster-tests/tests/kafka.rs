@@ -59,7 +59,7 @@ async fn kafka_clients_produce_consume_and_commit_through_the_kafka_listener() {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the Kafka client checks failed");
-    assert!(stdout.contains("10 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("11 passed, 0 failed"), "{stdout}");
     // Every record the Kafka clients wrote (gzip, snappy, lz4 and zstd
     // batches from librdkafka among them) is read by the gRPC consumer.
     let produced: usize = stdout

@@ -184,36 +184,32 @@ impl Handler {
         let mut r = CreatePartitionsResponse::default();
         for t in req.topics {
             let topic = t.name.0.to_string();
-            let outcome: Result<(), (i16, String)> = if !self.may(
-                access,
-                Operation::Alter,
-                ResourceType::Topic,
-                &topic,
-            ) {
-                Err((
-                    K::TopicAuthorizationFailed.code(),
-                    format!("{} may not alter topic {topic:?}", access.principal),
-                ))
-            } else if t.assignments.is_some() {
-                Err((
+            let outcome: Result<(), (i16, String)> =
+                if !self.may(access, Operation::Alter, ResourceType::Topic, &topic) {
+                    Err((
+                        K::TopicAuthorizationFailed.code(),
+                        format!("{} may not alter topic {topic:?}", access.principal),
+                    ))
+                } else if t.assignments.is_some() {
+                    Err((
                     K::InvalidRequest.code(),
                     "manual replica assignments are not supported: give the new partition count"
                         .into(),
                 ))
-            } else {
-                match u32::try_from(t.count) {
-                    Err(_) => Err((
-                        K::InvalidPartitions.code(),
-                        format!("{} partitions", t.count),
-                    )),
-                    Ok(total) => self
-                        .registration
-                        .control()
-                        .create_partitions(topic.clone(), total, req.validate_only)
-                        .await
-                        .map_err(|e| control_error(&e)),
-                }
-            };
+                } else {
+                    match u32::try_from(t.count) {
+                        Err(_) => Err((
+                            K::InvalidPartitions.code(),
+                            format!("{} partitions", t.count),
+                        )),
+                        Ok(total) => self
+                            .registration
+                            .control()
+                            .create_partitions(topic.clone(), total, req.validate_only)
+                            .await
+                            .map_err(|e| control_error(&e)),
+                    }
+                };
             let mut out = CreatePartitionsTopicResult::default().with_name(t.name);
             if let Err((code, why)) = outcome {
                 out.error_code = code;

@@ -478,6 +478,10 @@ impl Handler {
                     .delete_groups(&mut body, version, &access)
                     .await
                     .map(Some),
+                ApiKey::DeleteRecords => self
+                    .delete_records(&mut body, version, &access)
+                    .await
+                    .map(Some),
                 ApiKey::DescribeAcls => self.describe_acls(&mut body, version, &access).map(Some),
                 ApiKey::CreateAcls => self
                     .create_acls(&mut body, version, &access)
@@ -499,6 +503,71 @@ impl Handler {
             Ok(None) => Answer::Nothing,
             Err(why) => Answer::Close(why),
         }
+    }
+
+    /// DeleteRecords (KIP-107): each partition's leader moves its log start;
+    /// the low watermark answered is the leader's new log start (followers
+    /// follow with their next fetch).
+    async fn delete_records(
+        &self,
+        body: &mut Bytes,
+        version: i16,
+        access: &Access,
+    ) -> Result<BytesMut, Failed> {
+        use kafka_protocol::messages::delete_records_response::{
+            DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+        };
+        let req: DeleteRecordsRequest = decode(body, ApiKey::DeleteRecords, version)?;
+        let mut asked = Vec::new();
+        // Per topic, per partition: its index in `asked`, or a code found
+        // here.
+        type Slots = Vec<(i32, Result<usize, i16>)>;
+        let mut slots: Vec<(TopicName, Slots)> = Vec::new();
+        for t in &req.topics {
+            let mut parts = Vec::new();
+            for p in &t.partitions {
+                let slot = match (u32::try_from(p.partition_index), p.offset) {
+                    (Ok(partition), -1) | (Ok(partition), 0..) => {
+                        asked.push(api::DeleteRecordsPartition {
+                            topic: t.name.0.to_string(),
+                            partition,
+                            before: u64::try_from(p.offset).ok(),
+                        });
+                        Ok(asked.len() - 1)
+                    }
+                    (Err(_), _) => Err(K::UnknownTopicOrPartition.code()),
+                    (Ok(_), _) => Err(K::OffsetOutOfRange.code()),
+                };
+                parts.push((p.partition_index, slot));
+            }
+            slots.push((t.name.clone(), parts));
+        }
+        let results = match self.api.delete_records(asked, access).await {
+            Ok(r) => r
+                .into_iter()
+                .map(|x| x.map_err(|e| kafka_code(e.code())))
+                .collect(),
+            Err(e) => vec![Err(api_error_code(&e)); slots.iter().map(|s| s.1.len()).sum()],
+        };
+        let mut r = DeleteRecordsResponse::default();
+        for (name, parts) in slots {
+            let mut topic = DeleteRecordsTopicResult::default().with_name(name);
+            for (index, slot) in parts {
+                let mut out = DeleteRecordsPartitionResult::default()
+                    .with_partition_index(index)
+                    .with_low_watermark(-1);
+                match slot.map(|i| results.get(i).cloned()) {
+                    Ok(Some(Ok(start))) => {
+                        out.low_watermark = i64::try_from(start).unwrap_or(i64::MAX)
+                    }
+                    Ok(Some(Err(code))) | Err(code) => out.error_code = code,
+                    Ok(None) => out.error_code = K::UnknownServerError.code(),
+                }
+                topic.partitions.push(out);
+            }
+            r.topics.push(topic);
+        }
+        encode(&r, ApiKey::DeleteRecords, version)
     }
 
     pub(crate) fn image(&self) -> Arc<MetadataImage> {

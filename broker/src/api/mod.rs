@@ -14,6 +14,7 @@
 //! | offset for leader epoch | `offset_for_leader_epoch.rs` | where a consumer's epoch ends on the leader (KIP-320) |
 //! | replica fetch | `replica_fetch.rs` | a follower's fetch: fencing, divergence, progress |
 
+mod delete_records;
 mod fetch;
 mod list_offsets;
 mod log_dirs;
@@ -26,6 +27,7 @@ mod replica_fetch;
 
 use std::sync::Arc;
 
+pub use delete_records::DeleteRecordsPartition;
 pub use fetch::{FetchPartition, FetchRequest, FetchResult};
 pub use list_offsets::{ListOffsetsPartition, OffsetQuery};
 pub use log_dirs::LogDirView;

@@ -456,6 +456,44 @@ fn retention_deletes_old_committed_data_only(make: Factory) {
     assert_eq!(log.offsets(), o2);
 }
 
+fn the_log_start_moves_up_to_the_high_watermark_only(make: Factory) {
+    let log = make(small_config());
+    for i in 0..60 {
+        append(&*log, &format!("b{i}"), 5, 1_000 + i, 1);
+    }
+    // Nothing committed: the start stays.
+    assert_eq!(log.advance_log_start(100).unwrap(), 0);
+    log.set_high_watermark(200);
+    // Inside a batch: readers start there; the batch holding it stays.
+    assert_eq!(log.advance_log_start(123).unwrap(), 123);
+    let o = log.offsets();
+    assert_eq!(
+        (o.log_start_offset, o.high_watermark, o.log_end_offset),
+        (123, 200, 300)
+    );
+    assert!(matches!(
+        log.read(122, 100, ReadBound::LogEnd),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    let rest = read_all(&*log, 123, ReadBound::LogEnd);
+    assert_eq!(rest.first().map(|r| r.0), Some(123));
+    assert_eq!(rest.len(), 300 - 123);
+    // Never down, never past the high watermark.
+    assert_eq!(log.advance_log_start(50).unwrap(), 123);
+    assert_eq!(log.advance_log_start(10_000).unwrap(), 200);
+    assert_eq!(log.offsets().log_start_offset, 200);
+    // Appends carry on at the end.
+    append(&*log, "after", 3, 5_000, 1);
+    assert_eq!(log.offsets().log_end_offset, 303);
+    // Everything committed, up to the end: the log is empty of readable
+    // data but keeps its end.
+    log.set_high_watermark(303);
+    assert_eq!(log.advance_log_start(303).unwrap(), 303);
+    let o = log.offsets();
+    assert_eq!((o.log_start_offset, o.log_end_offset), (303, 303));
+    assert!(log.read(303, 100, ReadBound::LogEnd).unwrap().is_empty());
+}
+
 macro_rules! conformance_suite {
     ($($name:ident),* $(,)?) => {
         mod suite {
@@ -495,4 +533,5 @@ conformance_suite!(
     idempotent_batches_are_written_once,
     bad_input_is_refused_and_changes_nothing,
     retention_deletes_old_committed_data_only,
+    the_log_start_moves_up_to_the_high_watermark_only,
 );

@@ -430,6 +430,25 @@ impl FileLog {
     }
 
     /// Fsyncs the active segment, then starts a new one at the log end.
+    /// Sets the log start to `start` and makes it durable: the checkpoint,
+    /// producer snapshots below the newest at or before it (they describe
+    /// nothing a recovery would replay), leader epochs that end below it.
+    fn set_log_start_locked(&self, inner: &mut Inner, start: u64) -> Result<(), LogError> {
+        inner.log_start_offset = start;
+        checkpoint::write_u64(&self.dir.join(LOG_START_CHECKPOINT), start)?;
+        if let Some(keep) = producers::snapshot_offsets(&self.dir)?
+            .into_iter()
+            .filter(|o| *o <= start)
+            .max()
+        {
+            producers::remove_snapshots(&self.dir, |o| o < keep)?;
+        }
+        if inner.epochs.truncate_from_start(start) {
+            write_epochs(&self.dir, &inner.epochs)?;
+        }
+        Ok(())
+    }
+
     fn roll_locked(&self, inner: &mut Inner) -> Result<(), LogError> {
         let leo = inner.log_end_offset();
         if inner.active().size() == 0 {
@@ -812,24 +831,39 @@ impl PartitionLog for FileLog {
             }
         }
         let first_base = *inner.segments.keys().next().unwrap_or(&0);
-        inner.log_start_offset = inner.log_start_offset.max(first_base);
-        outcome.log_start_offset = inner.log_start_offset;
-        checkpoint::write_u64(&self.dir.join(LOG_START_CHECKPOINT), inner.log_start_offset)?;
-        let start = inner.log_start_offset;
-        // Snapshots below the newest one at or before the log start describe
-        // nothing a recovery would replay.
-        if let Some(keep) = producers::snapshot_offsets(&self.dir)?
-            .into_iter()
-            .filter(|o| *o <= start)
-            .max()
-        {
-            producers::remove_snapshots(&self.dir, |o| o < keep)?;
-        }
-        if inner.epochs.truncate_from_start(start) {
-            write_epochs(&self.dir, &inner.epochs)?;
-        }
+        let start = inner.log_start_offset.max(first_base);
+        self.set_log_start_locked(&mut inner, start)?;
+        outcome.log_start_offset = start;
         debug!(dir = %self.dir.display(), ?outcome, "applied retention");
         Ok(outcome)
+    }
+
+    fn advance_log_start(&self, offset: u64) -> Result<u64, LogError> {
+        let mut inner = self.write_inner();
+        let start = offset.min(inner.high_watermark);
+        if start <= inner.log_start_offset {
+            return Ok(inner.log_start_offset);
+        }
+        // Whole segments below the new start, never the active one.
+        let doomed: Vec<u64> = inner
+            .segments
+            .values()
+            .rev()
+            .skip(1)
+            .rev()
+            .take_while(|s| s.next_offset() <= start)
+            .map(LogSegment::base_offset)
+            .collect();
+        // The checkpoint first: a crash after it reopens at the new start
+        // whatever segments are still there.
+        self.set_log_start_locked(&mut inner, start)?;
+        for base in doomed {
+            if let Some(seg) = inner.segments.remove(&base) {
+                seg.delete()?;
+            }
+        }
+        debug!(dir = %self.dir.display(), log_start = start, "advanced the log start");
+        Ok(start)
     }
 
     fn flush(&self) -> Result<(), LogError> {

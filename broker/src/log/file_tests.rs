@@ -283,6 +283,43 @@ fn truncate_fully_reuses_a_segment_at_the_new_start_and_survives_reopen() {
 }
 
 #[test]
+fn an_advanced_log_start_deletes_whole_segments_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    for i in 0..200 {
+        append(&log, &format!("b{i}"), 5, 1_000 + i, 1);
+    }
+    let segments = |d: &Path| {
+        fs::read_dir(d)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "log")
+            })
+            .count()
+    };
+    let before = segments(dir.path());
+    assert!(before > 3, "small segments roll: {before}");
+    log.set_high_watermark(900);
+    log.checkpoint().unwrap();
+    assert_eq!(log.advance_log_start(701).unwrap(), 701);
+    let after = segments(dir.path());
+    assert!(
+        after < before,
+        "segments below the start are deleted: {before} -> {after}"
+    );
+    drop(log);
+    let log = open(dir.path());
+    let o = log.offsets();
+    assert_eq!((o.log_start_offset, o.log_end_offset), (701, 1000));
+    assert_eq!(read_all(&log, 701, ReadBound::LogEnd).len(), 299);
+    assert!(log.read(700, 100, ReadBound::LogEnd).is_err());
+}
+
+#[test]
 fn an_assigned_epoch_survives_a_restart() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("p");

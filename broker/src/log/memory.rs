@@ -272,6 +272,24 @@ impl PartitionLog for MemoryLog {
         Ok(outcome)
     }
 
+    fn advance_log_start(&self, offset: u64) -> Result<u64, LogError> {
+        let mut inner = self.lock();
+        let start = offset.min(inner.high_watermark);
+        if start > inner.log_start_offset {
+            // Whole batches below it, never the newest (as FileLog keeps
+            // its active segment).
+            let keep_from = inner.batches.len().saturating_sub(1);
+            let n = inner.batches[..keep_from]
+                .iter()
+                .take_while(|b| b.header.next_offset() <= start)
+                .count();
+            inner.batches.drain(..n);
+            inner.log_start_offset = start;
+            inner.epochs.truncate_from_start(start);
+        }
+        Ok(inner.log_start_offset)
+    }
+
     fn flush(&self) -> Result<(), LogError> {
         Ok(())
     }

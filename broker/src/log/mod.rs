@@ -246,6 +246,12 @@ pub trait PartitionLog: Send + Sync + std::fmt::Debug {
         now_ms: i64,
     ) -> Result<RetentionOutcome, LogError>;
 
+    /// Moves the log start up to `offset` (Kafka's DeleteRecords, and a
+    /// follower following its leader's log start): never down, never past
+    /// the high watermark; whole segments below it are deleted (never the
+    /// active one); durable before it returns. The log start it set.
+    fn advance_log_start(&self, offset: u64) -> Result<u64, LogError>;
+
     /// Fsyncs everything appended so far.
     fn flush(&self) -> Result<(), LogError>;
 

@@ -173,6 +173,7 @@ fn fetched_data(answer: Answer, r: &ReplicaFetchPartitionResponse) -> Option<Fet
         Answer::Records => Some(FetchedData::Records {
             records: &r.records,
             high_watermark: r.high_watermark,
+            log_start_offset: r.log_start_offset,
         }),
         Answer::Diverging { end_offset } => Some(FetchedData::Diverging { end_offset }),
         Answer::OutOfRange { leader_log_start } => {

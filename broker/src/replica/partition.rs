@@ -562,6 +562,28 @@ impl Partition {
         }
     }
 
+    /// As leader: moves the log start to `offset` (Kafka's DeleteRecords;
+    /// `None`: the high watermark), which must not pass the high watermark;
+    /// followers follow with their next fetch. The new log start
+    /// (blocking: deletes segments, writes the checkpoint).
+    pub fn delete_records(&self, offset: Option<u64>) -> Result<u64, PartitionError> {
+        let (o, _epoch, hw_available) = self.leader_offsets(None)?;
+        hw_available?;
+        let target = offset.unwrap_or(o.high_watermark);
+        if target > o.high_watermark {
+            return Err(PartitionError::Log(LogError::OffsetOutOfRange {
+                offset: target,
+                log_start_offset: o.log_start_offset,
+                log_end_offset: o.high_watermark,
+            }));
+        }
+        let applied = self.log.advance_log_start(target);
+        if let Err(e) = &applied {
+            self.on_log_error(e);
+        }
+        Ok(applied?)
+    }
+
     /// A follower's fetch, served by the leader (blocking: reads the log).
     /// Counts the follower's progress first: it holds every offset below
     /// `fetch_offset`.
@@ -710,6 +732,7 @@ impl Partition {
             FetchedData::Records {
                 records,
                 high_watermark,
+                log_start_offset,
             } => {
                 if !records.is_empty() {
                     self.check_disk_reserve()?;
@@ -717,8 +740,14 @@ impl Partition {
                     let info = self.log.append(&mut buf, AppendOrigin::Replica)?;
                     progress.appended_bytes = info.size_bytes;
                 }
-                let leo = self.log.offsets().log_end_offset;
-                self.log.set_high_watermark(high_watermark.min(leo));
+                let o = self.log.offsets();
+                self.log
+                    .set_high_watermark(high_watermark.min(o.log_end_offset));
+                // The leader's DeleteRecords (or retention): the same start
+                // here, as far as this replica's HW allows.
+                if log_start_offset > o.log_start_offset {
+                    self.log.advance_log_start(log_start_offset)?;
+                }
             }
         }
         self.publish(None);
@@ -735,6 +764,8 @@ pub enum FetchedData<'a> {
         records: &'a [u8],
         /// The leader's HW.
         high_watermark: u64,
+        /// The leader's log start.
+        log_start_offset: u64,
     },
     /// Our log diverged: truncate to `end_offset`.
     Diverging {
@@ -946,6 +977,7 @@ mod tests {
             FetchedData::Records {
                 records: &r.records[..first],
                 high_watermark: 0,
+                log_start_offset: 0,
             },
         )
         .unwrap();
@@ -975,6 +1007,7 @@ mod tests {
             FetchedData::Records {
                 records: &r.records,
                 high_watermark: r.high_watermark,
+                log_start_offset: r.log_start_offset,
             },
         )
         .unwrap();
@@ -998,6 +1031,7 @@ mod tests {
                 FetchedData::Records {
                     records: &b,
                     high_watermark: 1,
+                    log_start_offset: 0,
                 },
             )
             .unwrap();

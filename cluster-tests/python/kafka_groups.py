@@ -1,13 +1,15 @@
 """Consumer groups of the classic protocol through clients we did not write:
 librdkafka (eager and cooperative-sticky assignors) and kafka-python.
 
-Usage: kafka_groups.py <kafka bootstrap> <topic with 6 partitions>
+Usage: kafka_groups.py <kafka bootstrap> <topic with 6 partitions> <rivulet binary> <gRPC bootstrap>
 
 Prints one line per check and "N passed, M failed"; exits non-zero on a
 failure. `cluster-tests/tests/kafka.rs` runs it, then checks with `rivulet
 group describe` that group `eager` has no lag left.
 """
 
+import json
+import subprocess
 import sys
 import threading
 import time
@@ -18,6 +20,7 @@ import kafka
 
 BOOTSTRAP = sys.argv[1]
 TOPIC = sys.argv[2]
+RIVULET = [sys.argv[3], "--bootstrap", sys.argv[4]]
 PARTITIONS = 6
 
 next_value = 0
@@ -171,6 +174,37 @@ def _():
     read_exactly_once(members, produce(600))
     for m in members:
         m.close()
+
+
+def rivulet(*args):
+    return subprocess.run(RIVULET + list(args), capture_output=True, text=True, timeout=30)
+
+
+@check("`rivulet group describe` shows a classic group's members and assignments; reset-offsets and delete wait until it is empty")
+def _():
+    members = [Member("visible", "range"), Member("visible", "range")]
+    try:
+        wait_for("two members with every partition", lambda: settled(members))
+        wait_for("the members in `rivulet group describe`", lambda: len(
+            json.loads(rivulet("group", "describe", "visible", "--json").stdout or "{}").get("members", [])) == 2)
+        d = json.loads(rivulet("group", "describe", "visible", "--json").stdout)
+        assigned = sorted(p for m in d["members"] for p in (tp["partition"] for tp in m["assignment"]))
+        assert assigned == list(range(PARTITIONS)), d
+        assert all(m["subscribed_topics"] == [TOPIC] for m in d["members"]), d
+        assert d["state"] == "Stable", d["state"]
+        for args in [("group", "reset-offsets", "visible", "--topic", TOPIC, "--to-earliest"),
+                     ("group", "delete", "visible")]:
+            out = rivulet(*args)
+            assert out.returncode != 0, out
+            assert "active member" in out.stderr or "NON_EMPTY_GROUP" in out.stderr, out.stderr
+    finally:
+        for m in members:
+            m.close()
+    # Empty now (both left): the reset goes through.
+    wait_for("the group to empty", lambda: json.loads(
+        rivulet("group", "describe", "visible", "--json").stdout or '{"members": []}').get("members") == [])
+    out = rivulet("group", "reset-offsets", "visible", "--topic", TOPIC, "--to-earliest")
+    assert out.returncode == 0, out.stderr
 
 
 @check("a kafka-python group consumer reads everything and commits")

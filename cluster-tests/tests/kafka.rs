@@ -408,10 +408,13 @@ async fn classic_consumer_groups_split_partitions_and_hand_them_over() {
         c.wait_isr("kg", p, &[1, 2, 3], TIMEOUT).await;
     }
     let bootstrap = c.kafka_bootstrap();
+    let grpc = cli::bootstrap(&c);
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script("kafka_groups.py"))
             .args([bootstrap.as_str(), "kg"])
+            .arg(cluster_tests::rivulet_binary())
+            .arg(&grpc)
             .output()
             .expect("run python")
     })
@@ -420,7 +423,7 @@ async fn classic_consumer_groups_split_partitions_and_hand_them_over() {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the Kafka group checks failed");
-    assert!(stdout.contains("5 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
     // kafka-python committed everything: `rivulet group describe` sees the
     // group's offsets at the high watermarks.
     let group = cli::ok_json(&c, &["group", "describe", "kafka-python-group", "--json"]);

@@ -127,6 +127,7 @@ pub struct GroupView {
     pub state: State,
     pub protocol_type: String,
     pub protocol: String,
+    pub generation: i32,
     /// (member id, client id, metadata, assignment).
     pub members: Vec<(String, String, Bytes, Bytes)>,
 }
@@ -432,6 +433,7 @@ impl ClassicGroups {
             state: g.state,
             protocol_type: g.protocol_type.clone(),
             protocol: protocol.clone(),
+            generation: g.generation,
             members: g
                 .members
                 .iter()

@@ -153,7 +153,7 @@ pub struct Handler {
     pub(crate) auth: Arc<ClientAuth>,
     /// Keys the salt an unknown SCRAM user is shown (stable per name).
     pub(crate) fake_salt_key: [u8; 32],
-    classic: std::sync::Mutex<Classic>,
+    classic: Arc<std::sync::Mutex<Classic>>,
     /// What each KIP-848 member last said it owns: a heartbeat's null
     /// `topic_partitions` means "unchanged".
     owned: std::sync::Mutex<HashMap<(String, String), OwnedEntry>>,
@@ -202,6 +202,70 @@ impl Classic {
                 }
             }
         }
+    }
+}
+
+/// The classic groups' members as the coordinator shows them (decoding
+/// the consumer protocol's subscription and assignment, KIP-429's format).
+#[derive(Debug)]
+struct ClassicMembers(Arc<std::sync::Mutex<Classic>>);
+
+impl rivulet_broker::groups::ExternalMembers for ClassicMembers {
+    fn members(
+        &self,
+        group: &str,
+    ) -> Option<(String, Vec<rivulet_broker::groups::ExternalMember>)> {
+        use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription};
+        let view = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .groups
+            .describe(group)?;
+        fn versioned<T: Decodable>(bytes: &Bytes) -> Option<T> {
+            let mut b = bytes.clone();
+            if b.len() < 2 {
+                return None;
+            }
+            let version = i16::from_be_bytes([b[0], b[1]]);
+            let _ = bytes::Buf::get_i16(&mut b);
+            T::decode(&mut b, version).ok()
+        }
+        let consumer = view.protocol_type == "consumer";
+        let members = view
+            .members
+            .into_iter()
+            .map(|(member_id, client_id, meta, assignment)| {
+                let subscribed = consumer
+                    .then(|| versioned::<ConsumerProtocolSubscription>(&meta))
+                    .flatten()
+                    .map(|s| s.topics.iter().map(|t| t.to_string()).collect())
+                    .unwrap_or_default();
+                let assigned = consumer
+                    .then(|| versioned::<ConsumerProtocolAssignment>(&assignment))
+                    .flatten()
+                    .map(|a| {
+                        a.assigned_partitions
+                            .iter()
+                            .flat_map(|t| {
+                                let topic = t.topic.0.to_string();
+                                t.partitions.iter().filter_map(move |p| {
+                                    u32::try_from(*p).ok().map(|p| (topic.clone(), p))
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                rivulet_broker::groups::ExternalMember {
+                    member_id,
+                    client_id,
+                    generation: view.generation,
+                    subscribed,
+                    assigned,
+                }
+            })
+            .collect();
+        Some((view.state.as_str().to_owned(), members))
     }
 }
 
@@ -254,6 +318,9 @@ impl Handler {
         coord: Arc<GroupCoordinator>,
         auth: Arc<ClientAuth>,
     ) -> Self {
+        let classic: Arc<std::sync::Mutex<Classic>> = Arc::default();
+        // `rivulet group describe` and reset-offsets see classic members.
+        coord.set_external(Arc::new(ClassicMembers(Arc::clone(&classic))));
         let mut fake_salt_key = [0u8; 32];
         // Without randomness unknown users' salts are only more predictable.
         let _ = getrandom::fill(&mut fake_salt_key);
@@ -266,7 +333,7 @@ impl Handler {
             mgr,
             groups: GroupsRpc::new(Arc::clone(&coord)),
             coord,
-            classic: std::sync::Mutex::default(),
+            classic,
             owned: std::sync::Mutex::default(),
         }
     }
@@ -1226,21 +1293,23 @@ impl Handler {
         } else if offsets.is_empty() {
             0
         } else {
-            let answer = self
-                .groups
-                .offset_commit(Self::group_request(
-                    // Classic membership was checked above: for the
-                    // coordinator this is a commit from outside any KIP-848
-                    // generation, refused if such a group has members.
-                    pb::OffsetCommitRequest {
-                        group_id: group.clone(),
-                        member_id: as_member.as_ref().map_or(String::new(), |m| m.0.clone()),
-                        member_epoch: as_member.as_ref().map_or(-1, |m| m.1),
-                        offsets,
-                    },
-                    access,
-                ))
-                .await;
+            let mut commit = Self::group_request(
+                // Classic membership was checked above: for the coordinator
+                // this is a commit from outside any KIP-848 generation,
+                // refused if such a group has members; the mark lets it
+                // through while the classic group has members.
+                pb::OffsetCommitRequest {
+                    group_id: group.clone(),
+                    member_id: as_member.as_ref().map_or(String::new(), |m| m.0.clone()),
+                    member_epoch: as_member.as_ref().map_or(-1, |m| m.1),
+                    offsets,
+                },
+                access,
+            );
+            commit
+                .extensions_mut()
+                .insert(rivulet_broker::groups::ExternalMemberCommit);
+            let answer = self.groups.offset_commit(commit).await;
             match answer {
                 Ok(a) => kafka_code_raw(a.get_ref().error_code),
                 Err(_) => K::CoordinatorNotAvailable.code(),

@@ -17,6 +17,37 @@
 pub mod service;
 pub mod state;
 
+/// Members of groups the coordinator does not hold itself: the Kafka
+/// listener's classic (JoinGroup/SyncGroup) groups, whose offsets are the
+/// coordinator's but whose membership lives in the listener.
+pub trait ExternalMembers: Send + Sync + std::fmt::Debug {
+    /// The group's state and members, if the holder knows the group.
+    fn members(&self, group: &str) -> Option<(String, Vec<ExternalMember>)>;
+}
+
+/// One member of an [`ExternalMembers`] group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalMember {
+    /// Its member id.
+    pub member_id: String,
+    /// Its client id.
+    pub client_id: String,
+    /// The group's generation it is in.
+    pub generation: i32,
+    /// The topics it subscribes to.
+    pub subscribed: Vec<String>,
+    /// Its assignment.
+    pub assigned: Vec<(String, u32)>,
+}
+
+/// Marks an admin-form commit (no member id, epoch -1) made for a member of
+/// an [`ExternalMembers`] group, which the holder checked: such a commit is
+/// allowed while the group has external members; any other is refused
+/// NON_EMPTY_GROUP then, as Kafka refuses `--reset-offsets` on an active
+/// group. Set in request extensions, which a remote client cannot.
+#[derive(Debug, Clone, Copy)]
+pub struct ExternalMemberCommit;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -214,6 +245,9 @@ enum Slot {
 pub struct GroupCoordinator {
     pub(crate) mgr: Arc<ReplicaManager>,
     pub(crate) control: Arc<dyn ControlPlane>,
+    /// Members this coordinator does not hold (the Kafka listener's classic
+    /// groups), shown by DescribeGroup and guarding admin commits.
+    external: std::sync::RwLock<Option<Arc<dyn ExternalMembers>>>,
     config: CoordinatorConfig,
     shards: Mutex<HashMap<u32, Slot>>,
     creating: AtomicBool,
@@ -226,6 +260,7 @@ impl GroupCoordinator {
         Arc::new(Self {
             mgr,
             control,
+            external: std::sync::RwLock::new(None),
             config,
             shards: Mutex::new(HashMap::new()),
             creating: AtomicBool::new(false),
@@ -234,6 +269,23 @@ impl GroupCoordinator {
 
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
+    }
+
+    /// Where the members of groups held elsewhere are found (the Kafka
+    /// listener's classic groups).
+    pub fn set_external(&self, external: Arc<dyn ExternalMembers>) {
+        *self.external.write().unwrap_or_else(|e| e.into_inner()) = Some(external);
+    }
+
+    /// The members `group` has outside this coordinator, with that group's
+    /// state; `None` when it has none.
+    pub fn external_members(&self, group: &str) -> Option<(String, Vec<ExternalMember>)> {
+        let external = self
+            .external
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        external.members(group).filter(|(_, m)| !m.is_empty())
     }
 
     pub fn broker_id(&self) -> u64 {

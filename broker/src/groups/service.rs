@@ -19,8 +19,9 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
+use super::state::GroupError;
 use super::state::{Group, Heartbeat, OffsetValue, Tp};
-use super::{validate_group_id, CoordError, GroupCoordinator};
+use super::{validate_group_id, CoordError, ExternalMemberCommit, GroupCoordinator};
 use crate::replica::partition::now_ms;
 
 /// The `Groups` service over one coordinator; cheap to clone.
@@ -30,6 +31,16 @@ pub struct GroupsRpc {
 }
 
 impl GroupsRpc {
+    /// NON_EMPTY_GROUP if `group` has members outside the coordinator.
+    fn external_non_empty(&self, group: &str) -> Option<CoordError> {
+        self.coord.external_members(group).map(|(_, members)| {
+            CoordError::Group(GroupError::NonEmpty {
+                group: group.to_owned(),
+                members: members.len(),
+            })
+        })
+    }
+
     /// The service's handlers without the gRPC server around them, for
     /// other edges (the Kafka listener) to call in process.
     pub fn new(coord: Arc<GroupCoordinator>) -> Self {
@@ -261,6 +272,7 @@ impl GroupsApi for GroupsRpc {
         request: Request<OffsetCommitRequest>,
     ) -> Result<Response<OffsetCommitResponse>, Status> {
         let access = Access::of(&request);
+        let for_external_member = request.extensions().get::<ExternalMemberCommit>().is_some();
         let r = request.into_inner();
         check_group!(&r.group_id, OffsetCommitResponse);
         // Kafka: READ on the group and on every committed topic.
@@ -278,6 +290,17 @@ impl GroupsApi for GroupsRpc {
             r.offsets.iter().map(|o| &o.topic),
             OffsetCommitResponse
         );
+        // An administrator's commit (reset-offsets) while a classic group
+        // of the Kafka listener has members: refused, as for members here.
+        if r.member_id.is_empty() && r.member_epoch == -1 && !for_external_member {
+            if let Some(refused) = self.external_non_empty(&r.group_id) {
+                let (error_code, error_message) = fail(&refused);
+                return Ok(Response::new(OffsetCommitResponse {
+                    error_code,
+                    error_message,
+                }));
+            }
+        }
         let offsets: Vec<(Tp, u64, String)> = r
             .offsets
             .into_iter()
@@ -370,7 +393,34 @@ impl GroupsApi for GroupsRpc {
         let counts = self.topic_counts();
         let mut groups = shard.groups.lock().await;
         let target = groups.target(&r.group_id, &counts);
+        // A classic group of the Kafka listener: its members are there.
+        let external = self.coord.external_members(&r.group_id);
+        let external_members = |list: &[super::ExternalMember]| -> Vec<GroupMember> {
+            list.iter()
+                .map(|m| GroupMember {
+                    member_id: m.member_id.clone(),
+                    client_id: m.client_id.clone(),
+                    member_epoch: m.generation,
+                    subscribed_topics: m.subscribed.clone(),
+                    assignment: rivulet_common::ids::to_wire(
+                        m.assigned.iter().map(|(t, p)| (t.as_str(), *p)),
+                    ),
+                    revoking: Vec::new(),
+                    target: Vec::new(),
+                })
+                .collect()
+        };
         let Some(g) = groups.groups.get_mut(&r.group_id) else {
+            if let Some((state, list)) = &external {
+                return Ok(Response::new(DescribeGroupResponse {
+                    error_code: ErrorCode::None as i32,
+                    group_id: r.group_id,
+                    state: state.clone(),
+                    coordinator: self.coord.broker_id(),
+                    members: external_members(list),
+                    ..Default::default()
+                }));
+            }
             return Ok(Response::new(DescribeGroupResponse {
                 error_code: ErrorCode::GroupIdNotFound as i32,
                 error_message: format!("group {} does not exist", r.group_id),
@@ -378,8 +428,11 @@ impl GroupsApi for GroupsRpc {
                 ..Default::default()
             }));
         };
-        let state = g.state(&counts).as_str().to_owned();
-        let members = g
+        let mut state = g.state(&counts).as_str().to_owned();
+        if let Some((s, _)) = external.as_ref().filter(|_| g.members.is_empty()) {
+            state.clone_from(s);
+        }
+        let mut members: Vec<GroupMember> = g
             .members
             .iter()
             .map(|(id, m)| GroupMember {
@@ -392,6 +445,9 @@ impl GroupsApi for GroupsRpc {
                 target: to_wire(target.get(id).unwrap_or(&BTreeSet::new())),
             })
             .collect();
+        if let Some((_, list)) = &external {
+            members.extend(external_members(list));
+        }
         Ok(Response::new(DescribeGroupResponse {
             error_code: ErrorCode::None as i32,
             error_message: String::new(),
@@ -423,7 +479,17 @@ impl GroupsApi for GroupsRpc {
                 if !access.allows(&image, Operation::Describe, ResourceType::Group, id) {
                     continue;
                 }
-                listings.push(listing(id, g, &counts, self.coord.broker_id()));
+                let mut l = listing(id, g, &counts, self.coord.broker_id());
+                // A classic group of the Kafka listener: its members too.
+                if let Some((state, members)) = self.coord.external_members(id) {
+                    if l.members == 0 {
+                        l.state = state;
+                    }
+                    l.members = l
+                        .members
+                        .saturating_add(u32::try_from(members.len()).unwrap_or(u32::MAX));
+                }
+                listings.push(l);
             }
         }
         listings.sort_by(|a, b| a.group_id.cmp(&b.group_id));
@@ -448,6 +514,13 @@ impl GroupsApi for GroupsRpc {
             &r.group_id,
             DeleteGroupResponse
         );
+        if let Some(refused) = self.external_non_empty(&r.group_id) {
+            let (error_code, error_message) = fail(&refused);
+            return Ok(Response::new(DeleteGroupResponse {
+                error_code,
+                error_message,
+            }));
+        }
         let outcome = self
             .coord
             .update(&r.group_id, |groups| {

@@ -376,9 +376,9 @@ impl Broker for BrokerRpc {
                     ..Default::default()
                 };
                 match res {
-                    Ok((offset, epoch)) => {
-                        p.offset = offset;
-                        p.leader_epoch = epoch;
+                    Ok(listed) => {
+                        p.offset = listed.offset;
+                        p.leader_epoch = listed.leader_epoch;
                     }
                     Err(e) => {
                         (p.error_code, p.error_message, p.leader) =

@@ -264,7 +264,7 @@ def _():
     a.close()
 
 
-@check("DeleteRecords (librdkafka and kafka-python): the log start moves, readers start there, past the HW is refused")
+@check("DeleteRecords (librdkafka and kafka-python): the log start moves, readers start there, past the HW is refused; ListOffsets by time answers the record's timestamp")
 def _():
     from confluent_kafka.admin import NewTopic as CkNewTopic
 
@@ -273,9 +273,15 @@ def _():
         f.result()
     p = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all", "linger.ms": 0})
     for i in range(50):
-        p.produce("kp-del", value=f"d{i}".encode(), partition=0)
+        p.produce("kp-del", value=f"d{i}".encode(), partition=0, timestamp=1_000_000 + i * 1000)
         p.poll(0)
     assert p.flush(20) == 0
+    # ListOffsets by time answers the found record's timestamp.
+    kc = kafka.KafkaConsumer(bootstrap_servers=BOOTSTRAP.split(","))
+    from kafka import TopicPartition as KTp
+
+    hit = kc.offsets_for_times({KTp("kp-del", 0): 1_005_500})[KTp("kp-del", 0)]
+    assert (hit.offset, hit.timestamp) == (6, 1_006_000), hit
     done = c.delete_records([TopicPartition("kp-del", 0, 20)])
     deleted = list(done.values())[0].result()
     assert deleted.low_watermark == 20, deleted
@@ -293,9 +299,12 @@ def _():
             got.append((m.offset(), m.value().decode()))
     cons.close()
     assert got[0] == (20, "d20") and len(got) == 30, got[:3]
+    # Below the new log start: the first record kept.
+    hit = kc.offsets_for_times({KTp("kp-del", 0): 1_005_500})[KTp("kp-del", 0)]
+    assert (hit.offset, hit.timestamp) == (20, 1_020_000), hit
+    kc.close()
     # kafka-python: past the high watermark is refused; -1 means the HW.
     from kafka.admin import KafkaAdminClient
-    from kafka import TopicPartition as KTp
 
     a = KafkaAdminClient(bootstrap_servers=BOOTSTRAP.split(","))
     try:

@@ -1033,16 +1033,21 @@ impl Handler {
                     .with_timestamp(-1)
                     .with_offset(-1);
                 match results.next() {
-                    Some(Ok(Ok((offset, epoch)))) => {
-                        out.offset = offset.and_then(|o| i64::try_from(o).ok()).unwrap_or(-1);
-                        // A timestamp query's answer carries a timestamp
-                        // (Java's offsetsForTimes refuses a negative one):
-                        // the asked one, a lower bound of the record's.
-                        if p.timestamp >= 0 && out.offset >= 0 {
-                            out.timestamp = p.timestamp;
+                    Some(Ok(Ok(listed))) => {
+                        out.offset = listed
+                            .offset
+                            .and_then(|o| i64::try_from(o).ok())
+                            .unwrap_or(-1);
+                        // A timestamp query's answer carries the found
+                        // record's timestamp (Java's offsetsForTimes refuses
+                        // a negative one).
+                        if out.offset >= 0 {
+                            if let Some(ts) = listed.timestamp_ms {
+                                out.timestamp = ts.max(0);
+                            }
                         }
                         if version >= 4 {
-                            out.leader_epoch = i32::try_from(epoch).unwrap_or(-1);
+                            out.leader_epoch = i32::try_from(listed.leader_epoch).unwrap_or(-1);
                         }
                     }
                     Some(Ok(Err(e))) => out.error_code = kafka_code(e.code()),

@@ -33,6 +33,17 @@ impl OffsetQuery {
 }
 
 /// One partition's question.
+/// One partition's ListOffsets answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
+    /// The offset found; `None` when no committed record is that recent.
+    pub offset: Option<u64>,
+    /// The leader's epoch.
+    pub leader_epoch: u32,
+    /// For a timestamp query, the found record's timestamp.
+    pub timestamp_ms: Option<i64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ListOffsetsPartition {
     /// Topic.
@@ -55,7 +66,7 @@ impl BrokerApi {
         &self,
         partitions: Vec<ListOffsetsPartition>,
         access: &Access,
-    ) -> Result<Vec<Result<(Option<u64>, u32), PartitionError>>, ApiError> {
+    ) -> Result<Vec<Result<ListedOffset, PartitionError>>, ApiError> {
         let mgr = Arc::clone(&self.mgr);
         let image = self.mgr.image();
         let denied: Vec<Option<PartitionError>> = partitions
@@ -73,17 +84,22 @@ impl BrokerApi {
                     let p = mgr.partition(&lp.topic, lp.partition)?;
                     let (offsets, epoch, hw_available) =
                         p.leader_offsets(lp.current_leader_epoch)?;
-                    let offset = match lp.query {
-                        Some(OffsetQuery::Earliest) => Some(offsets.log_start_offset),
+                    let (offset, timestamp_ms) = match lp.query {
+                        Some(OffsetQuery::Earliest) => (Some(offsets.log_start_offset), None),
                         Some(OffsetQuery::Latest) => {
                             hw_available?;
-                            Some(offsets.high_watermark)
+                            (Some(offsets.high_watermark), None)
                         }
                         Some(OffsetQuery::Timestamp(ts)) => {
                             hw_available?;
-                            p.log
+                            match p
+                                .log
                                 .offset_for_timestamp(ts)?
-                                .filter(|o| *o < offsets.high_watermark)
+                                .filter(|(o, _)| *o < offsets.high_watermark)
+                            {
+                                Some((o, t)) => (Some(o), Some(t)),
+                                None => (None, None),
+                            }
                         }
                         None => {
                             return Err(PartitionError::InvalidRequest(
@@ -91,7 +107,11 @@ impl BrokerApi {
                             ))
                         }
                     };
-                    Ok((offset, epoch))
+                    Ok(ListedOffset {
+                        offset,
+                        leader_epoch: epoch,
+                        timestamp_ms,
+                    })
                 })
                 .collect()
         })

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 pub use delete_records::DeleteRecordsPartition;
 pub use fetch::{FetchPartition, FetchRequest, FetchResult};
-pub use list_offsets::{ListOffsetsPartition, OffsetQuery};
+pub use list_offsets::{ListOffsetsPartition, ListedOffset, OffsetQuery};
 pub use log_dirs::LogDirView;
 pub use metadata::MetadataView;
 pub use offset_for_leader_epoch::EpochQuery;

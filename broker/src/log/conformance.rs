@@ -143,10 +143,14 @@ fn timestamps_find_the_first_record_at_or_after(make: Factory) {
         // Each batch: 4 records with timestamps 100*i .. 100*i+3.
         append(&*log, &format!("b{i}"), 4, 100 * i, 1);
     }
-    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
-    assert_eq!(log.offset_for_timestamp(2).unwrap(), Some(2));
-    assert_eq!(log.offset_for_timestamp(50).unwrap(), Some(4));
-    assert_eq!(log.offset_for_timestamp(3901).unwrap(), Some(157));
+    let at = |ts| log.offset_for_timestamp(ts).unwrap().map(|(o, _)| o);
+    assert_eq!(at(0), Some(0));
+    assert_eq!(at(2), Some(2));
+    assert_eq!(at(50), Some(4));
+    assert_eq!(at(3901), Some(157));
+    // With the found record's timestamp, not the one asked.
+    assert_eq!(log.offset_for_timestamp(50).unwrap(), Some((4, 100)));
+    assert_eq!(log.offset_for_timestamp(3901).unwrap(), Some((157, 3901)));
     assert_eq!(log.offset_for_timestamp(10_000).unwrap(), None);
 }
 

@@ -662,7 +662,7 @@ impl PartitionLog for FileLog {
         Ok(Bytes::from(seg.read_from(pos, upper, max_bytes)?))
     }
 
-    fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>, LogError> {
+    fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, LogError> {
         let inner = self.read_inner();
         for seg in inner.segments.values() {
             if let Some(bytes) = seg.batch_for_timestamp(timestamp_ms)? {
@@ -670,15 +670,12 @@ impl PartitionLog for FileLog {
                     batch::BatchHeader::parse(&bytes).map_err(|r| LogError::corrupt(0, r))?;
                 // Exact record offset where the records can be decoded; a batch
                 // we cannot decode (an unsupported codec) answers with its start.
-                let offset = batch::decode_records(&bytes)
-                    .ok()
-                    .and_then(|recs| {
-                        recs.iter()
-                            .find(|r| r.timestamp_ms >= timestamp_ms)
-                            .map(|r| r.offset)
-                    })
-                    .unwrap_or(header.base_offset);
-                return Ok(Some(offset.max(inner.log_start_offset)));
+                return Ok(Some(super::timestamp_hit(
+                    &bytes,
+                    &header,
+                    timestamp_ms,
+                    inner.log_start_offset,
+                )));
             }
         }
         Ok(None)

@@ -223,7 +223,8 @@ fn damaged_or_missing_indexes_are_rebuilt() {
             append(&log, &format!("b{i}"), 4, 10 * i, 1);
         }
         all = read_all(&log, 0, ReadBound::LogEnd);
-        ts_answers = [0, 55, 333, 990].map(|t| log.offset_for_timestamp(t).unwrap());
+        ts_answers =
+            [0, 55, 333, 990].map(|t| log.offset_for_timestamp(t).unwrap().map(|(o, _)| o));
     }
     for (n, e) in fs::read_dir(&dir).unwrap().enumerate() {
         let p = e.unwrap().path();
@@ -238,7 +239,7 @@ fn damaged_or_missing_indexes_are_rebuilt() {
     assert_eq!(read_all(&log, 0, ReadBound::LogEnd), all);
     assert_eq!(
         ts_answers,
-        [0, 55, 333, 990].map(|t| log.offset_for_timestamp(t).unwrap())
+        [0, 55, 333, 990].map(|t| log.offset_for_timestamp(t).unwrap().map(|(o, _)| o))
     );
     // Batch 5 holds timestamps 50..=53, so 55 is first reached at batch 6.
     assert_eq!(ts_answers[1], Some(24));

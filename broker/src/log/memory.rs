@@ -148,7 +148,7 @@ impl PartitionLog for MemoryLog {
         Ok(Bytes::from(out))
     }
 
-    fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>, LogError> {
+    fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, LogError> {
         let inner = self.lock();
         let Some(b) = inner
             .batches
@@ -157,15 +157,12 @@ impl PartitionLog for MemoryLog {
         else {
             return Ok(None);
         };
-        let offset = batch::decode_records(&b.bytes)
-            .ok()
-            .and_then(|recs| {
-                recs.iter()
-                    .find(|r| r.timestamp_ms >= timestamp_ms)
-                    .map(|r| r.offset)
-            })
-            .unwrap_or(b.header.base_offset);
-        Ok(Some(offset.max(inner.log_start_offset)))
+        Ok(Some(super::timestamp_hit(
+            &b.bytes,
+            &b.header,
+            timestamp_ms,
+            inner.log_start_offset,
+        )))
     }
 
     fn truncate_to(&self, offset: u64) -> Result<(), LogError> {

@@ -215,8 +215,10 @@ pub trait PartitionLog: Send + Sync + std::fmt::Debug {
     /// one batch if any is readable) and never past `bound`. Empty at the bound.
     fn read(&self, offset: u64, max_bytes: usize, bound: ReadBound) -> Result<Bytes, LogError>;
 
-    /// The first offset whose record timestamp is `>= timestamp_ms`, if any.
-    fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>, LogError>;
+    /// The first offset whose record timestamp is `>= timestamp_ms`, if any,
+    /// with that record's timestamp (a batch whose records cannot be
+    /// decoded answers with its start and its largest timestamp).
+    fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(u64, i64)>, LogError>;
 
     /// Removes every batch whose last offset is `>= offset` (a batch is never
     /// split, so the new end may be below `offset`), and every leader-epoch
@@ -292,3 +294,24 @@ pub fn partition_dir(
 }
 
 pub(crate) use rivulet_common::time::now_ms;
+
+/// In the batch `bytes` (with `header`), the first record at or after
+/// `log_start` whose timestamp is `>= target`, or else the first at or after
+/// `log_start`: its offset and timestamp. A batch whose records cannot be
+/// decoded (an unsupported codec) answers its start and largest timestamp.
+pub(crate) fn timestamp_hit(
+    bytes: &[u8],
+    header: &batch::BatchHeader,
+    target: i64,
+    log_start: u64,
+) -> (u64, i64) {
+    let fallback = (header.base_offset.max(log_start), header.max_timestamp);
+    let Ok(records) = batch::decode_records(bytes) else {
+        return fallback;
+    };
+    let kept = || records.iter().filter(|r| r.offset >= log_start);
+    kept()
+        .find(|r| r.timestamp_ms >= target)
+        .or_else(|| kept().next())
+        .map_or(fallback, |r| (r.offset, r.timestamp_ms))
+}

@@ -144,6 +144,40 @@ def _():
         m.close()
 
 
+CHILD = """
+import sys
+from confluent_kafka import Consumer
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": "killed", "session.timeout.ms": 6000,
+              "heartbeat.interval.ms": 300, "auto.offset.reset": "latest"})
+c.subscribe([sys.argv[2]], on_assign=lambda c, ps: print("assigned", len(ps), flush=True))
+while True:
+    c.poll(0.2)
+"""
+
+
+@check("a member killed with SIGKILL loses its partitions after its session; the survivor takes them and reads on")
+def _():
+    import os
+    import signal
+
+    child = subprocess.Popen([sys.executable, "-c", CHILD, BOOTSTRAP, TOPIC], stdout=subprocess.PIPE, text=True)
+    survivor = Member("killed", "range")
+    try:
+        wait_for("the survivor to share the partitions", lambda: 0 < len(survivor.assignment) < PARTITIONS)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+        started = time.monotonic()
+        wait_for("the survivor to own every partition", lambda: len(survivor.assignment) == PARTITIONS, timeout=30)
+        took = time.monotonic() - started
+        assert took < 20, f"{took:.1f}s after the kill"
+        survivor.seen.clear()
+        read_exactly_once([survivor], produce(600))
+    finally:
+        if child.poll() is None:
+            child.kill()
+        survivor.close()
+
+
 @check("cooperative-sticky members rebalance incrementally and read every record once")
 def _():
     members = [Member("sticky", "cooperative-sticky") for _ in range(2)]
@@ -205,6 +239,12 @@ def _():
         rivulet("group", "describe", "visible", "--json").stdout or '{"members": []}').get("members") == [])
     out = rivulet("group", "reset-offsets", "visible", "--topic", TOPIC, "--to-earliest")
     assert out.returncode == 0, out.stderr
+    # The reset made through gRPC is what a Kafka client fetches.
+    k = kafka.KafkaConsumer(bootstrap_servers=BOOTSTRAP.split(","), group_id="visible",
+                            enable_auto_commit=False)
+    got = [k.committed(kafka.TopicPartition(TOPIC, p)) for p in range(PARTITIONS)]
+    k.close()
+    assert got == [0] * PARTITIONS, got
 
 
 @check("a kafka-python group consumer reads everything and commits")

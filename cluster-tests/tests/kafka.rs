@@ -423,7 +423,7 @@ async fn classic_consumer_groups_split_partitions_and_hand_them_over() {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the Kafka group checks failed");
-    assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("7 passed, 0 failed"), "{stdout}");
     // kafka-python committed everything: `rivulet group describe` sees the
     // group's offsets at the high watermarks.
     let group = cli::ok_json(&c, &["group", "describe", "kafka-python-group", "--json"]);

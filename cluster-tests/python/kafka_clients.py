@@ -199,7 +199,7 @@ def _():
     asyncio.run(run())
 
 
-@check("kafka-python admin: create a topic with a config, describe it, see it in Metadata, delete it")
+@check("kafka-python admin: create a topic with a config, describe and alter it, see it in Metadata, delete it")
 def _():
     from kafka.admin import KafkaAdminClient, NewTopic, ConfigResource, ConfigResourceType
 
@@ -214,6 +214,9 @@ def _():
     assert len(d["partitions"]) == 4 and all(len(p["isr_nodes"]) == 3 for p in d["partitions"]), d
     cfg = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "kp-admin")])
     assert cfg["topic"]["kp-admin"]["retention.ms"]["value"] == "3600000", cfg
+    a.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "kp-admin", configs={"retention.ms": "7200000"})])
+    cfg = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "kp-admin")])
+    assert cfg["topic"]["kp-admin"]["retention.ms"]["value"] == "7200000", cfg
     cluster = a.describe_cluster()
     assert len(cluster["brokers"]) == 3 and cluster["controller_id"] >= 1, cluster
     try:

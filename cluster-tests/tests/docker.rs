@@ -932,6 +932,22 @@ async fn compose_cluster_with_tls_serves_the_cli_and_refuses_plaintext() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TLS on one side only"), "{err}");
+    // The Kafka listeners serve TLS with the same certificates.
+    if let (Some(kcat), Some((_, ca))) = (std::env::var_os("RIVULET_KCAT"), &project.tls) {
+        let out = run(
+            Command::new(kcat)
+                .args(["-b", &format!("127.0.0.1:{}", project.ports[3]), "-L"])
+                .args(["-X", "security.protocol=SSL", "-X"])
+                .arg(format!("ssl.ca.location={}", ca.display())),
+            None,
+            CLI_TIMEOUT,
+        );
+        let listed = success("kcat -L over TLS", out);
+        assert!(
+            listed.contains("topic \"secure\" with 3 partitions"),
+            "{listed}"
+        );
+    }
     let allowed: Vec<&str> = DEFAULT_ALLOWED_ERRORS.iter().map(|(s, _)| *s).collect();
     for (id, log) in project.logs() {
         let errors: Vec<&str> = log

@@ -24,6 +24,35 @@ fn script(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
+/// Runs the Python check script `name` with `args` (off the async
+/// threads), prints what it said, and asserts it ran `passed` checks and
+/// none failed; its stdout.
+async fn checks(
+    python: std::ffi::OsString,
+    name: &str,
+    args: Vec<std::ffi::OsString>,
+    passed: usize,
+) -> String {
+    let path = script(name);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(path)
+            .args(args)
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the checks of {name} failed");
+    assert!(
+        stdout.contains(&format!("{passed} passed, 0 failed")),
+        "{stdout}"
+    );
+    stdout
+}
+
 /// Records `rivulet consume` reads from `topic` (all partitions).
 fn grpc_count(c: &Cluster, topic: &str) -> usize {
     cli::ok_stdout(
@@ -47,19 +76,13 @@ async fn kafka_clients_produce_consume_and_commit_through_the_kafka_listener() {
         c.wait_isr("kc", p, &[1, 2, 3], TIMEOUT).await;
     }
     let bootstrap = c.kafka_bootstrap();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script("kafka_clients.py"))
-            .args([bootstrap.as_str(), "kc"])
-            .output()
-            .expect("run python")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the Kafka client checks failed");
-    assert!(stdout.contains("11 passed, 0 failed"), "{stdout}");
+    let stdout = checks(
+        python,
+        "kafka_clients.py",
+        vec![bootstrap.into(), "kc".into()],
+        11,
+    )
+    .await;
     // Every record the Kafka clients wrote (gzip, snappy, lz4 and zstd
     // batches from librdkafka among them) is read by the gRPC consumer.
     let produced: usize = stdout
@@ -409,21 +432,18 @@ async fn classic_consumer_groups_split_partitions_and_hand_them_over() {
     }
     let bootstrap = c.kafka_bootstrap();
     let grpc = cli::bootstrap(&c);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script("kafka_groups.py"))
-            .args([bootstrap.as_str(), "kg"])
-            .arg(cluster_tests::rivulet_binary())
-            .arg(&grpc)
-            .output()
-            .expect("run python")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the Kafka group checks failed");
-    assert!(stdout.contains("7 passed, 0 failed"), "{stdout}");
+    checks(
+        python,
+        "kafka_groups.py",
+        vec![
+            bootstrap.into(),
+            "kg".into(),
+            cluster_tests::rivulet_binary().into(),
+            grpc.into(),
+        ],
+        7,
+    )
+    .await;
     // kafka-python committed everything: `rivulet group describe` sees the
     // group's offsets at the high watermarks.
     let group = cli::ok_json(&c, &["group", "describe", "kafka-python-group", "--json"]);
@@ -625,7 +645,6 @@ async fn sasl_over_tls_and_acls_through_the_kafka_listener() {
     let ca = c.tls_dir().join("ca.pem");
     let bootstrap = c.kafka_bootstrap();
     let args: Vec<std::ffi::OsString> = vec![
-        script("kafka_security.py").into(),
         bootstrap.clone().into(),
         ca.clone().into(),
         admin.0.into(),
@@ -633,18 +652,7 @@ async fn sasl_over_tls_and_acls_through_the_kafka_listener() {
         user.0.into(),
         user.1.into(),
     ];
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args(args)
-            .output()
-            .expect("run python")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the Kafka security checks failed");
-    assert!(stdout.contains("8 passed, 0 failed"), "{stdout}");
+    checks(python, "kafka_security.py", args, 8).await;
     // The topic the super user made over Kafka, and the user's records,
     // through gRPC; the ACLs the script deleted are gone for `rivulet acl`.
     let listed = cli::rivulet_as(&c, Some(admin), &["acl", "list", "--json"]);

@@ -458,19 +458,7 @@ pub fn create_topic(
         .validate(replication_factor)
         .map_err(invalid_config)?;
 
-    // `brokers` is not empty: replication_factor >= 1 and <= its length.
-    let start = (image.partition_count() % brokers.len() as u64) as usize;
-    let assignments: Vec<Vec<BrokerId>> = (0..partitions as usize)
-        .map(|p| {
-            brokers
-                .iter()
-                .cycle()
-                .skip((start + p) % brokers.len())
-                .take(replication_factor as usize)
-                .copied()
-                .collect()
-        })
-        .collect();
+    let assignments = place(image, &brokers, partitions, replication_factor);
 
     let topic_id = new_topic_id(image, name);
     Ok(ControllerResult {
@@ -528,9 +516,29 @@ pub fn create_partitions(
             live_brokers,
         });
     }
-    // `brokers` is not empty: replication_factor >= 1 and <= its length.
+    let assignments = place(image, &brokers, total - current, replication_factor);
+    Ok(ControllerResult {
+        records: vec![Record::CreatePartitions {
+            name: name.to_owned(),
+            topic_id: topic.id,
+            assignments: assignments.clone(),
+        }],
+        response: assignments,
+    })
+}
+
+/// Replicas for `count` new partitions: round robin over `brokers` (in
+/// placement order), starting where the cluster's partition count left
+/// off so leaders spread across topics. `brokers` must hold at least
+/// `replication_factor` (≥ 1) brokers.
+fn place(
+    image: &MetadataImage,
+    brokers: &[BrokerId],
+    count: u32,
+    replication_factor: u32,
+) -> Vec<Vec<BrokerId>> {
     let start = (image.partition_count() % brokers.len() as u64) as usize;
-    let assignments: Vec<Vec<BrokerId>> = (0..(total - current) as usize)
+    (0..count as usize)
         .map(|p| {
             brokers
                 .iter()
@@ -540,15 +548,7 @@ pub fn create_partitions(
                 .copied()
                 .collect()
         })
-        .collect();
-    Ok(ControllerResult {
-        records: vec![Record::CreatePartitions {
-            name: name.to_owned(),
-            topic_id: topic.id,
-            assignments: assignments.clone(),
-        }],
-        response: assignments,
-    })
+        .collect()
 }
 
 /// Deletes topic `name` and all its partitions.

@@ -179,6 +179,20 @@ pub struct PartitionImage {
 }
 
 impl PartitionImage {
+    /// A new partition (of a new topic, or added to one): the first replica
+    /// leads, every replica is in sync, both epochs are 0.
+    fn created(partition: u32, replicas: &[BrokerId]) -> Self {
+        Self {
+            partition,
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+            elr: Vec::new(),
+            leader: replicas.first().copied(),
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+
     /// The preferred leader: the first replica.
     pub fn preferred_leader(&self) -> Option<BrokerId> {
         self.replicas.first().copied()
@@ -567,15 +581,7 @@ impl MetadataImage {
                 self.check_new_topic(*topic_id, name, config, assignments)?;
                 let partitions = (0u32..)
                     .zip(assignments)
-                    .map(|(partition, replicas)| PartitionImage {
-                        partition,
-                        replicas: replicas.clone(),
-                        isr: replicas.clone(),
-                        elr: Vec::new(),
-                        leader: replicas.first().copied(),
-                        leader_epoch: 0,
-                        partition_epoch: 0,
-                    })
+                    .map(|(partition, replicas)| PartitionImage::created(partition, replicas))
                     .collect();
                 self.topics.insert(
                     name.clone(),
@@ -614,15 +620,9 @@ impl MetadataImage {
                     return Err(invalid(format!("{total} partitions are too many")));
                 };
                 for (partition, replicas) in (first as u32..total).zip(assignments) {
-                    topic.partitions.push(PartitionImage {
-                        partition,
-                        replicas: replicas.clone(),
-                        isr: replicas.clone(),
-                        elr: Vec::new(),
-                        leader: replicas.first().copied(),
-                        leader_epoch: 0,
-                        partition_epoch: 0,
-                    });
+                    topic
+                        .partitions
+                        .push(PartitionImage::created(partition, replicas));
                 }
                 Ok(())
             }

@@ -34,7 +34,9 @@ pub struct NodeArgs {
     #[arg(long, env = "RIVULET_ADVERTISE")]
     advertise: Option<String>,
     /// Address to serve the Kafka wire protocol on (kcat, librdkafka,
-    /// kafka-python, the Java client); off unless given.
+    /// kafka-python, the Java client); off unless given. Over TLS when the
+    /// node has --tls-cert; with --require-auth clients authenticate with
+    /// SASL (SCRAM-SHA-256/512, or PLAIN over TLS) as the cluster's users.
     #[arg(long, env = "RIVULET_KAFKA_LISTEN")]
     kafka_listen: Option<SocketAddr>,
     /// Address Kafka clients reach this node at (what Metadata and

@@ -33,6 +33,22 @@ use crate::admin::control_error;
 use crate::handler::{decode, encode, frame_response, str_bytes, Answer, Failed, Handler, Request};
 use crate::sasl::{parse_plain, Mechanism, SaslError, ScramServer, Session};
 
+/// A [`KafkaFilter`] from a DescribeAcls request or a DeleteAcls filter:
+/// two message types with the same fields.
+macro_rules! kafka_filter {
+    ($f:expr) => {
+        KafkaFilter {
+            resource_type: $f.resource_type_filter,
+            name: $f.resource_name_filter.as_deref().map(str::to_owned),
+            pattern: $f.pattern_type_filter,
+            principal: $f.principal_filter.as_deref().map(str::to_owned),
+            host: $f.host_filter.as_deref().map(str::to_owned),
+            operation: $f.operation,
+            permission: $f.permission_type,
+        }
+    };
+}
+
 static REFUSED: RateLimit = RateLimit::new(Duration::from_secs(10));
 
 impl Handler {
@@ -224,15 +240,7 @@ impl Handler {
             )));
             return encode(&r, ApiKey::DescribeAcls, version);
         }
-        let filter = KafkaFilter {
-            resource_type: req.resource_type_filter,
-            name: req.resource_name_filter.as_deref().map(str::to_owned),
-            pattern: req.pattern_type_filter,
-            principal: req.principal_filter.as_deref().map(str::to_owned),
-            host: req.host_filter.as_deref().map(str::to_owned),
-            operation: req.operation,
-            permission: req.permission_type,
-        };
+        let filter = kafka_filter!(req);
         if let Err(why) = filter.check() {
             r.error_code = K::InvalidRequest.code();
             r.error_message = Some(str_bytes(&why));
@@ -317,15 +325,7 @@ impl Handler {
         let allowed = access.allows_cluster(&self.image(), Operation::Alter);
         for f in &req.filters {
             let mut out = DeleteAclsFilterResult::default();
-            let filter = KafkaFilter {
-                resource_type: f.resource_type_filter,
-                name: f.resource_name_filter.as_deref().map(str::to_owned),
-                pattern: f.pattern_type_filter,
-                principal: f.principal_filter.as_deref().map(str::to_owned),
-                host: f.host_filter.as_deref().map(str::to_owned),
-                operation: f.operation,
-                permission: f.permission_type,
-            };
+            let filter = kafka_filter!(f);
             let refused = if !allowed {
                 Some((
                     K::ClusterAuthorizationFailed.code(),

@@ -304,7 +304,34 @@ def main():
         ], after.brokers
         assert [(v.id, v.learner) for v in after.voters] == [(v.id, v.learner) for v in before.voters]
 
+    def create_partitions():
+        r = controller.CreateTopic(
+            ctl.CreateTopicRequest(name="py-grow", partitions=2, replication_factor=3), timeout=10
+        )
+        assert r.error_code == common.NONE, r
+        grow = lambda total, validate=False, name="py-grow": controller.CreatePartitions(  # noqa: E731
+            ctl.CreatePartitionsRequest(name=name, total=total, validate_only=validate), timeout=10
+        )
+        v = grow(5, validate=True)
+        assert v.error_code == common.NONE and len(v.topic.partitions) == 2, v
+        g = grow(5)
+        assert g.error_code == common.NONE and len(g.topic.partitions) == 5, g
+        assert all(len(p.replicas) == 3 and list(p.isr) == list(p.replicas) for p in g.topic.partitions), g
+        # Fewer, the same, past the limit, 2^32-1, an unknown topic, a bad name.
+        for total, name, code in [
+            (4, "py-grow", common.INVALID_PARTITIONS),
+            (5, "py-grow", common.INVALID_PARTITIONS),
+            (10_001, "py-grow", common.INVALID_PARTITIONS),
+            (2**32 - 1, "py-grow", common.INVALID_PARTITIONS),
+            (9, "py-nope", common.UNKNOWN_TOPIC_OR_PARTITION),
+            (9, "bad name\u0000", common.UNKNOWN_TOPIC_OR_PARTITION),
+        ]:
+            r = grow(total, name=name)
+            assert r.error_code == code, (total, name, r)
+        assert len(grow(5, validate=True).topic.partitions) == 5
+
     check("DescribeCluster: every broker live, with a directory id", cluster_state)
+    check("CreatePartitions: grows a topic, validate-only changes nothing, fewer/too many/unknown refused", create_partitions)
     check("Node-to-node calls from a plain client are UNAUTHENTICATED and change nothing", forged_node_calls_are_unauthenticated)
     check("CreateTopic", create)
     check("Produce: entries for one partition are appended in request order", same_partition_entries_in_order)

@@ -741,11 +741,7 @@ impl ReplicaManager {
     fn apply_retention(&self) {
         let now = now_ms();
         for p in self.all() {
-            let c = p.config();
-            let policy = RetentionPolicy {
-                retention_ms: c.retention_ms,
-                retention_bytes: c.retention_bytes,
-            };
+            let policy = retention_policy(&p.config());
             match p.log.apply_retention(&policy, now) {
                 Ok(o) if o.segments_deleted > 0 => info!(
                     topic = %p.topic, partition = p.partition, segments = o.segments_deleted,
@@ -756,6 +752,21 @@ impl ReplicaManager {
                 }
             }
         }
+    }
+}
+
+/// What time and size retention may delete for a topic configured `c`. A
+/// `compact` topic "retains the latest value for each key": retention by
+/// age or size never deletes its segments (Kafka: only `delete` in
+/// `cleanup.policy` enables them), so until the log cleaner exists such a
+/// topic keeps everything rather than losing keys.
+fn retention_policy(c: &rivulet_metadata::TopicConfig) -> RetentionPolicy {
+    match c.cleanup_policy {
+        rivulet_metadata::CleanupPolicy::Delete => RetentionPolicy {
+            retention_ms: c.retention_ms,
+            retention_bytes: c.retention_bytes,
+        },
+        rivulet_metadata::CleanupPolicy::Compact => RetentionPolicy::default(),
     }
 }
 
@@ -802,5 +813,28 @@ async fn blocking(what: &'static str, work: impl FnOnce() + Send + 'static) {
         if e.is_panic() {
             error!(task = what, error = %e, "a background task panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    #[test]
+    fn a_compacted_topic_is_never_deleted_by_time_or_size() {
+        let mut c = rivulet_metadata::TopicConfig {
+            retention_ms: Some(1),
+            retention_bytes: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            retention_policy(&c),
+            RetentionPolicy {
+                retention_ms: Some(1),
+                retention_bytes: Some(1)
+            }
+        );
+        c.cleanup_policy = rivulet_metadata::CleanupPolicy::Compact;
+        assert_eq!(retention_policy(&c), RetentionPolicy::default());
     }
 }
